@@ -1,0 +1,220 @@
+"""Edge configuration: one TOML file, overridden by ``EDGE_*`` environment variables, overridden by flags.
+
+Everything is validated by pydantic before a single socket is opened, so a typo or a bad value
+stops startup with a message naming the field instead of surfacing later as odd behaviour.
+Unknown keys are errors for the same reason.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import socket
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+ENV_PREFIX = "EDGE_"
+
+
+class ConfigError(Exception):
+    """Startup configuration is unusable; the message names the field and the source."""
+
+
+def parse_host_port(value: str, field: str = "listen") -> tuple[str, int]:
+    """Split ``HOST:PORT`` / ``[V6]:PORT`` / ``:PORT`` (all interfaces) into its parts."""
+    text = value.strip()
+    if text.startswith("["):
+        host, sep, port_text = text[1:].partition("]:")
+        if not sep:
+            raise ValueError(f"{field}: expected [IPv6]:PORT, got {value!r}")
+    else:
+        host, sep, port_text = text.rpartition(":")
+        if not sep:
+            raise ValueError(f"{field}: expected HOST:PORT, got {value!r}")
+        host = host or "0.0.0.0"
+    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise ValueError(f"{field}: port must be 0-65535, got {port_text!r}")
+    return host, int(port_text)
+
+
+def is_loopback_host(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class UpstreamSettings(StrictModel):
+    """How the edge talks to its origin."""
+
+    connect_timeout: Annotated[float, Field(gt=0)] = 5.0
+    read_timeout: Annotated[float, Field(gt=0)] = 60.0
+    pool_size: Annotated[int, Field(ge=1)] = 512
+    keepalive_timeout: Annotated[float, Field(ge=0)] = 30.0
+    preserve_host: bool = False
+
+
+class LimitSettings(StrictModel):
+    """Request parsing limits; beyond them a client gets 400/431, never a crash."""
+
+    max_line_size: Annotated[int, Field(ge=256)] = 8190
+    max_field_size: Annotated[int, Field(ge=256)] = 8190
+    max_headers: Annotated[int, Field(ge=8)] = 128
+
+
+def default_workers() -> int:
+    return os.cpu_count() or 1
+
+
+class EdgeSettings(StrictModel):
+    """Everything one edge node needs; see README "Configuring the edge"."""
+
+    origin: str
+    listen: str = "0.0.0.0:8080"
+    admin_listen: str = "127.0.0.1:9080"
+    admin_token: str | None = None
+    cache_dir: Path = Path("var/cache")
+    workers: Annotated[int, Field(ge=1, le=256)] = Field(default_factory=default_workers)
+    name: str | None = None
+    drain_timeout: Annotated[float, Field(ge=0)] = 10.0
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    upstream: UpstreamSettings = UpstreamSettings()
+    limits: LimitSettings = LimitSettings()
+
+    @field_validator("origin")
+    @classmethod
+    def _origin_is_http_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"must be an http:// or https:// URL with a host, got {value!r}")
+        if parts.query or parts.fragment:
+            raise ValueError("must not carry a query or fragment")
+        try:
+            parts.port  # noqa: B018 - raises on a bad port
+        except ValueError as exc:
+            raise ValueError(f"bad port in {value!r}") from exc
+        return value.rstrip("/")
+
+    @field_validator("listen", "admin_listen")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        parse_host_port(value)
+        return value
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_token(cls, value: str | None) -> str | None:
+        if value is not None and (not value or any(c.isspace() or c in ',;"' for c in value)):
+            raise ValueError("must be a non-empty token without spaces, commas, semicolons or quotes")
+        return value
+
+    @model_validator(mode="after")
+    def _exposed_admin_needs_token(self) -> EdgeSettings:
+        host, _ = self.admin_address
+        if not self.admin_token and not is_loopback_host(host):
+            raise ValueError(
+                f"admin_token: required when admin_listen ({self.admin_listen}) is not a loopback address"
+            )
+        return self
+
+    @property
+    def listen_address(self) -> tuple[str, int]:
+        return parse_host_port(self.listen)
+
+    @property
+    def admin_address(self) -> tuple[str, int]:
+        return parse_host_port(self.admin_listen)
+
+    def node_name(self, public_port: int) -> str:
+        """The pseudonym this edge writes into ``Via``; unique per host and port by default."""
+        return self.name or f"{socket.gethostname()}:{public_port}"
+
+
+def _set_path(target: dict[str, Any], dotted: list[str], value: Any) -> None:
+    node = target
+    for key in dotted[:-1]:
+        child = node.setdefault(key, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"config error: {'.'.join(dotted)}: conflicts with a non-table value")
+        node = child
+    node[dotted[-1]] = value
+
+
+def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
+    """``EDGE_ADMIN_LISTEN`` → ``admin_listen``; ``EDGE_UPSTREAM__READ_TIMEOUT`` → nested."""
+    overrides: dict[str, Any] = {}
+    for key, value in environ.items():
+        if not key.startswith(ENV_PREFIX) or key == "EDGE_CONFIG":
+            continue
+        dotted = [part.lower() for part in key[len(ENV_PREFIX) :].split("__")]
+        _set_path(overrides, dotted, value)
+    return overrides
+
+
+def _merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def format_validation_error(error: ValidationError, source: str) -> str:
+    lines = [f"config error ({source}):"]
+    for item in error.errors():
+        field = ".".join(str(part) for part in item["loc"]) or "(root)"
+        message = item["msg"]
+        if item["type"] == "extra_forbidden":
+            message = "unknown setting"
+        elif item["type"] == "missing":
+            message = "required setting is missing"
+        lines.append(f"  {field}: {message}")
+    return "\n".join(lines)
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError as exc:
+        raise ConfigError(f"config error: {path}: file not found") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config error: {path}: invalid TOML: {exc}") from exc
+    except OSError as exc:
+        raise ConfigError(f"config error: {path}: {exc.strerror}") from exc
+
+
+def load_settings(
+    config_file: Path | None = None,
+    cli_overrides: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> EdgeSettings:
+    """Build settings from file < environment < flags, or raise ``ConfigError`` naming the field."""
+    env = os.environ if environ is None else environ
+    if config_file is None and env.get("EDGE_CONFIG"):
+        config_file = Path(env["EDGE_CONFIG"])
+    data: dict[str, Any] = read_toml(config_file) if config_file else {}
+    data = _merge(data, _env_overrides(env))
+    data = _merge(data, {key: value for key, value in (cli_overrides or {}).items() if value is not None})
+    sources = ", ".join(
+        part
+        for part in (str(config_file) if config_file else "", "environment", "command line")
+        if part
+    )
+    try:
+        return EdgeSettings.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, sources)) from exc

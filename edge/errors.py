@@ -1,0 +1,51 @@
+"""Errors that know who is at fault and which status a client should see.
+
+They are raised deep in the I/O layers and turned into HTTP responses only by the handler, so
+every layer can say *what* went wrong without knowing how it is rendered (h11's style).
+"""
+
+from __future__ import annotations
+
+
+class EdgeError(Exception):
+    """Base class: ``status`` is the HTTP status hint, ``reason`` a short plain-text explanation."""
+
+    status = 500
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class ClientFault(EdgeError):
+    """The client sent something we will not forward (bad header, loop...)."""
+
+    status = 400
+
+
+class LoopDetected(ClientFault):
+    """The request already passed through this edge: forwarding it again would never end."""
+
+    status = 508
+
+
+class OriginUnreachable(EdgeError):
+    """Connecting to the origin failed, or it closed before answering."""
+
+    status = 502
+
+
+class OriginTimeout(EdgeError):
+    """The origin accepted the connection but did not answer in time."""
+
+    status = 504
+
+
+class OriginBodyBroken(EdgeError):
+    """The origin's body ended early or stalled after the headers were relayed.
+
+    By then the client has a status line, so the only honest signal left is to break the
+    client's connection too: a short body must never look like a complete one.
+    """
+
+    status = 502

@@ -1,0 +1,180 @@
+"""Process model: one supervisor, N worker processes sharing the listening sockets.
+
+The supervisor binds the public and admin sockets itself and forks workers that inherit them.
+DESIGN.md suggests SO_REUSEPORT; a socket bound once and shared is used instead because (a) it
+works with ``--listen HOST:0`` (every worker serves the one port the kernel picked), and (b) the
+accept backlog belongs to the shared socket, so connections queued while a worker dies are served
+by its siblings instead of being reset with the dead worker's own reuseport socket.  The
+supervisor serves nothing itself: it restarts workers that die and forwards SIGTERM/SIGINT.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import multiprocessing.connection
+import os
+import signal
+import socket
+import sys
+import time
+from multiprocessing.context import ForkProcess
+from types import FrameType
+
+from aiohttp import web
+
+from edge.app import create_admin_app, create_edge_app, server_handler_args
+from edge.config import EdgeSettings
+
+log = logging.getLogger("edge.supervisor")
+
+RESTART_WINDOW_S = 30.0
+RESTARTS_BEFORE_BACKOFF = 5
+
+
+class ListenError(Exception):
+    """A listening socket could not be opened (address in use, permission...)."""
+
+
+def bind_listener(host: str, port: int) -> socket.socket:
+    """A listening TCP socket, IPv4 or IPv6 as the host says, ready to be shared by workers."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        family, kind, proto, _, address = infos[0]
+        sock = socket.socket(family, kind, proto)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind(address)
+        sock.listen(4096)
+        sock.setblocking(False)
+        return sock
+    except OSError as exc:
+        raise ListenError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+
+
+def url_of(sock: socket.socket, scheme: str = "http") -> str:
+    host, port = sock.getsockname()[:2]
+    shown = f"[{host}]" if ":" in host else host
+    return f"{scheme}://{shown}:{port}"
+
+
+async def serve_worker(
+    settings: EdgeSettings, node_name: str, public: socket.socket, admin: socket.socket
+) -> None:
+    """Run one worker's apps on the inherited sockets until SIGTERM, then drain."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    edge_runner = web.AppRunner(
+        create_edge_app(settings, node_name),
+        access_log=None,
+        shutdown_timeout=settings.drain_timeout,
+        **server_handler_args(settings),
+    )
+    admin_runner = web.AppRunner(create_admin_app(settings), access_log=None, shutdown_timeout=1.0)
+    await edge_runner.setup()
+    await admin_runner.setup()
+    await web.SockSite(edge_runner, public).start()
+    await web.SockSite(admin_runner, admin).start()
+    await stop.wait()
+    await admin_runner.cleanup()
+    await edge_runner.cleanup()
+
+
+def worker_main(settings: EdgeSettings, node_name: str, public: socket.socket, admin: socket.socket) -> None:
+    """Entry point of a forked worker process."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the supervisor, which drains us
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    configure_logging(settings.log_level)
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
+        asyncio.run(serve_worker(settings, node_name, public, admin))
+    else:
+        uvloop.run(serve_worker(settings, node_name, public, admin))
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s",
+        stream=sys.stderr,
+        force=True,
+    )
+
+
+class Supervisor:
+    """Keeps ``settings.workers`` workers alive until told to stop."""
+
+    def __init__(self, settings: EdgeSettings) -> None:
+        self.settings = settings
+        self.stopping = False
+        self.workers: dict[int, ForkProcess] = {}
+        self.restart_times: list[float] = []
+        self.context = multiprocessing.get_context("fork")
+
+    def _request_stop(self, signum: int, frame: FrameType | None) -> None:
+        self.stopping = True
+
+    def _spawn(self, index: int, node_name: str, public: socket.socket, admin: socket.socket) -> None:
+        process = self.context.Process(
+            target=worker_main,
+            args=(self.settings, node_name, public, admin),
+            name=f"edge-worker-{index}",
+        )
+        process.start()
+        self.workers[index] = process
+        log.info("worker %d started (pid %s)", index, process.pid)
+
+    def run(self) -> int:
+        configure_logging(self.settings.log_level)
+        public = bind_listener(*self.settings.listen_address)
+        admin = bind_listener(*self.settings.admin_address)
+        node_name = self.settings.node_name(public.getsockname()[1])
+        signal.signal(signal.SIGTERM, self._request_stop)
+        signal.signal(signal.SIGINT, self._request_stop)
+        for index in range(self.settings.workers):
+            self._spawn(index, node_name, public, admin)
+        print(
+            f"edge {node_name}: listening on {url_of(public)} (admin {url_of(admin)}), "
+            f"origin {self.settings.origin}, {self.settings.workers} worker(s), supervisor pid {os.getpid()}",
+            flush=True,
+        )
+        while not self.stopping:
+            sentinels = [process.sentinel for process in self.workers.values()]
+            multiprocessing.connection.wait(sentinels, timeout=0.5)
+            for index, process in list(self.workers.items()):
+                if process.is_alive() or self.stopping:
+                    continue
+                log.warning("worker %d (pid %s) exited with %s; restarting", index, process.pid, process.exitcode)
+                process.close()
+                self._throttle_restarts()
+                if not self.stopping:
+                    self._spawn(index, node_name, public, admin)
+        self._stop_workers()
+        public.close()
+        admin.close()
+        return 0
+
+    def _throttle_restarts(self) -> None:
+        """Back off when workers crash in a loop, so a bad deploy doesn't spin the CPU."""
+        now = time.monotonic()
+        self.restart_times = [t for t in self.restart_times if now - t < RESTART_WINDOW_S]
+        self.restart_times.append(now)
+        if len(self.restart_times) > RESTARTS_BEFORE_BACKOFF:
+            time.sleep(1.0)
+
+    def _stop_workers(self) -> None:
+        """SIGTERM every worker, give them ``drain_timeout`` to finish in-flight requests, then kill."""
+        for process in self.workers.values():
+            if process.is_alive() and process.pid is not None:
+                os.kill(process.pid, signal.SIGTERM)
+        deadline = time.monotonic() + self.settings.drain_timeout + 2.0
+        for process in self.workers.values():
+            process.join(max(0.0, deadline - time.monotonic()))
+            if process.is_alive():
+                log.warning("worker pid %s did not drain in time; killing it", process.pid)
+                process.kill()
+                process.join(2.0)

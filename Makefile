@@ -22,11 +22,14 @@ test: $(STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider
 
 lint: $(STAMP)
-	$(PY) -m ruff check edge origin_stub tests
-	$(PY) -m mypy --strict edge origin_stub
+	$(PY) -m ruff check edge origin_stub geodb tests
+	$(PY) -m mypy --strict edge origin_stub geodb
 
 bench: $(STAMP)
 	$(PY) -m edge.bench
+
+geodb: $(STAMP)
+	$(PY) -m geodb.build --source geodb/source.csv --out geodb/demo-city.mmdb
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

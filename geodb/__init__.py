@@ -1,0 +1,1 @@
+"""Demo geolocation data for edgecache: ``source.csv`` and the builder that compiles it to ``.mmdb``."""

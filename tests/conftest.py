@@ -1,0 +1,166 @@
+"""Shared fixtures: a real origin stub and a real edge on 127.0.0.1, random ports."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from edge.app import create_edge_app, server_handler_args
+from edge.config import EdgeSettings
+from origin_stub import OriginStubServer
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+EDGE_NAME = "test-edge"
+
+
+@pytest.fixture
+async def origin() -> AsyncIterator[OriginStubServer]:
+    server = OriginStubServer(host="127.0.0.1", port=0)
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()
+
+
+def make_settings(origin_url: str, tmp_path: Path, **overrides: Any) -> EdgeSettings:
+    data: dict[str, Any] = {
+        "origin": origin_url,
+        "listen": "127.0.0.1:0",
+        "admin_listen": "127.0.0.1:0",
+        "cache_dir": str(tmp_path / "cache"),
+        "workers": 1,
+        "name": EDGE_NAME,
+    }
+    data.update(overrides)
+    return EdgeSettings.model_validate(data)
+
+
+EdgeFactory = Callable[..., Any]
+
+
+@pytest.fixture
+async def start_edge(tmp_path: Path) -> AsyncIterator[EdgeFactory]:
+    """Start an in-process edge app in front of ``origin_url``; returns its TestServer."""
+    servers: list[TestServer] = []
+
+    async def start(origin_url: str, *, port: int | None = None, **overrides: Any) -> TestServer:
+        settings = make_settings(origin_url, tmp_path, **overrides)
+        app: web.Application = create_edge_app(settings, settings.name)
+        server = TestServer(app, host="127.0.0.1", port=port, **server_handler_args(settings))
+        await server.start_server()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        await server.close()
+
+
+@pytest.fixture
+async def edge(origin: OriginStubServer, start_edge: EdgeFactory) -> TestServer:
+    server: TestServer = await start_edge(origin.url)
+    return server
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+async def raw_exchange(port: int, payload: bytes, *, read_timeout: float = 5.0) -> bytes:
+    """Send raw bytes and read until the server closes or goes quiet: the wire, unparsed."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(payload)
+    await writer.drain()
+    chunks: list[bytes] = []
+    try:
+        while True:
+            chunk = await asyncio.wait_for(reader.read(65536), read_timeout)
+            if not chunk:
+                break
+            chunks.append(chunk)
+    except (TimeoutError, ConnectionResetError):
+        pass
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+    return b"".join(chunks)
+
+
+@dataclass
+class EdgeProcess:
+    """A real ``python -m edge`` supervisor with its workers."""
+
+    process: subprocess.Popen[str]
+    url: str
+    admin_url: str
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            os.kill(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                os.kill(self.process.pid, signal.SIGKILL)
+                self.process.wait(5)
+        if self.process.stdout is not None:
+            self.process.stdout.close()
+        return self.process.returncode
+
+
+LISTEN_LINE = re.compile(r"listening on (http://\S+) \(admin (http://\S+)\)")
+
+
+def launch_edge(args: list[str], env: dict[str, str] | None = None, timeout: float = 20.0) -> EdgeProcess:
+    """Start the edge CLI and wait for its "listening on" line (it reports the real ports)."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "edge", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        cwd=PROJECT_ROOT,
+        env={**os.environ, **(env or {})},
+        start_new_session=True,
+    )
+    assert process.stdout is not None
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if not line:
+            break
+        match = LISTEN_LINE.search(line)
+        if match:
+            return EdgeProcess(process, match.group(1), match.group(2))
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(process.pid, signal.SIGKILL)
+    process.wait(5)
+    process.stdout.close()
+    raise AssertionError(f"edge did not start: exit code {process.returncode}")
+
+
+@pytest.fixture
+def edge_processes() -> Iterator[list[EdgeProcess]]:
+    """Edge processes registered here are stopped by PID at teardown, whatever the test did."""
+    started: list[EdgeProcess] = []
+    yield started
+    for edge_process in started:
+        edge_process.stop()

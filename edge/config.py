@@ -73,6 +73,29 @@ class LimitSettings(StrictModel):
     max_headers: Annotated[int, Field(ge=8)] = 128
 
 
+class CacheSettings(StrictModel):
+    """What and how much the edge caches (see README "Caching")."""
+
+    enabled: bool = True
+    memory_max_bytes: Annotated[int, Field(ge=0)] = 256 * 1024 * 1024
+    memory_max_object_bytes: Annotated[int, Field(ge=0)] = 8 * 1024 * 1024
+    disk_max_bytes: Annotated[int, Field(ge=1024 * 1024)] = 10 * 1024 * 1024 * 1024
+    max_object_bytes: Annotated[int, Field(ge=1)] = 1024 * 1024 * 1024
+    max_variants: Annotated[int, Field(ge=1, le=1024)] = 32
+    store_set_cookie: bool = False
+    heuristic_fraction: Annotated[float, Field(ge=0, le=1)] = 0.1
+    heuristic_max: Annotated[float, Field(ge=0)] = 86400.0
+    max_stale_on_error: Annotated[float, Field(ge=0)] = 0.0
+    honor_request_directives: bool = True
+    hit_for_miss_ttl: Annotated[float, Field(ge=0)] = 10.0
+    cdn_cache_control_names: list[str] = Field(default_factory=lambda: ["CDN-Cache-Control"])
+    collapse_max_unread_bytes: Annotated[int, Field(ge=65536)] = 64 * 1024 * 1024
+    ignore_query: bool = False
+    sort_query: bool = False
+    drop_query_params: list[str] = Field(default_factory=list)
+    expose_surrogate_keys: bool = False
+
+
 def default_workers() -> int:
     return os.cpu_count() or 1
 
@@ -90,6 +113,7 @@ class EdgeSettings(StrictModel):
     drain_timeout: Annotated[float, Field(ge=0)] = 10.0
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     upstream: UpstreamSettings = UpstreamSettings()
+    cache: CacheSettings = CacheSettings()
     limits: LimitSettings = LimitSettings()
 
     @field_validator("origin")

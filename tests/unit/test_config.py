@@ -58,7 +58,9 @@ def test_edge_config_environment_variable_names_the_file(tmp_path: Path) -> None
         pytest.param('origin = "http://o"\n', {"name": "a b"}, ["name"], id="name-with-space"),
     ],
 )
-def test_bad_values_name_the_field(tmp_path: Path, text: str, overrides: dict[str, str], must_mention: list[str]) -> None:
+def test_bad_values_name_the_field(
+    tmp_path: Path, text: str, overrides: dict[str, str], must_mention: list[str]
+) -> None:
     with pytest.raises(ConfigError) as caught:
         load_settings(write(tmp_path, text), overrides, environ={})
     message = str(caught.value)

@@ -1,0 +1,178 @@
+"""Collapsed forwarding: concurrent requests for one object share one origin fetch.
+
+A :class:`Fill` is the shared state of one in-flight origin response: its head (status and
+headers) once known, and its body as a list of chunks that grows as the origin sends it.  Every
+client of the fill — the one that started it included — reads the chunks with its own cursor, so
+each receives the body *as it arrives*, and a client that disconnects does not stop the fill
+(the others and the store still need it).  Chunks every reader has passed are dropped, so memory
+is bounded by the slowest reader's lag, not by the body size; once anything was dropped the fill
+stops accepting new readers (they would miss the start) and later requests go their own way.
+
+The fill's producer (the cache driver) decides whether the response may be *shared* at all: a
+response that may not be stored (``private``, ``Set-Cookie``, ``no-store``...) must not be handed
+to other clients either, so waiting readers are released to ask the origin themselves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Hashable
+from dataclasses import dataclass, field
+
+
+class FillAborted(Exception):
+    """The origin body broke (or the fill was cancelled) after readers started; they must break too."""
+
+
+@dataclass(frozen=True, slots=True)
+class FillHead:
+    """The response head every reader of a shared fill sends to its client."""
+
+    status: int
+    reason: str
+    headers: tuple[tuple[str, str], ...]
+    shared: bool  # False: not shareable; readers other than the owner must fetch on their own
+    kind: str = "response"  # "response" | "not-modified" (a 304 freshened the stored object)
+    extras: dict[str, object] = field(default_factory=dict, compare=False)
+
+
+class Fill:
+    """One origin response being received, readable by many clients at their own pace."""
+
+    def __init__(self, key: Hashable, max_unread_bytes: int = 64 * 1024 * 1024) -> None:
+        self.key = key
+        self.max_unread_bytes = max_unread_bytes
+        self.head: FillHead | None = None
+        self.head_ready = asyncio.Event()
+        self.failure: BaseException | None = None
+        self.done = False
+        self.readers = 0
+        self.waiters = 0  # requests that joined (collapsed) rather than started the fill
+        self._chunks: list[bytes] = []
+        self._buffered = 0  # bytes held in _chunks
+        self._base = 0  # index of _chunks[0] in the full chunk sequence
+        self._cursors: dict[int, int] = {}
+        self._next_reader = 0
+        self._changed = asyncio.Event()
+        self._finished = asyncio.Event()
+
+    # -- producer side ---------------------------------------------------------------------
+    def set_head(self, head: FillHead) -> None:
+        self.head = head
+        self.head_ready.set()
+
+    def append(self, chunk: bytes) -> None:
+        if chunk:
+            self._chunks.append(chunk)
+            self._buffered += len(chunk)
+            self._trim()
+            if not self._cursors and self._buffered > self.max_unread_bytes:
+                # Nobody is reading (every client left) and the body is large: keep filling the
+                # store, but stop holding it for readers that might still join.
+                self._base += len(self._chunks)
+                self._chunks.clear()
+                self._buffered = 0
+            self._wake()
+
+    def finish(self) -> None:
+        self.done = True
+        self._finished.set()
+        self._wake()
+
+    def fail(self, exc: BaseException) -> None:
+        self.failure = exc
+        if not self.head_ready.is_set():
+            self.head_ready.set()
+        self._finished.set()
+        self._wake()
+
+    async def wait_done(self) -> None:
+        """Until the body is complete (stored) or the fill failed."""
+        await self._finished.wait()
+
+    @property
+    def joinable(self) -> bool:
+        """New readers may join only while the whole body is still in memory."""
+        return self._base == 0 and self.failure is None and (self.head is None or self.head.shared)
+
+    # -- reader side -----------------------------------------------------------------------
+    async def wait_head(self) -> FillHead:
+        await self.head_ready.wait()
+        if self.head is None:
+            raise FillAborted(str(self.failure) if self.failure else "fill failed before headers")
+        return self.head
+
+    def open_reader(self) -> int:
+        """Register a reader now, so nothing it still needs is trimmed before it starts reading."""
+        reader = self._next_reader
+        self._next_reader += 1
+        self._cursors[reader] = self._base
+        self.readers += 1
+        return reader
+
+    def close_reader(self, reader: int) -> None:
+        if self._cursors.pop(reader, None) is not None:
+            self._trim()
+
+    async def body(self, reader: int) -> AsyncIterator[bytes]:
+        """The body from ``reader``'s position (the first byte for a reader opened before any
+        trimming), as it arrives; raises FillAborted if the origin broke.  Closes the reader."""
+        try:
+            while True:
+                position = self._cursors[reader]
+                if position - self._base < len(self._chunks):
+                    chunk = self._chunks[position - self._base]
+                    self._cursors[reader] = position + 1
+                    yield chunk
+                    continue
+                if self.failure is not None:
+                    raise FillAborted(str(self.failure))
+                if self.done:
+                    return
+                self._changed.clear()
+                await self._changed.wait()
+        finally:
+            self.close_reader(reader)
+
+    def _trim(self) -> None:
+        """Drop chunks every current reader has already passed (nobody new can need them)."""
+        if not self._cursors:
+            return
+        lowest = min(self._cursors.values())
+        drop = lowest - self._base
+        if drop > 0:
+            self._buffered -= sum(len(chunk) for chunk in self._chunks[:drop])
+            del self._chunks[:drop]
+            self._base = lowest
+
+    def _wake(self) -> None:
+        self._changed.set()
+
+
+class Coalescer:
+    """The fills in flight in one worker, by key."""
+
+    def __init__(self) -> None:
+        self._fills: dict[Hashable, Fill] = {}
+        self.collapsed_total = 0
+
+    def join(self, key: Hashable) -> Fill | None:
+        """An in-flight fill for ``key`` a new request may share, or None."""
+        fill = self._fills.get(key)
+        if fill is None or not fill.joinable:
+            return None
+        fill.waiters += 1
+        self.collapsed_total += 1
+        return fill
+
+    def start(self, key: Hashable, max_unread_bytes: int = 64 * 1024 * 1024) -> Fill:
+        fill = Fill(key, max_unread_bytes)
+        self._fills[key] = fill
+        return fill
+
+    def finish(self, fill: Fill) -> None:
+        if self._fills.get(fill.key) is fill:
+            del self._fills[fill.key]
+
+    def __len__(self) -> int:
+        return len(self._fills)

@@ -1,0 +1,477 @@
+"""The shared disk-cache index: SQLite (WAL) in the cache directory, one row per stored object.
+
+What it is for, and what it is not:
+
+- It answers the questions files answer badly: which keys start with a prefix, which objects carry a
+  tag, how many bytes are stored, which objects were used least recently. Purges and byte-bounded
+  eviction read it; **the hit path never does** (a hit reads the meta file and the body).
+- It is *derived* data. The meta files are the truth; the index can be deleted or found corrupt at any
+  time and is rebuilt from them (``DiskStore`` scans the directory). A row without a meta file or a
+  meta file without a row is tolerated and healed by the next reconcile pass.
+- Several worker processes share it: WAL mode so readers never block the writer, a busy timeout so a
+  writer waits instead of failing, and short transactions (``BEGIN IMMEDIATE`` ... ``COMMIT``) so no
+  process holds the lock for long.
+- SQLite calls block, so each ``SqliteIndex`` owns one dedicated thread with one connection (SQLite
+  connections must stay on their thread) and every public method is a coroutine that runs there.
+  One thread also serialises this process's transactions, which keeps them simple.
+- Running totals (objects, bytes) are kept by triggers in a one-row table, so "are we over budget?"
+  is a point read instead of a ``SUM`` over every row.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import logging
+import os
+import sqlite3
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+ObjectHash = tuple[str, str]  # (key hash, variant hash): the primary key, and the file name stem
+
+SCHEMA_VERSION = "1"
+_IN_CHUNK = 400  # below SQLite's default limit of host parameters per statement
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS objects (
+    key_hash TEXT NOT NULL,
+    variant_hash TEXT NOT NULL,
+    key TEXT NOT NULL,
+    variant TEXT NOT NULL,
+    body TEXT NOT NULL,            -- body file name the meta referenced when this row was written
+    size INTEGER NOT NULL,         -- bytes on disk: body + meta file
+    last_access REAL NOT NULL,
+    stored_at REAL NOT NULL,
+    recorded_at REAL NOT NULL,     -- when this row was written (reconcile must not prune newer rows)
+    PRIMARY KEY (key_hash, variant_hash)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS objects_by_key ON objects (key);
+CREATE INDEX IF NOT EXISTS objects_by_access ON objects (last_access);
+CREATE TABLE IF NOT EXISTS tags (
+    tag TEXT NOT NULL,
+    key_hash TEXT NOT NULL,
+    variant_hash TEXT NOT NULL,
+    PRIMARY KEY (tag, key_hash, variant_hash)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS tags_by_object ON tags (key_hash, variant_hash);
+CREATE TABLE IF NOT EXISTS totals (
+    id INTEGER PRIMARY KEY CHECK (id = 0),
+    objects INTEGER NOT NULL,
+    bytes INTEGER NOT NULL
+);
+INSERT OR IGNORE INTO totals (id, objects, bytes) VALUES (0, 0, 0);
+CREATE TABLE IF NOT EXISTS info (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TRIGGER IF NOT EXISTS objects_insert AFTER INSERT ON objects BEGIN
+    UPDATE totals SET objects = objects + 1, bytes = bytes + NEW.size WHERE id = 0;
+END;
+CREATE TRIGGER IF NOT EXISTS objects_delete AFTER DELETE ON objects BEGIN
+    UPDATE totals SET objects = objects - 1, bytes = bytes - OLD.size WHERE id = 0;
+    DELETE FROM tags WHERE key_hash = OLD.key_hash AND variant_hash = OLD.variant_hash;
+END;
+CREATE TRIGGER IF NOT EXISTS objects_resize AFTER UPDATE OF size ON objects BEGIN
+    UPDATE totals SET bytes = bytes - OLD.size + NEW.size WHERE id = 0;
+END;
+"""
+
+_UPSERT = """
+INSERT INTO objects (key_hash, variant_hash, key, variant, body, size, last_access, stored_at, recorded_at)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (key_hash, variant_hash) DO UPDATE SET
+    key = excluded.key, variant = excluded.variant, body = excluded.body, size = excluded.size,
+    last_access = MAX(objects.last_access, excluded.last_access), stored_at = excluded.stored_at,
+    recorded_at = excluded.recorded_at
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class IndexRow:
+    """What the index knows about one stored object."""
+
+    key_hash: str
+    variant_hash: str
+    key: str
+    variant: str
+    body: str
+    size: int
+    last_access: float
+    stored_at: float
+    tags: tuple[str, ...] = ()
+
+    @property
+    def ident(self) -> ObjectHash:
+        return (self.key_hash, self.variant_hash)
+
+
+@dataclass(frozen=True, slots=True)
+class Totals:
+    objects: int
+    bytes: int
+
+
+class IndexCorruptError(Exception):
+    """The database file is damaged: the caller should ``reset()`` and rebuild it from the meta files."""
+
+
+def _is_corruption(error: sqlite3.DatabaseError) -> bool:
+    code = getattr(error, "sqlite_errorcode", None)
+    return code is not None and code & 0xFF in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
+
+
+def _sql_text(text: str) -> str:
+    """SQLite wants valid UTF-8; a key with lone surrogates is stored with replacement characters."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+    return text
+
+
+def _prefix_upper_bound(prefix: str) -> str | None:
+    """Smallest string greater than every string starting with ``prefix`` (None: no bound)."""
+    chars = list(prefix)
+    while chars:
+        code = ord(chars[-1]) + 1
+        if 0xD800 <= code <= 0xDFFF:
+            code = 0xE000  # surrogates cannot be encoded; the next encodable code point is above them
+        if code <= 0x10FFFF:
+            chars[-1] = chr(code)
+            return "".join(chars)
+        chars.pop()
+    return None
+
+
+def _chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+class SqliteIndex:
+    """One process's handle on ``<cache dir>/index.sqlite``; all methods run on its own thread."""
+
+    def __init__(self, path: Path, *, busy_timeout: float = 10.0) -> None:
+        self.path = path
+        self.busy_timeout = busy_timeout
+        self._executor: ThreadPoolExecutor | None = None
+        self._conn: sqlite3.Connection | None = None
+        self._inode: int | None = None
+        self.reopened = False  # set when another process replaced the file: a rebuild may be due
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    async def open(self) -> bool:
+        """Open (creating or, if corrupt, recreating) the database; True if it must be rebuilt from files."""
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="edgecache-index")
+        try:
+            return await self._run(self._open_sync)
+        except BaseException:
+            self._executor.shutdown(wait=True)
+            self._executor = None
+            raise
+
+    async def close(self) -> None:
+        if self._executor is None:
+            return
+        try:
+            await self._run(self._close_sync)
+        finally:
+            self._executor.shutdown(wait=True)
+            self._executor = None
+
+    async def reset(self) -> None:
+        """Throw the database away and start empty (it was corrupt); the caller rebuilds it."""
+        await self._run(self._reset_sync)
+
+    # -- queries (all run on the index thread) --------------------------------------------------
+
+    async def is_built(self) -> bool:
+        return await self._run(lambda: self._get_info("built") == SCHEMA_VERSION)
+
+    async def mark_built(self) -> None:
+        def mark() -> None:
+            with self._transaction() as conn:
+                conn.execute("INSERT OR REPLACE INTO info (name, value) VALUES ('built', ?)", (SCHEMA_VERSION,))
+
+        await self._run(mark)
+
+    async def upsert(self, rows: Sequence[IndexRow]) -> Totals:
+        """Record objects (replacing their tags); an existing row keeps the later of the two access times."""
+        recorded_at = time.time()
+
+        def upsert() -> Totals:
+            with self._transaction() as conn:
+                for row in rows:
+                    conn.execute(
+                        _UPSERT,
+                        (row.key_hash, row.variant_hash, _sql_text(row.key), _sql_text(row.variant), row.body,
+                         row.size, row.last_access, row.stored_at, recorded_at),
+                    )  # fmt: skip
+                    conn.execute("DELETE FROM tags WHERE key_hash = ? AND variant_hash = ?", row.ident)
+                    conn.executemany(
+                        "INSERT OR IGNORE INTO tags (tag, key_hash, variant_hash) VALUES (?, ?, ?)",
+                        [(_sql_text(tag), row.key_hash, row.variant_hash) for tag in row.tags],
+                    )
+                return self._totals_sync(conn)
+
+        return await self._run(upsert)
+
+    async def remove(self, idents: Iterable[ObjectHash]) -> Totals:
+        pairs = list(idents)
+
+        def remove() -> Totals:
+            with self._transaction() as conn:
+                conn.executemany("DELETE FROM objects WHERE key_hash = ? AND variant_hash = ?", pairs)
+                return self._totals_sync(conn)
+
+        return await self._run(remove)
+
+    async def remove_key(self, key_hash: str) -> Totals:
+        def remove() -> Totals:
+            with self._transaction() as conn:
+                conn.execute("DELETE FROM objects WHERE key_hash = ?", (key_hash,))
+                return self._totals_sync(conn)
+
+        return await self._run(remove)
+
+    async def remove_all(self) -> Totals:
+        def remove() -> Totals:
+            with self._transaction() as conn:
+                conn.execute("DELETE FROM objects")
+                conn.execute("DELETE FROM tags")
+                conn.execute("UPDATE totals SET objects = 0, bytes = 0 WHERE id = 0")
+                return self._totals_sync(conn)
+
+        return await self._run(remove)
+
+    async def touch(self, accesses: dict[ObjectHash, float]) -> None:
+        """Apply batched last-access times recorded on the hit path."""
+        if accesses:
+            await self._run(lambda: self._touch_sync(accesses))
+
+    async def totals(self) -> Totals:
+        return await self._run(lambda: self._totals_sync(self._connection()))
+
+    async def find_prefix(self, prefix: str) -> list[IndexRow]:
+        def find() -> list[IndexRow]:
+            low = _sql_text(prefix)
+            high = _prefix_upper_bound(low)
+            if high is None:
+                cursor = self._connection().execute(f"{_SELECT_ROWS} WHERE key >= ?", (low,))
+            else:
+                cursor = self._connection().execute(f"{_SELECT_ROWS} WHERE key >= ? AND key < ?", (low, high))
+            return [row for row in map(_row, cursor) if row.key.startswith(low)]
+
+        return await self._run(find)
+
+    async def find_tags(self, tags: Iterable[str]) -> list[IndexRow]:
+        wanted = sorted({_sql_text(tag) for tag in tags})
+
+        def find() -> list[IndexRow]:
+            found: dict[ObjectHash, IndexRow] = {}
+            conn = self._connection()
+            for chunk in _chunks(wanted, _IN_CHUNK):
+                marks = ",".join("?" * len(chunk))
+                cursor = conn.execute(
+                    f"{_SELECT_ROWS} WHERE (key_hash, variant_hash) IN "
+                    f"(SELECT key_hash, variant_hash FROM tags WHERE tag IN ({marks}))",
+                    tuple(chunk),
+                )
+                for row in map(_row, cursor):
+                    found[row.ident] = row
+            return list(found.values())
+
+        return await self._run(find)
+
+    async def rows_in_shard(self, shard: str) -> dict[ObjectHash, tuple[str, float]]:
+        """``(body, recorded_at)`` of every row whose key hash starts with the 2-hex-digit ``shard``."""
+
+        def rows() -> dict[ObjectHash, tuple[str, float]]:
+            high = f"{int(shard, 16) + 1:02x}" if shard != "ff" else "g"
+            cursor = self._connection().execute(
+                "SELECT key_hash, variant_hash, body, recorded_at FROM objects WHERE key_hash >= ? AND key_hash < ?",
+                (shard, high),
+            )
+            return {(key_hash, variant_hash): (body, recorded) for key_hash, variant_hash, body, recorded in cursor}
+
+        return await self._run(rows)
+
+    async def shards_in_use(self) -> set[str]:
+        """The 2-hex-digit key-hash prefixes that have rows (256 index seeks, not a table scan)."""
+
+        def shards() -> set[str]:
+            conn = self._connection()
+            found: set[str] = set()
+            for n in range(256):
+                low, high = f"{n:02x}", (f"{n + 1:02x}" if n < 255 else "g")
+                query = "SELECT 1 FROM objects WHERE key_hash >= ? AND key_hash < ? LIMIT 1"
+                if conn.execute(query, (low, high)).fetchone():
+                    found.add(low)
+            return found
+
+        return await self._run(shards)
+
+    async def take_lru(self, max_bytes: int, accesses: dict[ObjectHash, float]) -> list[IndexRow]:
+        """Remove least recently used rows until the total fits ``max_bytes``; return them for unlinking.
+
+        Rows are deleted in the same ``BEGIN IMMEDIATE`` transaction that chose them, so two processes
+        evicting at once never pick the same victims or count the same bytes twice.
+        """
+
+        def take() -> list[IndexRow]:
+            self._touch_sync(accesses)
+            victims: list[IndexRow] = []
+            with self._transaction() as conn:
+                excess = self._totals_sync(conn).bytes - max_bytes
+                while excess > 0:
+                    batch = [_row(values) for values in conn.execute(
+                        f"{_SELECT_ROWS} ORDER BY last_access LIMIT 64")]  # fmt: skip
+                    if not batch:
+                        break
+                    for row in batch:
+                        if excess <= 0:
+                            break
+                        conn.execute("DELETE FROM objects WHERE key_hash = ? AND variant_hash = ?", row.ident)
+                        victims.append(row)
+                        excess -= row.size
+            return victims
+
+        return await self._run(take)
+
+    # -- thread-side helpers ---------------------------------------------------------------------
+
+    async def _run(self, call: Callable[[], T]) -> T:
+        if self._executor is None:
+            raise RuntimeError("index is not open")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._guarded, call)
+
+    def _guarded(self, call: Callable[[], T]) -> T:
+        try:
+            return call()
+        except sqlite3.DatabaseError as error:
+            if _is_corruption(error):
+                raise IndexCorruptError(str(error)) from error
+            raise
+
+    def _connection(self) -> sqlite3.Connection:
+        """The open connection, reopened first if another process replaced or removed the file."""
+        try:
+            inode: int | None = os.stat(self.path).st_ino
+        except FileNotFoundError:
+            inode = None
+        if self._conn is None or inode != self._inode:
+            had_connection = self._conn is not None
+            self._close_sync()
+            self._connect_sync()
+            self.reopened = self.reopened or had_connection
+        assert self._conn is not None
+        return self._conn
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        conn = self._connection()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    def _open_sync(self) -> bool:
+        with self._file_lock():
+            try:
+                fresh = self._connect_sync()
+                built = self._get_info("built") == SCHEMA_VERSION
+            except sqlite3.DatabaseError as error:
+                if not _is_corruption(error):
+                    raise
+                log.warning("cache index %s is corrupt (%s): rebuilding it from the meta files", self.path, error)
+                self._close_sync()
+                self._unlink_files()
+                fresh = self._connect_sync()
+                built = False
+        return fresh or not built
+
+    def _reset_sync(self) -> None:
+        with self._file_lock():
+            self._close_sync()
+            self._unlink_files()
+            self._connect_sync()
+
+    def _connect_sync(self) -> bool:
+        """Connect and make sure the schema exists; True if the file did not exist before."""
+        fresh = not self.path.exists()
+        conn = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None)
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")  # a cache index may lose its last commits on power loss
+            conn.executescript(f"BEGIN IMMEDIATE;\n{_SCHEMA}\nCOMMIT;")
+        except BaseException:
+            conn.close()
+            raise
+        self._conn = conn
+        self._inode = os.stat(self.path).st_ino
+        return fresh
+
+    def _close_sync(self) -> None:
+        if self._conn is not None:
+            conn, self._conn = self._conn, None
+            conn.close()
+
+    def _unlink_files(self) -> None:
+        for suffix in ("", "-wal", "-shm", "-journal"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(f"{self.path}{suffix}")
+
+    @contextlib.contextmanager
+    def _file_lock(self) -> Iterator[None]:
+        """Serialise create/recreate of the database file between processes."""
+        fd = os.open(self.path.with_name(self.path.name + ".lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # closing releases the lock
+
+    def _get_info(self, name: str) -> str | None:
+        found = self._connection().execute("SELECT value FROM info WHERE name = ?", (name,)).fetchone()
+        return None if found is None else str(found[0])
+
+    def _totals_sync(self, conn: sqlite3.Connection) -> Totals:
+        objects, size = conn.execute("SELECT objects, bytes FROM totals WHERE id = 0").fetchone()
+        return Totals(int(objects), int(size))
+
+    def _touch_sync(self, accesses: dict[ObjectHash, float]) -> None:
+        if not accesses:
+            return
+        with self._transaction() as conn:
+            conn.executemany(
+                "UPDATE objects SET last_access = MAX(last_access, ?) WHERE key_hash = ? AND variant_hash = ?",
+                [(when, key_hash, variant_hash) for (key_hash, variant_hash), when in accesses.items()],
+            )
+
+
+_SELECT_ROWS = "SELECT key_hash, variant_hash, key, variant, body, size, last_access, stored_at FROM objects"
+
+
+def _row(values: tuple[Any, ...]) -> IndexRow:
+    key_hash, variant_hash, key, variant, body, size, last_access, stored_at = values
+    return IndexRow(
+        key_hash=str(key_hash),
+        variant_hash=str(variant_hash),
+        key=str(key),
+        variant=str(variant),
+        body=str(body),
+        size=int(size),
+        last_access=float(last_access),
+        stored_at=float(stored_at),
+    )

@@ -23,11 +23,12 @@ Other methods are forwarded unchanged and, when they succeed, invalidate what th
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
 import os
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from aiohttp import ClientResponse, ClientSession, hdrs, web
@@ -48,7 +49,9 @@ from edge.proxy import (
     stream_request_body,
     upstream_url,
 )
-from edge.store.base import BodyChecksum, CachedObject, Store, StoredMeta, StoreWriter
+from edge.purge import PurgeKind, PurgeLog, PurgeRecord, PurgeView
+from edge.store.base import BodyChecksum, CachedObject, Store, StoredMeta, StoreWriter, body_checksum
+from edge.store.disk import DiskStore
 from edge.upstream import OriginRequest, decode_raw_headers, iter_body, send_to_origin
 
 log = logging.getLogger("edge.cache")
@@ -102,26 +105,38 @@ class Lookup:
     key_known: bool
 
 
+ORIGIN_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
 @dataclass(slots=True)
 class CacheCounters:
-    """Per-worker counters exposed by /stats and /metrics."""
+    """Per-worker counters exposed by /stats and /metrics (summed over workers there)."""
 
     requests: int = 0
     hits: int = 0
     misses: int = 0
     bytes_from_cache: int = 0
     bytes_from_origin: int = 0
-    collapsed: int = 0
     by_status: dict[str, int] = field(default_factory=dict)
+    purges: dict[str, int] = field(default_factory=dict)
+    origin_latency_buckets: list[int] = field(default_factory=lambda: [0] * (len(ORIGIN_LATENCY_BUCKETS) + 1))
+    origin_latency_sum: float = 0.0
+    origin_latency_count: int = 0
 
     def count(self, label: str) -> None:
         self.by_status[label] = self.by_status.get(label, 0) + 1
+
+    def observe_origin(self, seconds: float) -> None:
+        index = next((i for i, bound in enumerate(ORIGIN_LATENCY_BUCKETS) if seconds <= bound), -1)
+        self.origin_latency_buckets[index] += 1
+        self.origin_latency_sum += seconds
+        self.origin_latency_count += 1
 
 
 class TieredStore:
     """Memory tier in front of the shared disk tier; a disk hit is promoted when it fits."""
 
-    def __init__(self, memory: Store | None, disk: Store | None, memory_max_object_bytes: int) -> None:
+    def __init__(self, memory: Store | None, disk: DiskStore | None, memory_max_object_bytes: int) -> None:
         self.memory = memory
         self.disk = disk
         self.memory_max_object_bytes = memory_max_object_bytes
@@ -143,15 +158,43 @@ class TieredStore:
             found = await tier.get(key, chosen.variant)
             if found is None:
                 continue
-            if tier is self.disk and self.memory is not None and found.meta.size <= self.memory_max_object_bytes:
-                body = found.body
-                if body is None and found.path is not None:
-                    body = await asyncio.to_thread(read_slice, found.path, found.offset, found.meta.size)
-                if body is not None and len(body) == found.meta.size:
-                    await self.memory.put(found.meta, body)
-                    found = CachedObject(found.meta, body=body, tier="disk")
+            if tier is self.disk:
+                promoted = await self._promote_or_open(found)
+                if promoted is None:
+                    continue
+                found = promoted
             return Lookup(found, True)
         return Lookup(None, key_known)
+
+    async def _promote_or_open(self, found: CachedObject) -> CachedObject | None:
+        """A disk hit: copy it into memory when it fits, else open its body file now.
+
+        Opening before any header is sent matters: a newer fill or a purge may unlink the file
+        right after ``get`` returned it; an open file stays readable, a missing one is a miss.
+        Bodies read here are checksummed, so a corrupt large body never reaches memory or a client.
+        """
+        meta = found.meta
+        if self.memory is not None and meta.size <= self.memory_max_object_bytes:
+            body = found.body
+            if body is None and found.path is not None:
+                try:
+                    body = await asyncio.to_thread(read_slice, found.path, found.offset, meta.size)
+                except OSError:
+                    return None
+                if len(body) != meta.size or body_checksum(body) != meta.checksum:
+                    if self.disk is not None:
+                        await self.disk.verify(found)  # discards and counts it
+                    return None
+            if body is not None:
+                await self.memory.put(meta, body)
+                return CachedObject(meta, body=body, tier="disk")
+        if found.body is None and found.path is not None:
+            try:
+                handle = open(found.path, "rb")  # noqa: SIM115, ASYNC230 - an open() is one quick syscall; closed after serving
+            except OSError:
+                return None
+            found.extras["handle"] = handle
+        return found
 
     async def all_variants(self, key: str) -> list[StoredMeta]:
         for tier in reversed(self.tiers):
@@ -169,6 +212,13 @@ class TieredStore:
         for tier in self.tiers:
             removed += await tier.delete(key, variant)
         return removed
+
+
+def close_handle(found: CachedObject) -> None:
+    """Close the body file a disk hit opened (see ``TieredStore._promote_or_open``)."""
+    handle = found.extras.pop("handle", None)
+    if isinstance(handle, io.BufferedReader):
+        handle.close()
 
 
 def read_slice(path: os.PathLike[str] | str, offset: int, size: int) -> bytes:
@@ -208,8 +258,12 @@ def entry_of(meta: StoredMeta) -> policy.StoredEntry:
 class CacheHandler:
     """The public handler of one worker when caching is enabled."""
 
-    def __init__(self, context: ForwardContext, session: ClientSession, store: TieredStore) -> None:
+    def __init__(
+        self, context: ForwardContext, session: ClientSession, store: TieredStore, purge_log: PurgeLog
+    ) -> None:
         self.context = context
+        self.purge_log = purge_log
+        self.purges = PurgeView(purge_log)
         self.session = session
         self.store = store
         self.settings = context.settings.cache
@@ -336,9 +390,19 @@ class CacheHandler:
     # -- GET / HEAD ----------------------------------------------------------------------------
     async def _cacheable(self, request: web.Request, received: HeaderList, target: str) -> web.StreamResponse:
         key = self.cache_key(request, target)
+        await self.sync_purges()
         now = time.time()
         lookup = await self.store.lookup(key, received)
-        found = lookup.found
+        try:
+            return await self._use_lookup(request, received, target, key, lookup, now)
+        finally:
+            if lookup.found is not None:
+                close_handle(lookup.found)
+
+    async def _use_lookup(
+        self, request: web.Request, received: HeaderList, target: str, key: str, lookup: Lookup, now: float
+    ) -> web.StreamResponse:
+        found = self._apply_purge_verdict(lookup.found)
         if found is None:
             miss: FwdReason = "vary-miss" if lookup.key_known else "uri-miss"
             if policy.request_directives(received, self.policy).only_if_cached:
@@ -352,7 +416,8 @@ class CacheHandler:
             if decision.action is policy.Action.STALE_WHILE_REVALIDATE:
                 self._refresh_in_background(request, received, target, key, found.meta)
             self.counters.hits += 1
-            status = CacheStatus(self.context.node_name, hit=True, ttl=int(decision.ttl), detail=None)
+            ttl = int(decision.ttl) if decision.fresh else min(int(decision.ttl), -max(1, int(decision.staleness)))
+            status = CacheStatus(self.context.node_name, hit=True, ttl=ttl, detail=None)
             return await self._serve_stored(request, received, found, decision.age, status)
         if decision.only_if_cached:
             return self._gateway_timeout(request, "stale", "only-if-cached")
@@ -382,10 +447,10 @@ class CacheHandler:
                 CacheStatus(self.context.node_name, fwd=fwd, fwd_status=upstream.status, stored=False, detail=detail),
             )  # fmt: skip
         fill_key = ("fill", key)
-        fill = self.coalescer.join(fill_key)
+        fill = self._join(fill_key, key)
         collapsed = fill is not None
         if fill is None:
-            fill = self.coalescer.start(fill_key, self.settings.collapse_max_unread_bytes)
+            fill = self._start(fill_key)
             # Range and the client's own conditionals are answered here, from the complete object.
             origin_request = self._origin_request(request, target, drop=validation.CONDITIONAL_REQUEST_FIELDS)
             self._spawn(self._run_fill(fill, origin_request, received, key, None, request))
@@ -402,10 +467,10 @@ class CacheHandler:
         fwd: FwdReason,
     ) -> web.StreamResponse:
         fill_key = ("validate", key, found.meta.variant)
-        fill = self.coalescer.join(fill_key)
+        fill = self._join(fill_key, key)
         collapsed = fill is not None
         if fill is None:
-            fill = self.coalescer.start(fill_key, self.settings.collapse_max_unread_bytes)
+            fill = self._start(fill_key)
             origin_request = self._origin_request(request, target, drop=validation.CONDITIONAL_REQUEST_FIELDS)
             origin_request = OriginRequest(
                 method="GET",
@@ -421,9 +486,9 @@ class CacheHandler:
     ) -> None:
         """RFC 5861 §3: serve stale now, revalidate once in the background (collapsed)."""
         fill_key = ("validate", key, meta.variant)
-        if self.coalescer.join(fill_key) is not None:
+        if self._join(fill_key, key) is not None:
             return
-        fill = self.coalescer.start(fill_key, self.settings.collapse_max_unread_bytes)
+        fill = self._start(fill_key)
         origin_request = self._origin_request(request, target, drop=validation.CONDITIONAL_REQUEST_FIELDS)
         origin_request = OriginRequest(
             method="GET",
@@ -432,6 +497,20 @@ class CacheHandler:
             body=None,
         )
         self._spawn(self._run_fill(fill, origin_request, received, key, meta, None))
+
+    def _join(self, fill_key: tuple[str, ...], key: str) -> Fill | None:
+        """Share an in-flight fill, unless a purge since it started may concern this key."""
+        fill = self.coalescer.join(fill_key)
+        if fill is not None and self.purges.any_since(fill.start_seq, key):
+            fill.waiters -= 1
+            return None
+        return fill
+
+    def _start(self, fill_key: tuple[str, ...]) -> Fill:
+        fill = self.coalescer.start(fill_key, self.settings.collapse_max_unread_bytes)
+        fill.start_seq = self.purges.applied_seq
+        fill.started_at = time.time()
+        return fill
 
     def _spawn(self, coroutine: Awaitable[None]) -> None:
         task = asyncio.ensure_future(coroutine)
@@ -467,6 +546,7 @@ class CacheHandler:
                 self.session, origin_request, on_interim=self._interim_relay(owner) if owner is not None else None
             )
             response_time = time.time()
+            self.counters.observe_origin(response_time - request_time)
             headers = forwarding.strip_hop_by_hop(decode_raw_headers(upstream.raw_headers))
             status = upstream.status
 
@@ -475,7 +555,7 @@ class CacheHandler:
                 merged = validation.update_headers_from_304(without_fields(validating.headers, ("age",)), headers)
                 strip = policy.storable("GET", validating.status, received, merged, self.policy).strip_fields
                 updated = without_fields(merged, (*strip, *FRAMING_FIELDS))
-                meta = validating.with_headers(updated, request_time, response_time)
+                meta = replace(validating.with_headers(updated, request_time, response_time), stored_at=request_time)
                 await self.store.update_meta(meta)
                 fill.set_head(FillHead(304, "Not Modified", tuple(headers), True, "not-modified", {"meta": meta}))
                 fill.finish()
@@ -532,7 +612,7 @@ class CacheHandler:
                     key=key, variant=variant, status=status, reason=upstream.reason or "",
                     headers=tuple(stored_headers), request_time=request_time, response_time=response_time,
                     size=0, checksum="", vary=tuple(fields), secondary=secondary,
-                    tags=surrogate_keys(headers), stored_at=time.time(),
+                    tags=surrogate_keys(headers), stored_at=fill.started_at,
                 ),
             )  # fmt: skip
         except EdgeError as exc:
@@ -590,12 +670,19 @@ class CacheHandler:
             await self._abort(writer)
             fill.fail(exc)
             return
+        await self.sync_purges()
+        if storing and self.purges.purged_since(fill.start_seq, key, meta.tags):
+            storing = False  # a purge arrived while this fill ran: its content must not be stored
+            await self._abort(writer)
         if storing:
             final = StoredMeta(**{**_fields(meta), "size": checksum.size, "checksum": checksum.hexdigest()})
             if writer is not None and not await writer.commit(final):
                 log.warning("disk tier refused %s", key)
             if memory_copy is not None and self.store.memory is not None:
                 await self.store.memory.put(final, bytes(memory_copy))
+            await self.sync_purges()
+            if self.purges.purged_since(fill.start_seq, key, meta.tags):
+                await self.store.delete(key, variant)  # the purge landed between check and publish
             await self._enforce_variant_cap(key)
         if held is not None:
             fill.append(held)
@@ -656,7 +743,9 @@ class CacheHandler:
                 meta = head.extras["meta"]
                 assert isinstance(meta, StoredMeta)
                 assert stale is not None
-                refreshed = CachedObject(meta, body=stale.body, path=stale.path, offset=stale.offset, tier=stale.tier)
+                refreshed = CachedObject(
+                    meta, body=stale.body, path=stale.path, offset=stale.offset, tier=stale.tier, extras=stale.extras
+                )
                 status = CacheStatus(
                     self.context.node_name, fwd=fwd, fwd_status=304, collapsed=collapsed or None, ttl=self._ttl(meta)
                 )
@@ -765,6 +854,14 @@ class CacheHandler:
     async def _serve_stored(
         self, request: web.Request, received: HeaderList, found: CachedObject, age: float, status: CacheStatus
     ) -> web.StreamResponse:
+        try:
+            return await self._serve_stored_object(request, received, found, age, status)
+        finally:
+            close_handle(found)
+
+    async def _serve_stored_object(
+        self, request: web.Request, received: HeaderList, found: CachedObject, age: float, status: CacheStatus
+    ) -> web.StreamResponse:
         meta = found.meta
         headers = self._client_headers(meta.headers)
         headers["Age"] = str(policy.age_header_value(age))
@@ -824,28 +921,28 @@ class CacheHandler:
         if found.body is not None:
             await response.write(found.body[start:end])
             return
-        assert found.path is not None
+        handle = found.extras.get("handle")
+        if not isinstance(handle, io.BufferedReader):
+            assert found.path is not None
+            handle = open(found.path, "rb")  # noqa: SIM115, ASYNC230 - quick syscall; closed by _serve_stored
+            found.extras["handle"] = handle
         transport = request.transport
-        loop = asyncio.get_running_loop()
-        with open(found.path, "rb") as handle:  # noqa: ASYNC230 - opening is cheap; reads go via sendfile
-            if transport is not None:
-                await response.drain() if hasattr(response, "drain") else None
-                if request.writer is not None:
-                    await request.writer.drain()
-                try:
-                    await loop.sendfile(transport, handle, found.offset + start, end - start)
-                    return
-                except (NotImplementedError, RuntimeError):
-                    pass
-            handle.seek(found.offset + start)
-            remaining = end - start
-            while remaining > 0:
-                chunk = await asyncio.to_thread(handle.read, min(remaining, 256 * 1024))
-                if not chunk:
-                    self._break(request)
-                    raise OriginBodyBroken("stored body ended early")
-                remaining -= len(chunk)
-                await response.write(chunk)
+        if transport is not None and request.writer is not None:
+            await request.writer.drain()
+            try:
+                await asyncio.get_running_loop().sendfile(transport, handle, found.offset + start, end - start)
+                return
+            except (NotImplementedError, RuntimeError):
+                pass
+        handle.seek(found.offset + start)
+        remaining = end - start
+        while remaining > 0:
+            chunk = await asyncio.to_thread(handle.read, min(remaining, 256 * 1024))
+            if not chunk:
+                self._break(request)
+                raise OriginBodyBroken("stored body ended early")
+            remaining -= len(chunk)
+            await response.write(chunk)
 
     async def _serve_multipart(
         self,
@@ -871,6 +968,84 @@ class CacheHandler:
                     await self._write_body(request, response, found, part.first, part.last + 1)
         await response.write_eof()
         return response
+
+    # -- purges ---------------------------------------------------------------------------------
+    def _apply_purge_verdict(self, found: CachedObject | None) -> CachedObject | None:
+        """Hide hard-purged objects; mark soft-purged ones stale (they may still serve under SWR/SIE)."""
+        if found is None:
+            return None
+        verdict = self.purges.verdict(found.meta.key, found.meta.tags, found.meta.stored_at)
+        if verdict == "hard":
+            return None
+        if verdict == "soft" and not found.meta.invalidated:
+            return replace(found, meta=replace(found.meta, invalidated=True))
+        return found
+
+    async def sync_purges(self) -> None:
+        """Apply purges other workers published to this worker's memory tier, before serving from it."""
+        if not self.purges.behind():
+            return
+        for record in await self.purges.catch_up():
+            await self._apply_to_memory(record)
+
+    async def _apply_to_memory(self, record: PurgeRecord) -> None:
+        memory = self.store.memory
+        if memory is None:
+            return
+        if record.kind == "urls":
+            for key in record.values:
+                await memory.delete(key)
+        elif record.kind == "prefix":
+            for prefix in record.values:
+                await memory.delete_prefix(prefix)
+        elif record.kind == "tags":
+            await memory.delete_tags(record.values)
+        else:
+            await memory.clear()
+
+    async def purge(
+        self, kind: PurgeKind, values: list[str], soft: bool, purge_id: str, cluster_seq: int | None = None
+    ) -> tuple[PurgeRecord, int]:
+        """Purge on this edge: logged, published to every worker, applied to the shared disk tier.
+
+        When this returns, no worker serves the purged content: every worker reads the published
+        sequence before using its memory tier, and every lookup checks recent purges against the
+        object's ``stored_at`` until the physical deletion below has surely finished.
+        """
+        record = await self.purge_log.append(kind, values, soft, purge_id, cluster_seq)
+        self.purge_log.publish(record)
+        await self.sync_purges()
+        affected = await self._apply_to_disk(record)
+        return record, affected
+
+    async def _apply_to_disk(self, record: PurgeRecord) -> int:
+        disk = self.store.disk
+        if disk is None:
+            return 0
+        if record.kind == "all":
+            objects = disk.stats().get("objects", 0)
+            if not record.soft:
+                self._spawn(self._reclaim_before(record.at))
+            return objects
+        if not record.soft:
+            if record.kind == "urls":
+                return sum([await disk.delete(key) for key in record.values])
+            if record.kind == "prefix":
+                return sum([await disk.delete_prefix(prefix) for prefix in record.values])
+            return await disk.delete_tags(record.values)
+        affected = 0
+        for key, variant in await disk.objects_matching(record.kind, record.values):
+            for meta in await disk.variants(key):
+                if meta.variant == variant and await disk.update_meta(replace(meta, invalidated=True)):
+                    affected += 1
+        return affected
+
+    async def _reclaim_before(self, purge_time: float) -> None:
+        """Background: free the disk space of everything a purge-all made unreachable."""
+        disk = self.store.disk
+        if disk is not None:
+            removed = await disk.delete_stored_before(purge_time)
+            log.info("purge-all: reclaimed %d objects from disk", removed)
 
     async def close(self) -> None:
         for task in list(self.background):

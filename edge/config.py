@@ -111,6 +111,9 @@ class EdgeSettings(StrictModel):
     workers: Annotated[int, Field(ge=1, le=256)] = Field(default_factory=default_workers)
     name: str | None = None
     drain_timeout: Annotated[float, Field(ge=0)] = 10.0
+    purge_allow: list[str] = Field(default_factory=lambda: ["127.0.0.0/8", "::1/128"])
+    control_plane: str | None = None
+    control_plane_token: str | None = None
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     upstream: UpstreamSettings = UpstreamSettings()
     cache: CacheSettings = CacheSettings()
@@ -129,6 +132,13 @@ class EdgeSettings(StrictModel):
         except ValueError as exc:
             raise ValueError(f"bad port in {value!r}") from exc
         return value.rstrip("/")
+
+    @field_validator("purge_allow")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for item in value:
+            ipaddress.ip_network(item, strict=False)
+        return value
 
     @field_validator("listen", "admin_listen")
     @classmethod

@@ -26,6 +26,7 @@ from aiohttp import web
 
 from edge.app import create_admin_app, create_edge_app, server_handler_args
 from edge.config import EdgeSettings
+from edge.runtime import EdgeRuntime
 
 log = logging.getLogger("edge.supervisor")
 
@@ -67,13 +68,14 @@ async def serve_worker(
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
+    runtime = EdgeRuntime(settings, node_name)
     edge_runner = web.AppRunner(
-        create_edge_app(settings, node_name),
+        create_edge_app(settings, node_name, runtime),
         access_log=None,
         shutdown_timeout=settings.drain_timeout,
         **server_handler_args(settings),
     )
-    admin_runner = web.AppRunner(create_admin_app(settings), access_log=None, shutdown_timeout=1.0)
+    admin_runner = web.AppRunner(create_admin_app(settings, runtime), access_log=None, shutdown_timeout=1.0)
     await edge_runner.setup()
     await admin_runner.setup()
     await web.SockSite(edge_runner, public).start()

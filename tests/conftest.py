@@ -20,8 +20,10 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from edge.admin import create_admin_app
 from edge.app import create_edge_app, server_handler_args
 from edge.config import EdgeSettings
+from edge.runtime import EdgeRuntime
 from origin_stub import OriginStubServer
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -59,16 +61,24 @@ async def start_edge(tmp_path: Path) -> AsyncIterator[EdgeFactory]:
     """Start an in-process edge app in front of ``origin_url``; returns its TestServer."""
     servers: list[TestServer] = []
 
-    async def start(origin_url: str, *, port: int | None = None, **overrides: Any) -> TestServer:
+    async def start(
+        origin_url: str, *, port: int | None = None, with_admin: bool = False, **overrides: Any
+    ) -> Any:
         settings = make_settings(origin_url, tmp_path, **overrides)
-        app: web.Application = create_edge_app(settings, settings.name)
+        runtime = EdgeRuntime(settings, settings.name or EDGE_NAME)
+        app: web.Application = create_edge_app(settings, settings.name, runtime)
         server = TestServer(app, host="127.0.0.1", port=port, **server_handler_args(settings))
         await server.start_server()
         servers.append(server)
-        return server
+        if not with_admin:
+            return server
+        admin = TestServer(create_admin_app(settings, runtime), host="127.0.0.1")
+        await admin.start_server()
+        servers.append(admin)
+        return server, admin
 
     yield start
-    for server in servers:
+    for server in reversed(servers):
         await server.close()
 
 

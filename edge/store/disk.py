@@ -54,6 +54,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import functools
 import hashlib
 import json
 import logging
@@ -421,7 +422,11 @@ class DiskStore:
         return False
 
     async def scrub(self) -> dict[str, int]:
-        """Verify every stored object's body checksum; returns how many were checked and discarded."""
+        """Verify every stored object's body checksum; returns how many were checked and discarded.
+
+        Small bodies are checked by the read itself (a corrupt one is discarded there and shows only in
+        ``stats()["corrupt_discarded"]``); ``discarded`` counts large bodies whose CRC failed.
+        """
         checked = discarded = 0
         for shard in await asyncio.to_thread(self._shards_on_disk):
             idents = await asyncio.to_thread(self._list_shard_metas, shard)
@@ -496,6 +501,24 @@ class DiskStore:
         wanted = list(tags)
         rows = await self._index_required(lambda: self._index.find_tags(wanted))
         return await self._delete_rows(rows)
+
+    async def objects_matching(self, kind: str, values: Iterable[str]) -> list[tuple[str, str]]:
+        """``(key, variant)`` of the objects a purge names: ``kind`` is "urls", "prefix" or "tags"."""
+        wanted = list(values)
+        rows: list[IndexRow] = []
+        if kind == "urls":
+            return [(meta.key, meta.variant) for key in wanted for meta in await self.variants(key)]
+        if kind == "prefix":
+            for prefix in wanted:
+                rows.extend(await self._index_required(functools.partial(self._index.find_prefix, prefix)))
+        elif kind == "tags":
+            rows = await self._index_required(lambda: self._index.find_tags(wanted))
+        return [(row.key, row.variant) for row in rows]
+
+    async def delete_stored_before(self, cutoff: float) -> int:
+        """Remove every object published before ``cutoff`` (reclaims space after a purge-all)."""
+        rows = await self._index_required(lambda: self._index.find_prefix(""))
+        return await self._delete_rows([row for row in rows if row.stored_at < cutoff])
 
     async def clear(self) -> int:
         """Remove every object (walks the files, so objects the index missed go too)."""

@@ -1,0 +1,251 @@
+"""Purges of one edge: a durable log shared by its workers, and each worker's view of it.
+
+Why a log: the purge arrives on *one* worker's admin listener, but every worker holds its own
+memory tier, and fills that started before the purge may still be writing the old content.  So the
+receiving worker (1) appends the purge to ``purge.sqlite`` in the cache directory (a sequence
+number), (2) applies it to the shared disk tier and its own memory, (3) publishes the new sequence
+in ``purge.seq`` — an 8-byte counter every worker maps into memory — and only then answers.  Any
+worker reads that counter before serving from its memory tier (one memory read, no syscall) and,
+when it moved, applies the new records to its memory before answering.  Fills check the records
+that arrived since they started before (and right after) publishing, so a fill that raced a purge
+never leaves the old content behind.
+
+Purge-all is O(1): it records a *generation time*; anything stored before it counts as gone (hard)
+or stale (soft), and the disk space is reclaimed in the background.
+
+The log also keeps the last *cluster* sequence applied (the control plane's numbering), so an edge
+that was down can ask for what it missed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import mmap
+import os
+import sqlite3
+import struct
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+PurgeKind = Literal["urls", "prefix", "tags", "all"]
+
+# purge.seq layout: sequence (u64), hard-all generation (f64), soft-all generation (f64).
+_STATE_FORMAT = "<Qdd"
+_STATE_SIZE = struct.calcsize(_STATE_FORMAT)
+
+
+@dataclass(frozen=True, slots=True)
+class PurgeRecord:
+    """One purge as logged: what, how, and when (wall clock, compared with ``stored_at``)."""
+
+    seq: int
+    kind: PurgeKind
+    values: tuple[str, ...]  # normalised cache keys (urls), a key prefix, or tags; empty for all
+    soft: bool
+    at: float
+    purge_id: str
+    cluster_seq: int | None = None
+
+    def matches(self, key: str, tags: Iterable[str]) -> bool:
+        if self.kind == "all":
+            return True
+        if self.kind == "urls":
+            return key in self.values
+        if self.kind == "prefix":
+            return any(key.startswith(prefix) for prefix in self.values)
+        return bool(set(self.values).intersection(tags))
+
+
+@dataclass(frozen=True, slots=True)
+class Generations:
+    """The purge-all times in force: objects stored before them are gone / stale."""
+
+    seq: int
+    hard_all_at: float
+    soft_all_at: float
+
+
+class PurgeLog:
+    """The edge-wide purge log (SQLite, WAL) plus the mapped counter all workers read."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._db_path = self.directory / "purge.sqlite"
+        self._state_path = self.directory / "purge.seq"
+        self._conn: sqlite3.Connection | None = None
+        self._map = self._open_state()
+        self._lock = asyncio.Lock()
+
+    def _open_state(self) -> mmap.mmap:
+        fd = os.open(self._state_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            if os.fstat(fd).st_size < _STATE_SIZE:
+                os.ftruncate(fd, _STATE_SIZE)
+            return mmap.mmap(fd, _STATE_SIZE)
+        finally:
+            os.close(fd)
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None:
+            conn = sqlite3.connect(self._db_path, timeout=10.0, isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS purges (seq INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL,"
+                " vals TEXT NOT NULL, soft INTEGER NOT NULL, at REAL NOT NULL, purge_id TEXT NOT NULL,"
+                " cluster_seq INTEGER)"
+            )
+            conn.execute("CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)")
+            self._conn = conn
+        return self._conn
+
+    def generations(self) -> Generations:
+        """The current counter and purge-all times: a read of shared memory, cheap enough per request."""
+        seq, hard_all_at, soft_all_at = struct.unpack_from(_STATE_FORMAT, self._map, 0)
+        return Generations(seq, hard_all_at, soft_all_at)
+
+    @property
+    def seq(self) -> int:
+        value: int = struct.unpack_from("<Q", self._map, 0)[0]
+        return value
+
+    async def append(
+        self, kind: PurgeKind, values: Sequence[str], soft: bool, purge_id: str, cluster_seq: int | None = None
+    ) -> PurgeRecord:
+        """Log a purge durably; the caller applies it, then calls :meth:`publish`."""
+        async with self._lock:
+            return await asyncio.to_thread(self._append_sync, kind, tuple(values), soft, purge_id, cluster_seq)
+
+    def _append_sync(
+        self, kind: PurgeKind, values: tuple[str, ...], soft: bool, purge_id: str, cluster_seq: int | None
+    ) -> PurgeRecord:
+        conn = self._connection()
+        at = time.time()
+        with conn:
+            conn.execute("BEGIN IMMEDIATE")
+            cursor = conn.execute(
+                "INSERT INTO purges (kind, vals, soft, at, purge_id, cluster_seq) VALUES (?, ?, ?, ?, ?, ?)",
+                (kind, json.dumps(values), int(soft), at, purge_id, cluster_seq),
+            )
+            seq = int(cursor.lastrowid or 0)
+            if cluster_seq is not None:
+                conn.execute(
+                    "INSERT INTO meta (name, value) VALUES ('cluster_seq', ?) ON CONFLICT(name) DO UPDATE SET"
+                    " value = MAX(CAST(value AS INTEGER), CAST(excluded.value AS INTEGER))",
+                    (str(cluster_seq),),
+                )
+        return PurgeRecord(seq, kind, values, soft, at, purge_id, cluster_seq)
+
+    def publish(self, record: PurgeRecord) -> None:
+        """Make the purge visible to every worker (after it was applied to the shared tiers)."""
+        current = self.generations()
+        hard_all_at = current.hard_all_at
+        soft_all_at = current.soft_all_at
+        if record.kind == "all":
+            if record.soft:
+                soft_all_at = max(soft_all_at, record.at)
+            else:
+                hard_all_at = max(hard_all_at, record.at)
+        struct.pack_into(_STATE_FORMAT, self._map, 0, max(current.seq, record.seq), hard_all_at, soft_all_at)
+
+    async def since(self, seq: int) -> list[PurgeRecord]:
+        return await asyncio.to_thread(self._since_sync, seq)
+
+    def _since_sync(self, seq: int) -> list[PurgeRecord]:
+        rows = self._connection().execute(
+            "SELECT seq, kind, vals, soft, at, purge_id, cluster_seq FROM purges WHERE seq > ? ORDER BY seq", (seq,)
+        )
+        return [
+            PurgeRecord(int(r[0]), r[1], tuple(json.loads(r[2])), bool(r[3]), float(r[4]), r[5], r[6]) for r in rows
+        ]
+
+    async def cluster_seq(self) -> int:
+        """The last control-plane sequence this edge applied (0 if none)."""
+
+        def read() -> int:
+            row = self._connection().execute("SELECT value FROM meta WHERE name = 'cluster_seq'").fetchone()
+            return int(row[0]) if row else 0
+
+        return await asyncio.to_thread(read)
+
+    async def prune(self, keep_seconds: float = 86400.0) -> int:
+        """Forget old records (workers only need the recent ones to catch up)."""
+
+        def prune() -> int:
+            cutoff = time.time() - keep_seconds
+            with self._connection() as conn:
+                return conn.execute("DELETE FROM purges WHERE at < ? AND seq < ?", (cutoff, self.seq)).rowcount
+
+        return await asyncio.to_thread(prune)
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+        self._map.close()
+
+
+class PurgeView:
+    """One worker's progress through the purge log, and the recent records every lookup checks.
+
+    Records younger than ``window`` seconds are checked against each object found (by comparing
+    its ``stored_at`` with the purge time): that closes the gap between publishing a purge and
+    finishing its physical deletion, and covers fills that started before a purge but published
+    after it.  Older records have long been applied physically by the worker that received them.
+    """
+
+    def __init__(self, log: PurgeLog, window: float = 300.0, keep: int = 10_000) -> None:
+        self.log = log
+        self.window = window
+        self.keep = keep
+        self.applied_seq = log.seq
+        cutoff = time.time() - window
+        self.recent: list[PurgeRecord] = [record for record in log._since_sync(0) if record.at >= cutoff][-keep:]
+
+    def behind(self) -> bool:
+        return self.log.seq != self.applied_seq
+
+    async def catch_up(self) -> list[PurgeRecord]:
+        """New records since the last call, in order (also remembered for lookups and fills)."""
+        if not self.behind():
+            return []
+        records = await self.log.since(self.applied_seq)
+        if records:
+            self.applied_seq = max(self.applied_seq, records[-1].seq)
+            self.recent.extend(records)
+        cutoff = time.time() - self.window
+        while self.recent and (self.recent[0].at < cutoff or len(self.recent) > self.keep):
+            self.recent.pop(0)
+        return records
+
+    def verdict(self, key: str, tags: Iterable[str], stored_at: float) -> Literal["hard", "soft"] | None:
+        """Whether an object stored at ``stored_at`` is purged (gone) or soft-purged (stale)."""
+        generations = self.log.generations()
+        if stored_at < generations.hard_all_at:
+            return "hard"
+        result: Literal["hard", "soft"] | None = "soft" if stored_at < generations.soft_all_at else None
+        tag_list = tuple(tags)
+        for record in reversed(self.recent):
+            if record.at < stored_at:
+                break
+            if record.matches(key, tag_list):
+                if not record.soft:
+                    return "hard"
+                result = "soft"
+        return result
+
+    def purged_since(self, seq: int, key: str, tags: Iterable[str]) -> bool:
+        """Did any purge after ``seq`` (a fill's start) name this object?"""
+        tag_list = tuple(tags)
+        return any(record.seq > seq and record.matches(key, tag_list) for record in reversed(self.recent))
+
+    def any_since(self, seq: int, key: str) -> bool:
+        """A purge after ``seq`` that may concern ``key`` (tag purges may, until the tags are known)."""
+        return any(
+            record.seq > seq and (record.kind == "tags" or record.matches(key, ())) for record in reversed(self.recent)
+        )

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from edge.config import ConfigError, load_settings
+from edge.config import ConfigError, EdgeSettings, load_settings
 from edge.supervisor import ListenError, Supervisor
 
 
@@ -44,8 +44,11 @@ def main(argv: list[str] | None = None) -> None:
     if args.check_config:
         print("configuration ok")
         return
+    def reload() -> EdgeSettings:
+        return load_settings(args.config, overrides)
+
     try:
-        sys.exit(Supervisor(settings).run())
+        sys.exit(Supervisor(settings, reload).run())
     except ListenError as exc:
         print(f"edge: {exc}", file=sys.stderr)
         sys.exit(1)

@@ -426,6 +426,16 @@ async def metrics(request: web.Request) -> web.Response:
     return web.Response(body=generate_latest(registry), headers={"Content-Type": "text/plain; version=0.0.4"})
 
 
+async def reload(request: web.Request) -> web.Response:
+    """POST /reload — validate the configuration and, if valid, roll the workers onto it (like SIGHUP)."""
+    from edge.supervisor import request_reload
+
+    accepted, message = await asyncio.to_thread(request_reload)
+    if not accepted:
+        return web.json_response({"error": message}, status=422 if "config" in message else 409)
+    return web.json_response({"status": message}, status=202)
+
+
 async def openapi(request: web.Request) -> web.Response:
     """GET /openapi.json — the admin API described for tools and humans."""
     return web.json_response(openapi_document())
@@ -477,6 +487,12 @@ def openapi_document() -> dict[str, Any]:
                 }
             },
             "/openapi.json": {"get": {"summary": "This document", "responses": json_ok}},
+            "/reload": {
+                "post": {
+                    "summary": "Validate the configuration and roll the workers onto it (like SIGHUP)",
+                    "responses": {"202": {"description": "reload started"}, "422": {"description": "invalid config"}},
+                }
+            },
         },
     }
 
@@ -515,6 +531,7 @@ def create_admin_app(settings: EdgeSettings, runtime: EdgeRuntime) -> web.Applic
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/openapi.json", openapi)
+    app.router.add_post("/reload", reload)
     return app
 
 

@@ -10,14 +10,17 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import os
+import ssl
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 from yarl import URL
 
+from edge.accesslog import timing_of
 from edge.admin import catch_up_with_control_plane, create_admin_app
 from edge.cache import CacheHandler, TieredStore
 from edge.config import EdgeSettings
@@ -48,7 +51,8 @@ def create_edge_app(
     settings: EdgeSettings, node_name: str | None = None, runtime: EdgeRuntime | None = None
 ) -> web.Application:
     """The public face of an edge: every method and path goes through the cache (or the forwarder)."""
-    app = web.Application(handler_args=server_handler_args(settings))
+    app = web.Application(handler_args=server_handler_args(settings), middlewares=[start_timing])
+    app.on_response_prepare.append(add_server_timing)
     name = node_name or settings.node_name(settings.listen_address[1] or os.getpid())
     runtime = runtime or EdgeRuntime(settings, name)
     app[RUNTIME_KEY] = runtime
@@ -95,6 +99,28 @@ def create_edge_app(
 
     app.router.add_route("*", "/{tail:.*}", handle)
     return app
+
+
+@web.middleware
+async def start_timing(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Start the request's clock before anything else runs (Server-Timing, access log)."""
+    timing_of(request)
+    return await handler(request)
+
+
+async def add_server_timing(request: web.Request, response: web.StreamResponse) -> None:
+    """``Server-Timing: lookup;dur=…, origin;dur=…, total;dur=…`` on every edge response."""
+    response.headers["Server-Timing"] = timing_of(request).server_timing()
+
+
+def create_ssl_context(settings: EdgeSettings) -> ssl.SSLContext | None:
+    """A server TLS context from ``tls_cert``/``tls_key`` (TLS 1.2+), or None for plain HTTP."""
+    if settings.tls_cert is None or settings.tls_key is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(settings.tls_cert, settings.tls_key)
+    return context
 
 
 async def purge_one_url(

@@ -34,6 +34,7 @@ from typing import Any
 from aiohttp import ClientResponse, ClientSession, hdrs, web
 from multidict import CIMultiDict
 
+from edge.accesslog import timing_of
 from edge.coalesce import Coalescer, Fill, FillAborted, FillHead
 from edge.config import CacheSettings
 from edge.errors import EdgeError, LoopDetected, OriginBodyBroken
@@ -340,9 +341,7 @@ class CacheHandler:
 
     # -- unsafe and other methods: write-through with invalidation (RFC 9111 §4, §4.4) ----------
     async def _write_through(self, request: web.Request, received: HeaderList, target: str) -> web.StreamResponse:
-        upstream = await send_to_origin(
-            self.session, self._origin_request(request, target), on_interim=self._interim_relay(request)
-        )
+        upstream = await self._send(request, self._origin_request(request, target))
         headers = forwarding.strip_hop_by_hop(decode_raw_headers(upstream.raw_headers))
         if invalidation.is_unsafe(request.method):
             request_url = (
@@ -382,6 +381,19 @@ class CacheHandler:
         finally:
             upstream.release() if upstream.content.at_eof() else upstream.close()
 
+    async def _send(
+        self, request: web.BaseRequest, origin_request: OriginRequest, *, interim: bool = True
+    ) -> ClientResponse:
+        """Send to the origin on behalf of one client, timing it for Server-Timing and the access log."""
+        started = time.monotonic()
+        upstream = await send_to_origin(
+            self.session, origin_request, on_interim=self._interim_relay(request) if interim else None
+        )
+        elapsed = time.monotonic() - started
+        timing_of(request).origin_ms = elapsed * 1000
+        self.counters.observe_origin(elapsed)
+        return upstream
+
     @staticmethod
     def _break(request: web.BaseRequest) -> None:
         if request.transport is not None:
@@ -390,9 +402,12 @@ class CacheHandler:
     # -- GET / HEAD ----------------------------------------------------------------------------
     async def _cacheable(self, request: web.Request, received: HeaderList, target: str) -> web.StreamResponse:
         key = self.cache_key(request, target)
+        timing = timing_of(request)
+        lookup_started = time.monotonic()
         await self.sync_purges()
         now = time.time()
         lookup = await self.store.lookup(key, received)
+        timing.lookup_ms = (time.monotonic() - lookup_started) * 1000
         try:
             return await self._use_lookup(request, received, target, key, lookup, now)
         finally:
@@ -439,9 +454,7 @@ class CacheHandler:
         remembered = self._hit_for_miss_reason(key)
         if request.method == "HEAD" or remembered is not None:
             detail = remembered if request.method == "GET" and remembered else "head-miss"
-            upstream = await send_to_origin(
-                self.session, self._origin_request(request, target), on_interim=self._interim_relay(request)
-            )
+            upstream = await self._send(request, self._origin_request(request, target))
             return await self._relay(
                 request, upstream,
                 CacheStatus(self.context.node_name, fwd=fwd, fwd_status=upstream.status, stored=False, detail=detail),
@@ -547,6 +560,7 @@ class CacheHandler:
             )
             response_time = time.time()
             self.counters.observe_origin(response_time - request_time)
+            fill.origin_ms = (response_time - request_time) * 1000
             headers = forwarding.strip_hop_by_hop(decode_raw_headers(upstream.raw_headers))
             status = upstream.status
 
@@ -723,6 +737,8 @@ class CacheHandler:
         try:
             try:
                 head = await fill.wait_head()
+                if not collapsed:
+                    timing_of(request).origin_ms = fill.origin_ms
             except FillAborted:
                 failure = fill.failure
                 if stale is not None and policy.can_serve_stale_on_error(
@@ -768,7 +784,7 @@ class CacheHandler:
                 # Not shareable: this waiter asks the origin itself.
                 fill.close_reader(reader)
                 reader_open = False
-                upstream = await send_to_origin(self.session, self._origin_request(request, target))
+                upstream = await self._send(request, self._origin_request(request, target), interim=False)
                 status = CacheStatus(
                     self.context.node_name,
                     fwd=fwd,
@@ -828,7 +844,7 @@ class CacheHandler:
                 fill.close_reader(reader)
 
     async def _miss_without_store(self, request: web.Request, target: str, fwd: FwdReason) -> web.StreamResponse:
-        upstream = await send_to_origin(self.session, self._origin_request(request, target))
+        upstream = await self._send(request, self._origin_request(request, target), interim=False)
         status = CacheStatus(self.context.node_name, fwd=fwd, fwd_status=upstream.status, stored=False)
         return await self._relay(request, upstream, status)
 

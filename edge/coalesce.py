@@ -49,7 +49,8 @@ class Fill:
         self.readers = 0
         self.waiters = 0
         self.start_seq = 0  # the purge sequence when the fill started (see edge.purge)
-        self.started_at = 0.0  # requests that joined (collapsed) rather than started the fill
+        self.started_at = 0.0
+        self.origin_ms: float | None = None  # requests that joined (collapsed) rather than started the fill
         self._chunks: list[bytes] = []
         self._buffered = 0  # bytes held in _chunks
         self._base = 0  # index of _chunks[0] in the full chunk sequence

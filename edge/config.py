@@ -115,6 +115,9 @@ class EdgeSettings(StrictModel):
     control_plane: str | None = None
     control_plane_token: str | None = None
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    access_log: Literal["json", "combined", "off"] = "json"
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
     upstream: UpstreamSettings = UpstreamSettings()
     cache: CacheSettings = CacheSettings()
     limits: LimitSettings = LimitSettings()
@@ -152,6 +155,19 @@ class EdgeSettings(StrictModel):
         if value is not None and (not value or any(c.isspace() or c in ',;"' for c in value)):
             raise ValueError("must be a non-empty token without spaces, commas, semicolons or quotes")
         return value
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> EdgeSettings:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key: set both or neither")
+        for path in (self.tls_cert, self.tls_key):
+            if path is not None and not path.is_file():
+                raise ValueError(f"tls_cert/tls_key: {path} is not a readable file")
+        return self
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls_cert else "http"
 
     @model_validator(mode="after")
     def _exposed_admin_needs_token(self) -> EdgeSettings:

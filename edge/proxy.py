@@ -9,6 +9,7 @@ into a cut client connection rather than a short, complete-looking response.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -17,6 +18,7 @@ from aiohttp import ClientResponse, ClientSession, hdrs, web
 from multidict import CIMultiDict
 from yarl import URL
 
+from edge.accesslog import timing_of
 from edge.config import EdgeSettings
 from edge.errors import ClientFault, EdgeError, LoopDetected, OriginBodyBroken
 from edge.http import forwarding
@@ -150,7 +152,9 @@ class Forwarder:
             await request.writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
             request.writer.output_size = 0  # the final response has not started yet
 
+        started = time.monotonic()
         upstream = await send_to_origin(self.session, origin_request, on_interim=relay_interim)
+        timing_of(request).origin_ms = (time.monotonic() - started) * 1000
         try:
             response = self._client_response(upstream)
             await response.prepare(request)

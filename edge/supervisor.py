@@ -19,17 +19,20 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Callable
 from multiprocessing.context import ForkProcess
 from types import FrameType
 
 from aiohttp import web
 
-from edge.app import create_admin_app, create_edge_app, server_handler_args
-from edge.config import EdgeSettings
+from edge.accesslog import access_logger_class, configure_access_logger
+from edge.app import create_admin_app, create_edge_app, create_ssl_context, server_handler_args
+from edge.config import ConfigError, EdgeSettings
 from edge.runtime import EdgeRuntime
 
 log = logging.getLogger("edge.supervisor")
 
+SUPERVISOR_PID_ENV = "EDGECACHE_SUPERVISOR_PID"
 RESTART_WINDOW_S = 30.0
 RESTARTS_BEFORE_BACKOFF = 5
 
@@ -61,9 +64,7 @@ def url_of(sock: socket.socket, scheme: str = "http") -> str:
     return f"{scheme}://{shown}:{port}"
 
 
-async def serve_worker(
-    settings: EdgeSettings, node_name: str, public: socket.socket, admin: socket.socket
-) -> None:
+async def serve_worker(settings: EdgeSettings, node_name: str, public: socket.socket, admin: socket.socket) -> None:
     """Run one worker's apps on the inherited sockets until SIGTERM, then drain."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -71,14 +72,15 @@ async def serve_worker(
     runtime = EdgeRuntime(settings, node_name)
     edge_runner = web.AppRunner(
         create_edge_app(settings, node_name, runtime),
-        access_log=None,
+        access_log=configure_access_logger() if settings.access_log != "off" else None,
+        access_log_class=access_logger_class(settings.access_log),
         shutdown_timeout=settings.drain_timeout,
         **server_handler_args(settings),
     )
     admin_runner = web.AppRunner(create_admin_app(settings, runtime), access_log=None, shutdown_timeout=1.0)
     await edge_runner.setup()
     await admin_runner.setup()
-    await web.SockSite(edge_runner, public).start()
+    await web.SockSite(edge_runner, public, ssl_context=create_ssl_context(settings)).start()
     await web.SockSite(admin_runner, admin).start()
     await stop.wait()
     await admin_runner.cleanup()
@@ -107,23 +109,54 @@ def configure_logging(level: str) -> None:
     )
 
 
-class Supervisor:
-    """Keeps ``settings.workers`` workers alive until told to stop."""
+Reloader = Callable[[], EdgeSettings]
+_reloader: Reloader | None = None
 
-    def __init__(self, settings: EdgeSettings) -> None:
+
+def request_reload() -> tuple[bool, str]:
+    """For the admin API (inside a worker): validate the configuration, then ask the supervisor to apply it."""
+    supervisor_pid = os.environ.get(SUPERVISOR_PID_ENV)
+    if _reloader is None or not supervisor_pid:
+        return False, "not running under the edge supervisor"
+    try:
+        _reloader()
+    except ConfigError as exc:
+        return False, str(exc)
+    os.kill(int(supervisor_pid), signal.SIGHUP)
+    return True, "reload requested"
+
+
+class Supervisor:
+    """Keeps ``settings.workers`` workers alive until told to stop; SIGHUP reloads the configuration.
+
+    A reload validates the new configuration first and keeps the old one if it is invalid.  A
+    valid one is applied by a rolling replacement: new workers start on the same sockets, then the
+    old ones get SIGTERM and drain their in-flight requests, so no connection is refused and the
+    disk cache (shared by both generations) survives.  The listening addresses cannot change
+    without a restart; a reload that changes them keeps the old ones and says so.
+    """
+
+    def __init__(self, settings: EdgeSettings, reloader: Reloader | None = None) -> None:
         self.settings = settings
+        self.reloader = reloader
         self.stopping = False
+        self.node_name = settings.name or ""
+        self.reload_requested = False
         self.workers: dict[int, ForkProcess] = {}
+        self.retiring: list[ForkProcess] = []
         self.restart_times: list[float] = []
         self.context = multiprocessing.get_context("fork")
 
     def _request_stop(self, signum: int, frame: FrameType | None) -> None:
         self.stopping = True
 
-    def _spawn(self, index: int, node_name: str, public: socket.socket, admin: socket.socket) -> None:
+    def _request_reload(self, signum: int, frame: FrameType | None) -> None:
+        self.reload_requested = True
+
+    def _spawn(self, index: int, public: socket.socket, admin: socket.socket) -> None:
         process = self.context.Process(
             target=worker_main,
-            args=(self.settings, node_name, public, admin),
+            args=(self.settings, self.node_name, public, admin),
             name=f"edge-worker-{index}",
         )
         process.start()
@@ -134,19 +167,27 @@ class Supervisor:
         configure_logging(self.settings.log_level)
         public = bind_listener(*self.settings.listen_address)
         admin = bind_listener(*self.settings.admin_address)
-        node_name = self.settings.node_name(public.getsockname()[1])
+        self.node_name = self.settings.node_name(public.getsockname()[1])
+        os.environ[SUPERVISOR_PID_ENV] = str(os.getpid())
+        global _reloader
+        _reloader = self.reloader
         signal.signal(signal.SIGTERM, self._request_stop)
         signal.signal(signal.SIGINT, self._request_stop)
+        signal.signal(signal.SIGHUP, self._request_reload)
         for index in range(self.settings.workers):
-            self._spawn(index, node_name, public, admin)
+            self._spawn(index, public, admin)
         print(
-            f"edge {node_name}: listening on {url_of(public)} (admin {url_of(admin)}), "
+            f"edge {self.node_name}: listening on {url_of(public, self.settings.scheme)} (admin {url_of(admin)}), "
             f"origin {self.settings.origin}, {self.settings.workers} worker(s), supervisor pid {os.getpid()}",
             flush=True,
         )
         while not self.stopping:
             sentinels = [process.sentinel for process in self.workers.values()]
             multiprocessing.connection.wait(sentinels, timeout=0.5)
+            if self.reload_requested:
+                self.reload_requested = False
+                self._reload(public, admin)
+            self._reap_retired()
             for index, process in list(self.workers.items()):
                 if process.is_alive() or self.stopping:
                     continue
@@ -154,11 +195,43 @@ class Supervisor:
                 process.close()
                 self._throttle_restarts()
                 if not self.stopping:
-                    self._spawn(index, node_name, public, admin)
-        self._stop_workers()
+                    self._spawn(index, public, admin)
+        self._stop_workers([*self.workers.values(), *self.retiring])
         public.close()
         admin.close()
         return 0
+
+    def _reload(self, public: socket.socket, admin: socket.socket) -> None:
+        if self.reloader is None:
+            log.warning("SIGHUP: no configuration source to reload from")
+            return
+        try:
+            new = self.reloader()
+        except ConfigError as exc:
+            log.error("reload refused, keeping the running configuration:\n%s", exc)
+            return
+        fixed = {"listen": self.settings.listen, "admin_listen": self.settings.admin_listen}
+        if any(getattr(new, name) != value for name, value in fixed.items()):
+            log.warning("reload: listen addresses change only with a restart; keeping %s", fixed)
+            new = new.model_copy(update=fixed)
+        self.settings = new
+        self.node_name = new.node_name(public.getsockname()[1])
+        configure_logging(new.log_level)
+        old = dict(self.workers)
+        self.workers = {}
+        for index in range(new.workers):
+            self._spawn(index, public, admin)
+        for process in old.values():
+            if process.is_alive() and process.pid is not None:
+                os.kill(process.pid, signal.SIGTERM)
+            self.retiring.append(process)
+        log.info("configuration reloaded: %d new worker(s), %d draining", new.workers, len(old))
+
+    def _reap_retired(self) -> None:
+        for process in list(self.retiring):
+            if not process.is_alive():
+                process.join(0)
+                self.retiring.remove(process)
 
     def _throttle_restarts(self) -> None:
         """Back off when workers crash in a loop, so a bad deploy doesn't spin the CPU."""
@@ -168,13 +241,13 @@ class Supervisor:
         if len(self.restart_times) > RESTARTS_BEFORE_BACKOFF:
             time.sleep(1.0)
 
-    def _stop_workers(self) -> None:
+    def _stop_workers(self, processes: list[ForkProcess]) -> None:
         """SIGTERM every worker, give them ``drain_timeout`` to finish in-flight requests, then kill."""
-        for process in self.workers.values():
+        for process in processes:
             if process.is_alive() and process.pid is not None:
                 os.kill(process.pid, signal.SIGTERM)
         deadline = time.monotonic() + self.settings.drain_timeout + 2.0
-        for process in self.workers.values():
+        for process in processes:
             process.join(max(0.0, deadline - time.monotonic()))
             if process.is_alive():
                 log.warning("worker pid %s did not drain in time; killing it", process.pid)

@@ -137,7 +137,7 @@ class EdgeProcess:
         return self.process.returncode
 
 
-LISTEN_LINE = re.compile(r"listening on (http://\S+) \(admin (http://\S+)\)")
+LISTEN_LINE = re.compile(r"listening on (https?://\S+) \(admin (https?://\S+)\)")
 
 
 def launch_edge(args: list[str], env: dict[str, str] | None = None, timeout: float = 20.0) -> EdgeProcess:

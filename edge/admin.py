@@ -571,7 +571,11 @@ async def catch_up_with_control_plane(runtime: EdgeRuntime, session: aiohttp.Cli
                 continue
             records = page.get("records", [])
             for record in records:
-                await _apply_cluster_record(cache, record)
+                try:
+                    await _apply_cluster_record(cache, record)
+                except (ValueError, KeyError, TypeError) as exc:
+                    # One unusable record must not keep the edge out of service forever.
+                    log.error("skipping unusable cluster purge %r: %s", record.get("id"), exc)
             if not records or int(page.get("latest_seq", 0)) <= await cache.purge_log.cluster_seq():
                 runtime.not_ready_reason = ""
                 runtime.ready.set()

@@ -32,7 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from edge.cache import ORIGIN_LATENCY_BUCKETS, CacheHandler, entry_of
 from edge.config import EdgeSettings
-from edge.http import cachekey, policy
+from edge.http import policy
 from edge.http.headers import get_first
 from edge.runtime import EdgeRuntime
 
@@ -157,9 +157,9 @@ async def purge(request: web.Request) -> web.Response:
     cache = _cache(request)
     try:
         if wanted.urls is not None:
-            kind, values = "urls", [cachekey.normalize_url(url, cache.keys) for url in wanted.urls]
+            kind, values = "urls", [cache.key_for_url(url) for url in wanted.urls]
         elif wanted.prefix is not None:
-            kind, values = "prefix", [cachekey.normalize_url(wanted.prefix, cache.keys)]
+            kind, values = "prefix", [cache.key_for_url(wanted.prefix)]
         elif wanted.tags is not None:
             kind, values = "tags", list(dict.fromkeys(wanted.tags))
         else:
@@ -191,7 +191,7 @@ async def inspect(request: web.Request) -> web.Response:
         return web.json_response({"error": "query parameter url is required"}, status=400)
     cache = _cache(request)
     try:
-        key = cachekey.normalize_url(url, cache.keys)
+        key = cache.key_for_url(url)
     except ValueError as exc:
         return web.json_response({"error": str(exc)}, status=400)
     await cache.sync_purges()
@@ -591,9 +591,9 @@ async def _apply_cluster_record(cache: CacheHandler, record: dict[str, Any]) -> 
     kind = record.get("kind")
     values = list(record.get("values") or [])
     if kind == "urls":
-        values = [cachekey.normalize_url(url, cache.keys) for url in values]
+        values = [cache.key_for_url(url) for url in values]
     elif kind == "prefix":
-        values = [cachekey.normalize_url(prefix, cache.keys) for prefix in values]
+        values = [cache.key_for_url(prefix) for prefix in values]
     elif kind not in ("tags", "all"):
         raise ValueError(f"unknown purge kind {kind!r}")
     await cache.purge(kind, values, bool(record.get("soft")), str(record.get("id")), int(record["seq"]))

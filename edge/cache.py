@@ -30,6 +30,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
+from urllib.parse import urlsplit
 
 from aiohttp import ClientResponse, ClientSession, hdrs, web
 from multidict import CIMultiDict
@@ -296,9 +297,34 @@ class CacheHandler:
 
     # -- helpers -------------------------------------------------------------------------------
     def cache_key(self, request: web.BaseRequest, target: str) -> str:
+        """The primary key: the URL the *origin* is asked for, unless the client's Host is passed on.
+
+        With ``preserve_host`` off (the default) the origin never sees which name or scheme the
+        client used, so ``http://edge-a/x`` and ``https://cdn.example/x`` are the same object,
+        and a purge naming either URL (or any other host) reaches it.
+        """
         path, _, query = target.partition("?")
-        host = request.headers.get(hdrs.HOST) or self.context.origin.raw_authority
-        return cachekey.cache_key(request.scheme, host, path, query if "?" in target else None, self.keys)
+        query_or_none = query if "?" in target else None
+        if not self.context.settings.upstream.preserve_host:
+            origin = self.context.origin
+            return cachekey.cache_key(origin.scheme, origin.raw_authority or "", path, query_or_none, self.keys)
+        host = request.headers.get(hdrs.HOST) or self.context.origin.raw_authority or ""
+        return cachekey.cache_key(request.scheme, host, path, query_or_none, self.keys)
+
+    def key_for_url(self, url: str) -> str:
+        """The key (or key prefix) an absolute URL names, by the same rule as :meth:`cache_key`."""
+        normalized = cachekey.normalize_url(url, self.keys)
+        if self.context.settings.upstream.preserve_host:
+            return normalized
+        parts = urlsplit(url)
+        target = parts.path or "/"
+        if parts.query or url.endswith("?"):
+            target += "?" + parts.query
+        path, _, query = target.partition("?")
+        origin = self.context.origin
+        return cachekey.cache_key(
+            origin.scheme, origin.raw_authority or "", path, query if "?" in target else None, self.keys
+        )
 
     def _status(self, response: web.StreamResponse, status: CacheStatus) -> None:
         existing = response.headers.getall("Cache-Status", [])
@@ -348,7 +374,7 @@ class CacheHandler:
                 f"{request.scheme}://{request.headers.get(hdrs.HOST, self.context.origin.raw_authority)}{target}"
             )
             for url in invalidation.invalidation_targets(request.method, upstream.status, request_url, headers):
-                key = cachekey.normalize_url(url, self.keys)
+                key = self.key_for_url(url)
                 removed = await self.store.delete(key)
                 log.debug("invalidated %s (%d objects) after %s", key, removed, request.method)
         status = CacheStatus(self.context.node_name, fwd="method", fwd_status=upstream.status, stored=False)

@@ -23,6 +23,7 @@ from yarl import URL
 from edge.accesslog import timing_of
 from edge.admin import catch_up_with_control_plane, create_admin_app
 from edge.cache import CacheHandler, TieredStore
+from edge.coalesce import KeyLocks
 from edge.config import EdgeSettings
 from edge.proxy import ForwardContext, Forwarder, origin_target
 from edge.purge import PurgeLog
@@ -75,7 +76,11 @@ def create_edge_app(
         await disk.start()
         purge_log = PurgeLog(cache_dir / "purge")
         handler = CacheHandler(
-            app[CONTEXT_KEY], session, TieredStore(memory, disk, cache.memory_max_object_bytes), purge_log
+            app[CONTEXT_KEY],
+            session,
+            TieredStore(memory, disk, cache.memory_max_object_bytes),
+            purge_log,
+            KeyLocks(str(cache_dir / "fill.locks")),
         )
         runtime.cache = handler
         catch_up = asyncio.ensure_future(catch_up_with_control_plane(runtime, session))

@@ -36,7 +36,7 @@ from aiohttp import ClientResponse, ClientSession, hdrs, web
 from multidict import CIMultiDict
 
 from edge.accesslog import timing_of
-from edge.coalesce import Coalescer, Fill, FillAborted, FillHead
+from edge.coalesce import Coalescer, Fill, FillAborted, FillHead, KeyLocks
 from edge.config import CacheSettings
 from edge.errors import EdgeError, LoopDetected, OriginBodyBroken
 from edge.http import cachekey, forwarding, invalidation, policy, ranges, validation, vary
@@ -261,10 +261,16 @@ class CacheHandler:
     """The public handler of one worker when caching is enabled."""
 
     def __init__(
-        self, context: ForwardContext, session: ClientSession, store: TieredStore, purge_log: PurgeLog
+        self,
+        context: ForwardContext,
+        session: ClientSession,
+        store: TieredStore,
+        purge_log: PurgeLog,
+        key_locks: KeyLocks | None = None,
     ) -> None:
         self.context = context
         self.purge_log = purge_log
+        self.key_locks = key_locks
         self.purges = PurgeView(purge_log)
         self.session = session
         self.store = store
@@ -579,7 +585,21 @@ class CacheHandler:
     ) -> None:
         upstream: ClientResponse | None = None
         handed_over = False
+        locked = False
         try:
+            if validating is None and self.key_locks is not None:
+                locked = True
+                if await self.key_locks.acquire(key, self.settings.cross_worker_wait):
+                    # Another worker was filling this key: it is probably stored now.
+                    lookup = await self.store.lookup(key, received)
+                    found = self._apply_purge_verdict(lookup.found)
+                    if found is not None:
+                        close_handle(found)
+                        reuse = policy.serve_decision("GET", received, entry_of(found.meta), time.time(), self.policy)
+                        if reuse.action is policy.Action.FRESH_HIT:
+                            fill.set_head(FillHead(found.meta.status, found.meta.reason, (), True, "stored-elsewhere"))
+                            fill.finish()
+                            return
             request_time = time.time()
             upstream = await send_to_origin(
                 self.session, origin_request, on_interim=self._interim_relay(owner) if owner is not None else None
@@ -641,9 +661,6 @@ class CacheHandler:
 
             stored_headers = without_fields(headers, (*decision.strip_fields, *FRAMING_FIELDS))
             fill.set_head(FillHead(status, upstream.reason or "", tuple(headers), True, "response"))
-            if validating is not None:
-                # A full response replaces what was stored for this variant (RFC 9111 §4.3.3).
-                pass
             fields = vary_names or ()
             secondary = vary.secondary_key(fields, received)
             variant = vary.variant_id(secondary) if fields else ""
@@ -662,6 +679,8 @@ class CacheHandler:
             fill.fail(exc)
         finally:
             self.coalescer.finish(fill)
+            if locked and self.key_locks is not None:
+                self.key_locks.release(key)
             if upstream is not None and not handed_over:
                 upstream.release() if upstream.content.at_eof() else upstream.close()
 
@@ -794,6 +813,21 @@ class CacheHandler:
                 self.counters.hits += 1
                 age = policy.current_age(meta.headers, meta.request_time, meta.response_time, time.time())
                 return await self._serve_stored(request, received, refreshed, age, status)
+            if head.kind == "stored-elsewhere":
+                fill.close_reader(reader)
+                reader_open = False
+                lookup = await self.store.lookup(key, received)
+                found = self._apply_purge_verdict(lookup.found)
+                if found is None:
+                    if lookup.found is not None:
+                        close_handle(lookup.found)
+                    return await self._miss_without_store(request, target, fwd)
+                self.counters.hits += 1
+                age = policy.current_age(
+                    found.meta.headers, found.meta.request_time, found.meta.response_time, time.time()
+                )
+                status = CacheStatus(self.context.node_name, hit=True, ttl=self._ttl(found.meta), collapsed=True)
+                return await self._serve_stored(request, received, found, age, status)
             if head.kind == "stale-on-error":
                 assert stale is not None
                 return await self._serve_stale_on_error(request, received, stale, fwd, head.status)
@@ -1094,6 +1128,8 @@ class CacheHandler:
             task.cancel()
         if self.background:
             await asyncio.gather(*self.background, return_exceptions=True)
+        if self.key_locks is not None:
+            self.key_locks.close()
 
 
 class _TooLarge(Exception):

@@ -16,6 +16,10 @@ to other clients either, so waiting readers are released to ask the origin thems
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
+import hashlib
+import os
 from collections.abc import AsyncIterator, Hashable
 from dataclasses import dataclass, field
 
@@ -179,3 +183,47 @@ class Coalescer:
 
     def __len__(self) -> int:
         return len(self._fills)
+
+
+class KeyLocks:
+    """Cross-process collapsing: one byte-range lock per key in a file shared by an edge's workers.
+
+    Within a worker the :class:`Coalescer` shares fills; across workers, the worker that starts a
+    fill holds the key's lock until the object is stored, and a worker that finds it taken waits
+    (polling, so no thread is parked per key) and then looks in the shared disk tier first.  POSIX
+    record locks vanish with their process, so a worker that dies never leaves a key locked.
+    """
+
+    POLL_S = 0.02
+
+    def __init__(self, path: str) -> None:
+        self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+
+    @staticmethod
+    def _offset(key: str) -> int:
+        return int.from_bytes(hashlib.sha256(key.encode("utf-8", "surrogatepass")).digest()[:7], "big")
+
+    def try_acquire(self, key: str) -> bool:
+        try:
+            fcntl.lockf(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, self._offset(key))
+        except OSError:
+            return False
+        return True
+
+    async def acquire(self, key: str, wait: float) -> bool:
+        """Take the key's lock; returns True if another process held it first (so look again)."""
+        if self.try_acquire(key):
+            return False
+        deadline = asyncio.get_running_loop().time() + wait
+        while not self.try_acquire(key):
+            if asyncio.get_running_loop().time() > deadline:
+                return True  # give up waiting; the caller fetches on its own, unlocked
+            await asyncio.sleep(self.POLL_S)
+        return True
+
+    def release(self, key: str) -> None:
+        with contextlib.suppress(OSError):
+            fcntl.lockf(self._fd, fcntl.LOCK_UN, 1, self._offset(key))
+
+    def close(self) -> None:
+        os.close(self._fd)

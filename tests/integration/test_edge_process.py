@@ -134,9 +134,7 @@ async def test_hundreds_of_mib_stream_through_without_growing_memory(
             for chunk in body_chunks("up", 0, size, 1 << 20):
                 yield chunk
 
-        async with client.put(
-            f"{edge.url}/echo/up", data=upload(), headers={"Content-Length": str(size)}
-        ) as resp:
+        async with client.put(f"{edge.url}/echo/up", data=upload(), headers={"Content-Length": str(size)}) as resp:
             seen = await resp.json()
         assert seen["body_length"] == size
     print(f"worker peak RSS {peak_rss_mib(worker):.0f} MiB")
@@ -168,3 +166,32 @@ def test_busy_port_is_a_clear_startup_error(tmp_path: Path) -> None:
         )  # fmt: skip
     assert result.returncode == 1
     assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
+
+
+async def test_herd_across_workers_reaches_the_origin_once(
+    origin: OriginStubServer, tmp_path: Path, edge_processes: list[EdgeProcess]
+) -> None:
+    """Two workers, 100 concurrent new connections for one slow URL: one origin request in all."""
+    edge = launch_edge(edge_args(origin, tmp_path, workers=2))
+    edge_processes.append(edge)
+    await wait_until(lambda: len(children_of(edge.process.pid)) == 2)
+    await worker_pids(edge.admin_url, attempts=10)  # both workers up and serving
+    path = "/obj/mwherd?size=200000&max_age=600&delay_ms=500"
+    connector = aiohttp.TCPConnector(limit=0, force_close=True)
+    async with aiohttp.ClientSession(connector=connector) as client:
+
+        async def one() -> tuple[int, str]:
+            async with client.get(f"{edge.url}{path}") as resp:
+                return len(await resp.read()), resp.headers["Cache-Status"]
+
+        results = await asyncio.gather(*(one() for _ in range(100)))
+        async with client.get(f"{origin.url}/_stub/counters?path=/obj/mwherd") as resp:
+            count = (await resp.json())["count"]
+    assert all(size == 200000 for size, _ in results)
+    assert count == 1
+    # And an object stored by one worker is a hit in every other.
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as client:
+        for _ in range(10):
+            async with client.get(f"{edge.url}{path}") as resp:
+                await resp.read()
+                assert resp.headers["X-Cache"] == "HIT"

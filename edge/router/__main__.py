@@ -1,0 +1,197 @@
+"""``python -m edge.router``: the GeoIP request router (one process, uvloop).
+
+Precedence: ``--config`` file (or ``ROUTER_CONFIG``) < ``ROUTER_*`` environment < flags.  Exit
+codes: 0 after SIGTERM/SIGINT, 1 when a listening socket cannot be opened, 2 for any bad
+configuration, inventory, coverage file or geo database (the message names the field).  SIGHUP
+reopens the geo database; if the new file cannot be opened the old one stays in service.
+
+On start it prints one line to stdout (real ports when 0 was asked for)::
+
+    router listening on http://127.0.0.1:8080 (admin http://127.0.0.1:8081), 5 edges
+
+Diagnostics go to stderr; so does the access log (message only), one line per request.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from edge.config import ConfigError
+from edge.router.accesslog import ACCESS_LOGGER
+from edge.router.app import ROUTER_KEY, RouterParts, create_router_admin_app, create_router_app, open_router_parts
+from edge.router.config import RouterSettings, load_router_settings
+from edge.router.geo import GeoDatabaseError
+
+log = logging.getLogger("edge.router")
+
+
+class ListenError(Exception):
+    """A listening socket could not be opened."""
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m edge.router",
+        description="edgecache router: redirects each client to the nearest healthy edge.",
+        epilog="Precedence: --config file < ROUTER_* environment variables < these flags.",
+    )
+    parser.add_argument("--config", type=Path, help="TOML config file (also ROUTER_CONFIG)")
+    parser.add_argument("--listen", help="public HOST:PORT (default 127.0.0.1:8080)")
+    parser.add_argument("--admin-listen", dest="admin_listen", help="admin HOST:PORT (default 127.0.0.1:8081)")
+    parser.add_argument("--admin-token", dest="admin_token", help="bearer token for the admin side")
+    parser.add_argument("--edges", help="inventory TOML file listing the edges (required)")
+    parser.add_argument("--geodb", help="City-type .mmdb database (default: the demo database in geodb/)")
+    parser.add_argument(
+        "--trust-proxy",
+        dest="trust_proxy",
+        action="append",
+        metavar="CIDR",
+        help="believe X-Forwarded-For from peers in this network (repeatable; replaces the configured list)",
+    )
+    parser.add_argument("--coverage", help="coverage-zone TOML file (CIDR → edge/region overrides)")
+    parser.add_argument("--health-interval", dest="health_interval", type=float, help="seconds between checks")
+    parser.add_argument("--health-timeout", dest="health_timeout", type=float, help="timeout of one check (s)")
+    parser.add_argument("--fall", type=int, help="failed checks in a row before an edge is down (default 3)")
+    parser.add_argument("--rise", type=int, help="good checks in a row before a down edge is up (default 2)")
+    parser.add_argument(
+        "--debug-header",
+        dest="debug_header",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="add X-Edge-Route (the decision as JSON) to every answer",
+    )
+    parser.add_argument("--log-format", dest="log_format", choices=["json", "combined"], help="access log format")
+    parser.add_argument(
+        "--access-log", dest="access_log", action=argparse.BooleanOptionalAction, default=None, help="access log"
+    )
+    parser.add_argument("--log-level", dest="log_level", choices=["debug", "info", "warning", "error"])
+    parser.add_argument("--check-config", action="store_true", help="validate everything and exit")
+    return parser.parse_args(argv)
+
+
+OVERRIDES = (
+    "listen",
+    "admin_listen",
+    "admin_token",
+    "edges",
+    "geodb",
+    "trust_proxy",
+    "coverage",
+    "health_interval",
+    "health_timeout",
+    "fall",
+    "rise",
+    "debug_header",
+    "log_format",
+    "access_log",
+    "log_level",
+)
+
+
+def configure_logging(settings: RouterSettings) -> None:
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s",
+        stream=sys.stderr,
+        force=True,
+    )
+    access = logging.getLogger(ACCESS_LOGGER)
+    access.handlers.clear()
+    access.propagate = False
+    if settings.access_log:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        access.addHandler(handler)
+        access.setLevel(logging.INFO)
+    else:
+        access.setLevel(logging.CRITICAL + 1)
+
+
+def _url(address: Any) -> str:
+    host, port = address[0], address[1]
+    shown = f"[{host}]" if ":" in host else host
+    return f"http://{shown}:{port}"
+
+
+async def _start_site(runner: web.AppRunner, address: tuple[str, int]) -> str:
+    host, port = address
+    try:
+        await web.TCPSite(runner, host, port, backlog=4096, reuse_address=True).start()
+    except OSError as exc:
+        raise ListenError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+    return _url(runner.addresses[-1])
+
+
+async def serve(settings: RouterSettings, parts: RouterParts) -> None:
+    """Run both apps until SIGTERM/SIGINT; SIGHUP reloads the geo database."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    app = create_router_app(
+        settings, inventory=parts.inventory, locator=parts.locator, coverage=parts.coverage, health=parts.health
+    )
+    router = app[ROUTER_KEY]
+
+    def reload_geodb() -> None:
+        try:
+            router.reload_geodb()
+        except GeoDatabaseError as exc:
+            log.error("geo database reload failed; keeping the one in use: %s", exc)
+
+    loop.add_signal_handler(signal.SIGHUP, reload_geodb)
+    public_runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
+    admin_runner = web.AppRunner(create_router_admin_app(router), access_log=None, shutdown_timeout=1.0)
+    await public_runner.setup()  # starts the health checker: the first round completes here
+    try:
+        if stop.is_set():  # told to stop while the first health round ran: never start listening
+            return
+        await admin_runner.setup()
+        public_url = await _start_site(public_runner, settings.listen_address)
+        admin_url = await _start_site(admin_runner, settings.admin_address)
+        print(f"router listening on {public_url} (admin {admin_url}), {len(parts.inventory.edges)} edges", flush=True)
+        healthy = sum(1 for ok in parts.health.healthy_map().values() if ok)
+        log.info("%d of %d edges healthy after the first check", healthy, len(parts.inventory.edges))
+        await stop.wait()
+    finally:
+        await admin_runner.cleanup()
+        await public_runner.cleanup()
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    overrides = {key: getattr(args, key) for key in OVERRIDES}
+    try:
+        settings = load_router_settings(args.config, overrides)
+        parts = open_router_parts(settings)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        sys.exit(2)
+    if args.check_config:
+        print(f"configuration ok: {len(parts.inventory.edges)} edges, geo database {parts.locator.database_type}")
+        parts.locator.close()
+        return
+    configure_logging(settings)
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
+        runner: Any = asyncio.run
+    else:
+        runner = uvloop.run
+    try:
+        runner(serve(settings, parts))
+    except ListenError as exc:
+        print(f"router: {exc}", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,614 @@
+"""The router's two aiohttp apps: the public redirector and the admin side that explains it.
+
+**Public side** (:func:`create_router_app`) — every method, every path:
+
+1. the client address: the socket peer, or ``X-Forwarded-For`` when the peer is a trusted proxy
+   (:func:`edge.router.clientip.client_address`);
+2. its location (:class:`edge.router.geo.GeoLocator`) and coverage zone, if any;
+3. the edge (:func:`edge.router.select.select_edge`), with the cache key ``host + path + query``
+   so each URL has an owner edge in its region, and the client address as the spread token;
+4. ``302`` (GET, HEAD) or ``307`` (every other method: the client must repeat the method and
+   body) to ``edge.url`` + the request target exactly as received, with ``Cache-Control:
+   no-store`` (a cached redirect would outlive the health and geo facts it was based on) and a
+   small HTML body with the link.  No healthy edge → ``503`` with the reason and ``Retry-After``.
+
+With ``debug_header`` the answer carries ``X-Edge-Route``, the decision as compact JSON; each
+request writes one access-log line (:mod:`edge.router.accesslog`).
+
+**Admin side** (:func:`create_router_admin_app`), Bearer-token protected when a token is set
+(probes excepted):
+
+- ``GET /route?ip=A[&path=/x][&host=h][&method=POST]`` or ``GET /route?peer=P&xff=...`` — the full
+  decision as JSON: address used and why, location found, coverage zone, every candidate with
+  distance and health, the edge chosen and why, the status and ``Location`` a client would get;
+- ``GET /health`` — every edge's health (state, counters, last error, last change);
+- ``GET /healthz`` (alive), ``GET /readyz`` (200 when at least one edge is healthy, else 503);
+- ``GET /metrics`` — Prometheus text from the router's own ``CollectorRegistry``;
+- ``GET /geodb`` — the database in use; ``POST /geodb/reload`` — reopen it (as SIGHUP does).
+
+Both apps share one :class:`Router` (state under a typed ``AppKey``); the public app owns the
+resources: its ``cleanup_ctx`` starts the health checker and, on shutdown, stops it and closes
+the geo database.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import logging
+import math
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+from aiohttp import hdrs, web
+from aiohttp.typedefs import Handler
+from lru import LRU
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from edge.admin import token_matches
+from edge.config import ConfigError
+from edge.inventory import Inventory, InventoryError, load_inventory
+from edge.router.accesslog import AccessLogger, AccessRecord
+from edge.router.clientip import ClientAddress, IPAddress, IPNetwork, client_address, parse_address
+from edge.router.config import RouterSettings
+from edge.router.coverage import CoverageError, CoverageMap, CoverageZone, load_coverage
+from edge.router.geo import GeoDatabaseError, GeoLocator, GeoResult
+from edge.router.health import HealthChecker
+from edge.router.select import Decision, select_edge
+
+__all__ = [
+    "ROUTER_KEY",
+    "RouteResult",
+    "Router",
+    "RouterMetrics",
+    "RouterParts",
+    "create_router_admin_app",
+    "create_router_app",
+    "open_router_parts",
+    "request_target",
+]
+
+log = logging.getLogger("edge.router")
+
+ROUTE_HEADER = "X-Edge-Route"
+X_FORWARDED_FOR = "X-Forwarded-For"
+REDIRECT_METHODS = frozenset({"GET", "HEAD"})
+OPEN_ADMIN_PATHS = frozenset({"/healthz", "/readyz"})
+
+# Decisions take tens of microseconds; the buckets resolve that range and flag the slow tail.
+DECISION_BUCKETS = (10e-6, 25e-6, 50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 50e-3)
+
+
+# --- the request target ------------------------------------------------------------------------
+
+
+def _escape_unsafe(target: str) -> str:
+    """Percent-encode what may not appear in a header value or URL: non-ASCII, controls, space.
+
+    Our HTTP parser only hands us such characters when a client sent raw bytes it should have
+    encoded; encoding them (as browsers do) keeps the redirect valid.  Everything else, including
+    existing escapes like ``%2F``, is left exactly as received.
+    """
+    if target.isascii() and target.isprintable() and " " not in target:
+        return target
+    out: list[str] = []
+    for byte in target.encode("utf-8", "surrogateescape"):
+        if 0x21 <= byte <= 0x7E:
+            out.append(chr(byte))
+        else:
+            out.append(f"%{byte:02X}")
+    return "".join(out)
+
+
+def request_target(raw_path: str) -> tuple[str | None, str]:
+    """Split the request target into (authority of an absolute-form target or ``None``, path+query).
+
+    The path and query are returned byte-for-byte (``/a%2Fb/../c;p?q=%20`` stays as it is:
+    the edge must see exactly what the client asked for); only the absolute form
+    (``GET http://host/x``) loses its scheme and authority, and ``*`` / authority-form become ``/``.
+    """
+    if raw_path.startswith("/"):
+        return None, _escape_unsafe(raw_path)
+    scheme_end = raw_path.find("://")
+    if scheme_end <= 0:
+        return None, "/"
+    rest = raw_path[scheme_end + 3 :]
+    cut = len(rest)
+    for separator in "/?#":
+        index = rest.find(separator)
+        if 0 <= index < cut:
+            cut = index
+    authority = rest[:cut].rpartition("@")[2]
+    target = rest[cut:]
+    if not target.startswith("/"):
+        target = "/" + target
+    return authority or None, _escape_unsafe(target)
+
+
+# --- metrics -----------------------------------------------------------------------------------
+
+
+class RouterMetrics:
+    """The router's Prometheus metrics, in a registry of their own (one per router, not global)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.redirects = Counter(
+            "edgecache_router_redirects_total",
+            "Clients redirected, by edge, region, selection rule and status (302/307).",
+            ["edge", "region", "rule", "status"],
+            registry=self.registry,
+        )
+        self.unavailable = Counter(
+            "edgecache_router_unavailable_total",
+            "Requests answered 503 because no edge was healthy.",
+            registry=self.registry,
+        )
+        self.decision_seconds = Histogram(
+            "edgecache_router_decision_seconds",
+            "Time to decide one request: geo lookup, coverage zone and edge selection.",
+            buckets=DECISION_BUCKETS,
+            registry=self.registry,
+        )
+        self.edge_up = Gauge(
+            "edgecache_router_edge_up",
+            "1 when the router considers the edge healthy (state up), else 0.",
+            ["edge", "region"],
+            registry=self.registry,
+        )
+        self.edge_consecutive_failures = Gauge(
+            "edgecache_router_edge_consecutive_failures",
+            "Failed health checks in a row per edge.",
+            ["edge", "region"],
+            registry=self.registry,
+        )
+        self.geodb_reloads = Counter(
+            "edgecache_router_geodb_reloads_total",
+            "Geo database reloads, by result (ok/failed).",
+            ["result"],
+            registry=self.registry,
+        )
+        self.geodb_build_epoch = Gauge(
+            "edgecache_router_geodb_build_epoch_seconds",
+            "Build time of the geo database in use (seconds since the epoch).",
+            registry=self.registry,
+        )
+        self._redirect_children: dict[tuple[str, str, str, int], Any] = {}
+
+    def redirected(self, edge: str, region: str, rule: str, status: int) -> None:
+        key = (edge, region, rule, status)
+        child = self._redirect_children.get(key)
+        if child is None:
+            child = self._redirect_children[key] = self.redirects.labels(edge, region, rule, str(status))
+        child.inc()
+
+    def render(self) -> bytes:
+        return bytes(generate_latest(self.registry))
+
+
+# --- the routing core --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RouteResult:
+    """One routing decision with everything that led to it."""
+
+    client: ClientAddress
+    location: GeoResult
+    zone: CoverageZone | None
+    cache_key: str
+    decision: Decision
+    status: int
+    redirect: str | None
+    elapsed_us: float
+
+
+# Entries in each per-address memo (see :class:`Router`), and the longest X-Forwarded-For (all
+# lines together) whose resolution is memoised: together they bound the memos to a few tens of MB.
+MEMO_ENTRIES = 65536
+MEMO_MAX_XFF = 256
+
+
+class Router:
+    """Client address → location → edge, shared by the public and the admin app.
+
+    Two memos (bounded LRU dictionaries) keep the per-request cost down, because the same clients
+    come back again and again: the resolved client address per (peer, ``X-Forwarded-For`` lines),
+    and the geo result plus coverage zone per address.  Both are pure functions of their keys for
+    the life of the router — the trusted networks and the coverage file are fixed at start — except
+    the geo result, whose memo is emptied whenever the database is reloaded.  The edge selection
+    itself is not memoised: it depends on the health of the moment and on the URL.
+    """
+
+    def __init__(
+        self,
+        settings: RouterSettings,
+        inventory: Inventory,
+        locator: GeoLocator,
+        coverage: CoverageMap | None,
+        health: HealthChecker,
+        metrics: RouterMetrics | None = None,
+    ) -> None:
+        self.settings = settings
+        self.inventory = inventory
+        self.locator = locator
+        self.coverage = coverage
+        self.health = health
+        self.metrics = metrics or RouterMetrics()
+        self.trusted: Sequence[IPNetwork] = settings.trusted_networks
+        self.retry_after = str(max(1, math.ceil(settings.health_interval * settings.rise)))
+        self._healthy = health.healthy_view()
+        self._clients: Any = LRU(MEMO_ENTRIES)
+        self._places: Any = LRU(MEMO_ENTRIES)
+        self.metrics.geodb_build_epoch.set(locator.build_epoch)
+
+    def place(self, address: IPAddress) -> tuple[GeoResult, CoverageZone | None]:
+        """Geo result and coverage zone of ``address``, memoised."""
+        found: tuple[GeoResult, CoverageZone | None] | None = self._places.get(address)
+        if found is None:
+            zone = self.coverage.lookup(address) if self.coverage is not None else None
+            found = self._places[address] = (self.locator.locate(address), zone)
+        return found
+
+    def route(self, client: ClientAddress, host: str, target: str, method: str = "GET") -> RouteResult:
+        """Decide where a request for ``host`` + ``target`` from ``client`` goes; never raises."""
+        started = time.perf_counter()
+        address = client.address
+        if address is None:
+            location, zone, token = GeoResult.unknown(client.detail), None, None
+        else:
+            location, zone = self.place(address)
+            token = str(address)
+        cache_key = host.lower() + target
+        decision = select_edge(self.inventory, self._healthy, location, cache_key, zone, token)
+        if decision.edge is None:
+            status, redirect = 503, None
+        else:
+            status = 302 if method in REDIRECT_METHODS else 307
+            redirect = decision.edge.url + target
+        elapsed = time.perf_counter() - started
+        return RouteResult(client, location, zone, cache_key, decision, status, redirect, elapsed * 1e6)
+
+    def resolve_client(self, peer: str | None, xff_values: Sequence[str]) -> ClientAddress:
+        """The client address by the trust rules of :mod:`edge.router.clientip`, memoised."""
+        if sum(len(value) for value in xff_values) > MEMO_MAX_XFF:  # long chains: not worth the memory
+            return client_address(peer or "", xff_values, self.trusted)
+        key = (peer, *xff_values)
+        found: ClientAddress | None = self._clients.get(key)
+        if found is None:
+            found = self._clients[key] = client_address(peer or "", xff_values, self.trusted)
+        return found
+
+    def reload_geodb(self) -> None:
+        """Reopen the geo database (after ``geoipupdate`` replaced it); keep the old one on failure."""
+        try:
+            self.locator.reload()
+        except GeoDatabaseError:
+            self.metrics.geodb_reloads.labels("failed").inc()
+            raise
+        self._places.clear()
+        self.metrics.geodb_reloads.labels("ok").inc()
+        self.metrics.geodb_build_epoch.set(self.locator.build_epoch)
+        log.info("geo database reloaded: %s (%s)", self.locator.path, self.locator.database_type)
+
+    def explain(self, result: RouteResult, method: str, host: str, target: str) -> dict[str, Any]:
+        """The JSON answer of ``/route``: the decision and every fact it rests on."""
+        snapshot = self.health.snapshot()
+        decision = result.decision.to_dict()
+        for candidate in decision["candidates"]:
+            state = snapshot.get(candidate["name"])
+            if state is not None:
+                candidate["health"] = state.state
+                candidate["last_error"] = state.last_error
+        address = result.client.address
+        return {
+            "request": {"method": method, "host": host, "target": target},
+            "client": {
+                "address": None if address is None else str(address),
+                "source": result.client.source,
+                "detail": result.client.detail,
+            },
+            "location": result.location.to_dict(),
+            "coverage_zone": None if result.zone is None else _zone_dict(result.zone),
+            "cache_key": result.cache_key,
+            "decision": decision,
+            "status": result.status,
+            "redirect": result.redirect,
+            "lookup_us": round(result.elapsed_us, 1),
+        }
+
+
+def _zone_dict(zone: CoverageZone) -> dict[str, Any]:
+    return {"label": zone.label, "network": str(zone.network), "edge": zone.edge, "region": zone.region}
+
+
+def route_summary(result: RouteResult) -> str:
+    """The ``X-Edge-Route`` value: the decision in compact, ASCII-only JSON."""
+    decision, location = result.decision, result.location
+    address = result.client.address
+    return json.dumps(
+        {
+            "edge": None if decision.edge is None else decision.edge.name,
+            "region": decision.region,
+            "rule": decision.rule,
+            "client": None if address is None else str(address),
+            "source": result.client.source,
+            "geo": location.source,
+            "country": location.country,
+            "continent": location.continent,
+            "zone": None if result.zone is None else result.zone.label,
+            "reason": decision.reason,
+        },
+        separators=(",", ":"),
+        ensure_ascii=True,
+    )
+
+
+# --- assembling the parts from settings ------------------------------------------------------
+
+
+class RouterParts(NamedTuple):
+    """What a router is made of, opened and validated from :class:`RouterSettings`."""
+
+    inventory: Inventory
+    locator: GeoLocator
+    coverage: CoverageMap | None
+    health: HealthChecker
+
+
+def health_checker(settings: RouterSettings, inventory: Inventory) -> HealthChecker:
+    return HealthChecker(
+        inventory.edges,
+        interval=settings.health_interval,
+        timeout=settings.health_timeout,
+        fall=settings.fall,
+        rise=settings.rise,
+    )
+
+
+def open_router_parts(settings: RouterSettings) -> RouterParts:
+    """Load the inventory, coverage file and geo database; ``ConfigError`` names the faulty one."""
+    try:
+        inventory = load_inventory(settings.edges)
+    except InventoryError as exc:
+        raise ConfigError(f"config error: edges: {exc}") from exc
+    coverage: CoverageMap | None = None
+    if settings.coverage is not None:
+        try:
+            coverage = load_coverage(settings.coverage, inventory)
+        except CoverageError as exc:
+            raise ConfigError(f"config error: coverage: {exc}") from exc
+    try:
+        locator = GeoLocator(settings.geodb)
+    except GeoDatabaseError as exc:
+        raise ConfigError(f"config error: geodb: {exc}") from exc
+    return RouterParts(inventory, locator, coverage, health_checker(settings, inventory))
+
+
+# --- the public app ----------------------------------------------------------------------------
+
+ROUTER_KEY = web.AppKey("router", Router)
+ACCESS_KEY = web.AppKey("router_access_log", AccessLogger)
+
+
+def _redirect_body(location: str) -> str:
+    link = html.escape(location, quote=True)
+    return (
+        "<!DOCTYPE html>\n<html><head><title>Moved</title></head>"
+        f'<body><p>Served from <a href="{link}">{link}</a>.</p></body></html>\n'
+    )
+
+
+async def route_request(request: web.Request) -> web.Response:
+    """Every public request: decide, answer 302/307/503, log."""
+    started = time.perf_counter_ns()
+    router = request.app[ROUTER_KEY]
+    settings = router.settings
+    method = request.method
+    authority, target = request_target(request.raw_path)
+    request_headers = request.headers
+    host: str = authority or request_headers.get(hdrs.HOST) or ""
+    peer = request.remote
+    client = router.resolve_client(peer, request_headers.getall(X_FORWARDED_FOR, ()))
+    result = router.route(client, host, target, method)
+    decision = result.decision
+    router.metrics.decision_seconds.observe(result.elapsed_us / 1e6)
+    headers: dict[str, str] = {hdrs.CACHE_CONTROL: "no-store"}
+    if result.redirect is not None and decision.edge is not None:
+        headers[hdrs.LOCATION] = result.redirect
+        body = _redirect_body(result.redirect)
+        content_type = "text/html"
+        router.metrics.redirected(decision.edge.name, decision.edge.region, decision.rule, result.status)
+    else:
+        headers[hdrs.RETRY_AFTER] = router.retry_after
+        body = f"503 Service Unavailable: {decision.reason}; try again in {router.retry_after} s.\n"
+        content_type = "text/plain"
+        router.metrics.unavailable.inc()
+    if settings.debug_header:
+        headers[ROUTE_HEADER] = route_summary(result)
+    response = web.Response(status=result.status, headers=headers, text=body, content_type=content_type)
+    if settings.access_log:
+        request.app[ACCESS_KEY].log(
+            AccessRecord(
+                peer=peer,
+                client=client,
+                location=result.location,
+                zone=result.zone,
+                decision=decision,
+                method=method,
+                host=host,
+                target=target,
+                version=f"{request.version.major}.{request.version.minor}",
+                status=result.status,
+                body_bytes=0 if method == hdrs.METH_HEAD else len(body.encode()),
+                referer=request_headers.get(hdrs.REFERER),
+                user_agent=request_headers.get(hdrs.USER_AGENT),
+                latency_us=(time.perf_counter_ns() - started) // 1000,
+            )
+        )
+    return response
+
+
+def create_router_app(
+    settings: RouterSettings,
+    *,
+    inventory: Inventory,
+    locator: GeoLocator,
+    coverage: CoverageMap | None = None,
+    health: HealthChecker | None = None,
+    metrics: RouterMetrics | None = None,
+) -> web.Application:
+    """The public redirector.  Owns the resources: starts ``health``, closes ``locator`` on cleanup.
+
+    Pass the result's ``app[ROUTER_KEY]`` to :func:`create_router_admin_app` for the admin side.
+    """
+    checker = health if health is not None else health_checker(settings, inventory)
+    router = Router(settings, inventory, locator, coverage, checker, metrics)
+    app = web.Application()
+    app[ROUTER_KEY] = router
+    app[ACCESS_KEY] = AccessLogger(settings.log_format)
+
+    async def resources(app: web.Application) -> AsyncIterator[None]:
+        try:
+            await checker.start()
+            yield
+        finally:
+            await checker.stop()
+            locator.close()
+
+    app.cleanup_ctx.append(resources)
+    app.router.add_route("*", "/{tail:.*}", route_request)
+    return app
+
+
+# --- the admin app -----------------------------------------------------------------------------
+
+
+@web.middleware
+async def require_token(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Bearer auth (constant-time compare) on everything but the probes, when a token is set."""
+    token = request.app[ROUTER_KEY].settings.admin_token
+    if (
+        token
+        and request.path not in OPEN_ADMIN_PATHS
+        and not token_matches(request.headers.get(hdrs.AUTHORIZATION), token)
+    ):
+        return web.json_response(
+            {"error": "missing or wrong bearer token"},
+            status=401,
+            headers={hdrs.WWW_AUTHENTICATE: 'Bearer realm="edgecache-router"'},
+        )
+    return await handler(request)
+
+
+def _bad_request(message: str) -> web.Response:
+    return web.json_response({"error": message}, status=400)
+
+
+async def admin_route(request: web.Request) -> web.Response:
+    """``GET /route?ip=…`` (or ``peer=…&xff=…``): the decision for a hypothetical request."""
+    router = request.app[ROUTER_KEY]
+    query = request.query
+    ip_text = query.get("ip")
+    peer_text = query.get("peer")
+    if ip_text is not None:
+        address = parse_address(ip_text)
+        if address is None:
+            return _bad_request(f"ip: {ip_text!r} is not an IP address")
+        client = ClientAddress(address, "peer", "given as ?ip=")
+    elif peer_text is not None:
+        if parse_address(peer_text) is None:
+            return _bad_request(f"peer: {peer_text!r} is not an IP address")
+        client = router.resolve_client(peer_text, query.getall("xff", []))
+    else:
+        return _bad_request("give ?ip=ADDRESS (or ?peer=ADDRESS with optional &xff=... lines)")
+    path = query.get("path", "/")
+    if not path.startswith("/"):
+        return _bad_request("path: must start with '/' (it may carry a query: path=/a%3Fb%3D1)")
+    method = query.get("method", "GET").upper()
+    host = query.get("host", "")
+    _, target = request_target(path)
+    result = router.route(client, host, target, method)
+    return web.json_response(router.explain(result, method, host, target), dumps=_dumps)
+
+
+def _dumps(data: Any) -> str:
+    return json.dumps(data, indent=2, ensure_ascii=False)
+
+
+async def admin_health(request: web.Request) -> web.Response:
+    router = request.app[ROUTER_KEY]
+    snapshot = router.health.snapshot()
+    settings = router.settings
+    return web.json_response(
+        {
+            "healthy": sum(1 for state in snapshot.values() if state.healthy),
+            "total": len(snapshot),
+            "interval_s": settings.health_interval,
+            "timeout_s": settings.health_timeout,
+            "fall": settings.fall,
+            "rise": settings.rise,
+            "rounds": router.health.rounds,
+            "edges": {name: state.to_dict() for name, state in snapshot.items()},
+            "recent_changes": [change.to_dict() for change in list(router.health.changes)[-20:]],
+        },
+        dumps=_dumps,
+    )
+
+
+async def admin_healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def admin_readyz(request: web.Request) -> web.Response:
+    """Ready when at least one edge could take clients; a load balancer in front of routers uses it."""
+    healthy = sum(1 for ok in request.app[ROUTER_KEY].health.healthy_view().values() if ok)
+    return web.json_response({"ready": healthy > 0, "healthy_edges": healthy}, status=200 if healthy else 503)
+
+
+async def admin_metrics(request: web.Request) -> web.Response:
+    router = request.app[ROUTER_KEY]
+    metrics = router.metrics
+    for name, state in router.health.snapshot().items():
+        metrics.edge_up.labels(name, state.region).set(1 if state.healthy else 0)
+        metrics.edge_consecutive_failures.labels(name, state.region).set(state.consecutive_fail)
+    return web.Response(body=metrics.render(), headers={hdrs.CONTENT_TYPE: CONTENT_TYPE_LATEST})
+
+
+def _geodb_info(locator: GeoLocator) -> dict[str, Any]:
+    return {
+        "path": str(locator.path),
+        "database_type": locator.database_type,
+        "build_epoch": locator.build_epoch,
+    }
+
+
+async def admin_geodb(request: web.Request) -> web.Response:
+    return web.json_response(_geodb_info(request.app[ROUTER_KEY].locator))
+
+
+async def admin_geodb_reload(request: web.Request) -> web.Response:
+    router = request.app[ROUTER_KEY]
+    try:
+        router.reload_geodb()
+    except GeoDatabaseError as exc:
+        return web.json_response(
+            {"reloaded": False, "error": str(exc), "in_use": _geodb_info(router.locator)}, status=500
+        )
+    return web.json_response({"reloaded": True, "in_use": _geodb_info(router.locator)})
+
+
+def create_router_admin_app(router: Router) -> web.Application:
+    """The admin side, sharing ``router`` (``public_app[ROUTER_KEY]``) with the public app."""
+    app = web.Application(middlewares=[require_token])
+    app[ROUTER_KEY] = router
+    app.router.add_get("/route", admin_route)
+    app.router.add_get("/health", admin_health)
+    app.router.add_get("/healthz", admin_healthz)
+    app.router.add_get("/readyz", admin_readyz)
+    app.router.add_get("/metrics", admin_metrics)
+    app.router.add_get("/geodb", admin_geodb)
+    app.router.add_post("/geodb/reload", admin_geodb_reload)
+    return app

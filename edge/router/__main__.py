@@ -73,11 +73,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--access-log", dest="access_log", action=argparse.BooleanOptionalAction, default=None, help="access log"
     )
     parser.add_argument("--log-level", dest="log_level", choices=["debug", "info", "warning", "error"])
+    parser.add_argument(
+        "--purge-state-dir", dest="purge_state_dir", help="where the cluster purge log is kept (default var/router)"
+    )
+    parser.add_argument("--purge-edge-token", dest="purge_edge_token", help="bearer token for the edges' admin APIs")
     parser.add_argument("--check-config", action="store_true", help="validate everything and exit")
     return parser.parse_args(argv)
 
 
 OVERRIDES = (
+    "purge_state_dir",
+    "purge_edge_token",
     "listen",
     "admin_listen",
     "admin_token",

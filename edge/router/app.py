@@ -49,6 +49,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 
 from edge.admin import token_matches
 from edge.config import ConfigError
+from edge.controlplane.app import register_control_plane
+from edge.controlplane.models import ControlPlaneSettings
 from edge.inventory import Inventory, InventoryError, load_inventory
 from edge.router.accesslog import AccessLogger, AccessRecord
 from edge.router.clientip import ClientAddress, IPAddress, IPNetwork, client_address, parse_address
@@ -611,4 +613,17 @@ def create_router_admin_app(router: Router) -> web.Application:
     app.router.add_get("/metrics", admin_metrics)
     app.router.add_get("/geodb", admin_geodb)
     app.router.add_post("/geodb/reload", admin_geodb_reload)
+    settings = router.settings
+    register_control_plane(
+        app,
+        router.inventory,
+        ControlPlaneSettings(
+            state_dir=settings.purge_state_dir,
+            edge_token=settings.purge_edge_token,
+            admin_token=None,  # the admin side's own bearer token already guards every endpoint
+            timeout=settings.purge_timeout,
+            retry_interval=settings.purge_retry_interval,
+            max_records=settings.purge_max_records,
+        ),
+    )
     return app

@@ -97,6 +97,12 @@ class RouterSettings(BaseModel):
     log_format: Literal["json", "combined"] = "json"
     access_log: bool = True
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    # The cluster purge control plane hosted on the admin side (edge/controlplane).
+    purge_state_dir: Path = Path("var/router")
+    purge_edge_token: str | None = None
+    purge_timeout: Annotated[float, Field(gt=0, le=600)] = 2.0
+    purge_retry_interval: Annotated[float, Field(gt=0, le=3600)] = 1.0
+    purge_max_records: Annotated[int, Field(ge=1)] | None = 100_000
 
     @field_validator("trust_proxy", mode="before")
     @classmethod

@@ -187,6 +187,7 @@ async def start_router(tmp_path: Path, geodb_file: Path) -> AsyncIterator[Router
         data: dict[str, Any] = {
             "edges": str(path),
             "geodb": str(geodb_file),
+            "purge_state_dir": str(tmp_path / f"purges-{len(started)}"),
             "listen": "127.0.0.1:0",
             "admin_listen": "127.0.0.1:0",
             "trust_proxy": ["127.0.0.0/8"],
@@ -757,6 +758,7 @@ async def test_cli_serves_reloads_and_stops(
             "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0",
             "--edges", str(inventory), "--geodb", str(geodb_file),
             "--trust-proxy", "127.0.0.0/8", "--debug-header", "--health-interval", "0.1",
+            "--purge-state-dir", str(tmp_path / "purges"),
             cwd=PROJECT_ROOT, stdout=asyncio.subprocess.PIPE, stderr=stderr,
         )  # fmt: skip
     router_pids.append(process.pid)

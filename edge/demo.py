@@ -1,13 +1,15 @@
-"""``make demo``: a local CDN on loopback — the origin stub and an edge in front of it.
+"""``make demo``: a local multi-region CDN on loopback — origin stub, three regional edges, the router.
 
-Every component runs as its own process exactly as an operator would start it (the same CLIs), so
-the demo doubles as a smoke test of the real programs.  The launcher waits until each one answers,
-prints what to try, and on Ctrl-C (or SIGTERM) stops every process it started, by PID.
+Every component runs as its own process exactly as an operator would start it (the same CLIs and
+the same inventory file format), so the demo doubles as a smoke test of the real programs.  The
+launcher writes the inventory, starts everything, waits until each one is ready, prints what to
+try, and on Ctrl-C (or SIGTERM) stops every process it started, by PID.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import subprocess
@@ -19,12 +21,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
+# name, latitude, longitude, country, continent, a client address the demo geo database places there
+REGIONS = (
+    ("us-east", 38.9, -77.0, "US", "NA", "198.51.100.7"),
+    ("eu-west", 53.35, -6.26, "IE", "EU", "192.0.2.7"),
+    ("ap-southeast", 1.35, 103.82, "SG", "AS", "203.0.113.7"),
+)
+
 
 @dataclass
 class Component:
     name: str
     argv: list[str]
     ready_url: str
+    env: dict[str, str] = field(default_factory=dict)
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
 
@@ -44,7 +54,21 @@ def wait_ready(component: Component, deadline: float) -> None:
     raise RuntimeError(f"{component.name} not ready at {component.ready_url} in time")
 
 
-def stop_all(components: list[Component], timeout: float = 10.0) -> None:
+def wait_all_healthy(health_url: str, deadline: float) -> None:
+    """Until the router reports every edge healthy (its checks have hysteresis: a few rounds)."""
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(health_url, timeout=1.0) as response:
+                report = json.loads(response.read())
+                if report.get("healthy") == report.get("total"):
+                    return
+        except (urllib.error.URLError, OSError, ValueError):
+            pass
+        time.sleep(0.2)
+    raise RuntimeError("the router did not see every edge healthy in time")
+
+
+def stop_all(components: list[Component], timeout: float = 15.0) -> None:
     """SIGTERM each started process (its own group: edge workers included), then SIGKILL stragglers."""
     for component in reversed(components):
         if component.process is not None and component.process.poll() is None:
@@ -60,63 +84,155 @@ def stop_all(components: list[Component], timeout: float = 10.0) -> None:
             component.process.wait(5)
 
 
+def env_int(name: str, default: int) -> int:
+    return int(os.environ.get(name, str(default)))
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m edge.demo", description=__doc__)
     parser.add_argument("--host", default=os.environ.get("DEMO_HOST", "127.0.0.1"))
-    parser.add_argument("--origin-port", type=int, default=int(os.environ.get("DEMO_ORIGIN_PORT", "8000")))
-    parser.add_argument("--edge-port", type=int, default=int(os.environ.get("DEMO_EDGE_PORT", "8101")))
-    parser.add_argument("--admin-port", type=int, default=int(os.environ.get("DEMO_ADMIN_PORT", "9101")))
+    parser.add_argument("--origin-port", type=int, default=env_int("DEMO_ORIGIN_PORT", 8000))
+    parser.add_argument("--router-port", type=int, default=env_int("DEMO_ROUTER_PORT", 8080))
+    parser.add_argument("--router-admin-port", type=int, default=env_int("DEMO_ROUTER_ADMIN_PORT", 8081))
+    parser.add_argument(
+        "--edge-port", type=int, default=env_int("DEMO_EDGE_PORT", 8101), help="first edge port (then +1, +2)"
+    )
+    parser.add_argument(
+        "--admin-port", type=int, default=env_int("DEMO_ADMIN_PORT", 9101), help="first edge admin port (then +1, +2)"
+    )
     parser.add_argument("--workdir", type=Path, default=Path(os.environ.get("DEMO_DIR", ".demo")))
-    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=env_int("DEMO_WORKERS", 1), help="workers per edge")
     parser.add_argument(
         "--exit-when-ready", action="store_true", help="start, check, print the guide and stop (for tests)"
     )
     return parser.parse_args(argv)
 
 
-def guide(host: str, edge_port: int, admin_port: int, origin_port: int) -> str:
-    edge = f"http://{host}:{edge_port}"
-    return f"""
-edgecache demo is up.
-  origin stub : http://{host}:{origin_port}/   (demo page, /obj/<name>?size=..., /_stub/counters)
-  edge        : {edge}/   (admin http://{host}:{admin_port}/healthz)
+def write_inventory(path: Path, host: str, edge_port: int, admin_port: int) -> None:
+    """The one inventory file both the router and (through the control plane) the edges use."""
+    lines = ['region_fallback = ["us-east", "eu-west", "ap-southeast"]\n']
+    for index, (name, latitude, longitude, country, continent, _) in enumerate(REGIONS):
+        lines.append(
+            f'\n[[edges]]\nname = "{name}"\nregion = "{name}"\nlatitude = {latitude}\nlongitude = {longitude}\n'
+            f'url = "http://{host}:{edge_port + index}"\nadmin_url = "http://{host}:{admin_port + index}"\n'
+            f'country = "{country}"\ncontinent = "{continent}"\n'
+        )
+    path.write_text("".join(lines))
 
-Try:
-  curl -si '{edge}/obj/hello?size=64&max_age=60'     # forwarded by the edge (see Via)
-  curl -si '{edge}/obj/early?early_hints=1'           # 103 Early Hints relayed before the 200
-  curl -s  'http://{host}:{origin_port}/_stub/counters'   # what reached the origin
-  open {edge}/ in a browser                           # the demo page through the edge
+
+def guide(args: argparse.Namespace) -> str:
+    host = args.host
+    router = f"http://{host}:{args.router_port}"
+    router_admin = f"http://{host}:{args.router_admin_port}"
+    first_edge = f"http://{host}:{args.edge_port}"
+    edges = "\n".join(
+        f"  {name:<13}: http://{host}:{args.edge_port + index}   (admin http://{host}:{args.admin_port + index})"
+        for index, (name, *_rest) in enumerate(REGIONS)
+    )
+    redirects = "\n".join(
+        f"  curl -si -H 'X-Forwarded-For: {client}' {router}/obj/hello   # a client in {name}"
+        for name, *_rest, client in REGIONS
+    )
+    return f"""
+edgecache demo is up: a CDN with three regions on {host}.
+  origin stub  : http://{host}:{args.origin_port}/   (counters: /_stub/counters)
+{edges}
+  router       : {router}/   (admin {router_admin}: /route?ip=…, /health, /purge, /purges)
+
+1. The router sends each client to the nearest healthy edge (302; it trusts X-Forwarded-For from loopback):
+{redirects}
+  curl -s '{router_admin}/route?ip=203.0.113.7'        # why: location, candidates, distances, health
+
+2. A MISS, then a HIT — look at Cache-Status, X-Cache, Age and Server-Timing:
+  curl -si '{first_edge}/obj/hello?size=64&max_age=60'
+  curl -si '{first_edge}/obj/hello?size=64&max_age=60'
+
+3. A revalidation: the response is stale at once (Age > max-age), so the edge asks with If-None-Match and gets a 304:
+  curl -si '{first_edge}/obj/reval?max_age=5&etag=v1&header=Age:%2010'
+  curl -si '{first_edge}/obj/reval?max_age=5&etag=v1&header=Age:%2010'     # Cache-Status: fwd=stale;fwd-status=304
+
+4. A purge through the router reaches every edge; then ask for its per-edge status:
+  curl -s -X POST {router_admin}/purge -H 'Content-Type: application/json' \\
+       -d '{{"urls": ["http://www.example.com/obj/hello?size=64&max_age=60"]}}'
+  curl -s {router_admin}/purges                          # each purge, which edges applied it
+  curl -si '{first_edge}/obj/hello?size=64&max_age=60'   # MISS again
+
+5. In a browser: open {router}/ — the router redirects to an edge, which serves and caches the demo page.
 
 Ctrl-C stops everything.
 """
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
+def components_for(args: argparse.Namespace, inventory: Path) -> list[Component]:
     python = sys.executable
+    host = args.host
     workdir: Path = args.workdir
-    workdir.mkdir(parents=True, exist_ok=True)
-    origin_url = f"http://{args.host}:{args.origin_port}"
+    origin_url = f"http://{host}:{args.origin_port}"
+    router_admin = f"http://{host}:{args.router_admin_port}"
     components = [
         Component(
             "origin stub",
-            [python, "-m", "origin_stub", "--host", args.host, "--port", str(args.origin_port)],
+            [python, "-m", "origin_stub", "--host", host, "--port", str(args.origin_port)],
             f"{origin_url}/_stub/counters",
         ),
         Component(
-            "edge",
+            "router",
             [
-                python, "-m", "edge",
-                "--origin", origin_url,
-                "--listen", f"{args.host}:{args.edge_port}",
-                "--admin-listen", f"{args.host}:{args.admin_port}",
-                "--cache-dir", str(workdir / "cache-edge"),
-                "--workers", str(args.workers),
-                "--name", "demo-edge",
+                python,
+                "-m",
+                "edge.router",
+                "--listen",
+                f"{host}:{args.router_port}",
+                "--admin-listen",
+                f"{host}:{args.router_admin_port}",
+                "--edges",
+                str(inventory),
+                "--trust-proxy",
+                "127.0.0.0/8",
+                "--purge-state-dir",
+                str(workdir / "router"),
+                "--health-interval",
+                "0.5",
+                "--no-access-log",
             ],
-            f"http://{args.host}:{args.admin_port}/readyz",
+            f"{router_admin}/healthz",
         ),
     ]
+    for index, (name, *_rest) in enumerate(REGIONS):
+        components.append(
+            Component(
+                f"edge {name}",
+                [
+                    python,
+                    "-m",
+                    "edge",
+                    "--origin",
+                    origin_url,
+                    "--listen",
+                    f"{host}:{args.edge_port + index}",
+                    "--admin-listen",
+                    f"{host}:{args.admin_port + index}",
+                    "--cache-dir",
+                    str(workdir / f"cache-{name}"),
+                    "--workers",
+                    str(args.workers),
+                    "--name",
+                    name,
+                ],
+                f"http://{host}:{args.admin_port + index}/healthz",
+                env={"EDGE_CONTROL_PLANE": router_admin, "EDGE_ACCESS_LOG": "off"},
+            )
+        )
+    return components
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    workdir: Path = args.workdir
+    workdir.mkdir(parents=True, exist_ok=True)
+    inventory = workdir / "inventory.toml"
+    write_inventory(inventory, args.host, args.edge_port, args.admin_port)
+    components = components_for(args, inventory)
     stopping = False
 
     def request_stop(signum: int, frame: FrameType | None) -> None:
@@ -127,9 +243,22 @@ def main(argv: list[str] | None = None) -> None:
     signal.signal(signal.SIGTERM, request_stop)
     try:
         for component in components:
-            component.process = subprocess.Popen(component.argv, start_new_session=True)
+            component.process = subprocess.Popen(
+                component.argv, start_new_session=True, env={**os.environ, **component.env}
+            )
             wait_ready(component, time.monotonic() + 30)
-        print(guide(args.host, args.edge_port, args.admin_port, args.origin_port), flush=True)
+        # Edges turn ready once they caught up with the router's purge log; then the router's
+        # health checks must have seen every one of them up.
+        for index, (name, *_rest) in enumerate(REGIONS):
+            ready = Component(
+                f"edge {name} (ready)",
+                [],
+                f"http://{args.host}:{args.admin_port + index}/readyz",
+                process=components[index + 2].process,
+            )
+            wait_ready(ready, time.monotonic() + 30)
+        wait_all_healthy(f"http://{args.host}:{args.router_admin_port}/health", time.monotonic() + 30)
+        print(guide(args), flush=True)
         while not stopping and not args.exit_when_ready:
             for component in components:
                 assert component.process is not None

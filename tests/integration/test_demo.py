@@ -1,16 +1,40 @@
-"""`make demo`'s launcher: everything starts, answers through the edge, and stops leaving nothing behind."""
+"""`make demo`'s launcher: everything starts and becomes ready, redirects and a cache hit work end to end,
+a purge through the router reaches the edges, and Ctrl-C leaves no process behind."""
 
 from __future__ import annotations
 
+import json
 import os
+import random
 import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
 from tests.conftest import PROJECT_ROOT, free_port
+
+
+def free_block(count: int) -> int:
+    """A base port with ``count`` consecutive free ports (the demo numbers its edges that way)."""
+    for _ in range(200):
+        base = random.randint(20000, 60000)
+        sockets = []
+        try:
+            for offset in range(count):
+                sock = socket.socket()
+                sockets.append(sock)
+                sock.bind(("127.0.0.1", base + offset))
+            return base
+        except OSError:
+            continue
+        finally:
+            for sock in sockets:
+                sock.close()
+    raise AssertionError("no free port block")
 
 
 def descendants_of(pid: int) -> set[int]:
@@ -25,20 +49,41 @@ def descendants_of(pid: int) -> set[int]:
     return found
 
 
-def test_demo_starts_serves_through_the_edge_and_stops_cleanly(tmp_path: Path) -> None:
-    origin_port, edge_port, admin_port = free_port(), free_port(), free_port()
+class NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: object, **kwargs: object) -> None:
+        return None
+
+
+def get(
+    url: str, headers: dict[str, str] | None = None, method: str = "GET", body: bytes | None = None
+) -> tuple[int, dict[str, str], bytes]:
+    opener = urllib.request.build_opener(NoRedirect)
+    request = urllib.request.Request(url, data=body, headers=headers or {}, method=method)
+    try:
+        with opener.open(request, timeout=10) as response:
+            return response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, dict(error.headers), error.read()
+
+
+def test_demo_end_to_end_and_clean_stop(tmp_path: Path) -> None:
+    origin_port, router_port, router_admin_port = free_port(), free_port(), free_port()
+    edge_base, admin_base = free_block(3), free_block(3)
     process = subprocess.Popen(
         [
-            sys.executable, "-m", "edge.demo", "--workers", "1",
-            "--origin-port", str(origin_port), "--edge-port", str(edge_port), "--admin-port", str(admin_port),
+            sys.executable, "-m", "edge.demo",
+            "--origin-port", str(origin_port), "--router-port", str(router_port),
+            "--router-admin-port", str(router_admin_port),
+            "--edge-port", str(edge_base), "--admin-port", str(admin_base),
             "--workdir", str(tmp_path / "demo"),
         ],
         cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, start_new_session=True,
     )  # fmt: skip
     assert process.stdout is not None
+    descendants: set[int] = set()
     try:
         lines = []
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
             line = process.stdout.readline()
             lines.append(line)
@@ -46,18 +91,32 @@ def test_demo_starts_serves_through_the_edge_and_stops_cleanly(tmp_path: Path) -
                 break
         output = "".join(lines)
         assert "edgecache demo is up" in output
-        assert f"http://127.0.0.1:{edge_port}" in output
-        with urllib.request.urlopen(f"http://127.0.0.1:{edge_port}/obj/demo?size=32", timeout=10) as response:
-            assert response.status == 200
-            assert len(response.read()) == 32
-            assert "demo-edge" in response.headers["Via"]
+        router = f"http://127.0.0.1:{router_port}"
+        for index, client in enumerate(("198.51.100.7", "192.0.2.7", "203.0.113.7")):
+            status, headers, _ = get(f"{router}/obj/demo?size=32&max_age=60", {"X-Forwarded-For": client})
+            assert status == 302
+            assert headers["Location"] == f"http://127.0.0.1:{edge_base + index}/obj/demo?size=32&max_age=60"
+        edge = f"http://127.0.0.1:{edge_base}"
+        assert get(f"{edge}/obj/demo?size=32&max_age=60")[1]["X-Cache"] == "MISS"
+        status, headers, body = get(f"{edge}/obj/demo?size=32&max_age=60")
+        assert (status, headers["X-Cache"], len(body)) == (200, "HIT", 32)
+        assert "us-east" in headers["Via"]
+        purge_body = json.dumps({"urls": ["http://www.example.com/obj/demo?size=32&max_age=60"]}).encode()
+        status, _, answer = get(
+            f"http://127.0.0.1:{router_admin_port}/purge", {"Content-Type": "application/json"}, "POST", purge_body
+        )
+        assert status == 200
+        assert json.loads(answer)["applied"] == 3
+        assert get(f"{edge}/obj/demo?size=32&max_age=60")[1]["X-Cache"] == "MISS"
+        status, _, page = get(f"{edge}/")
+        assert status == 200
+        assert b"edgecache demo" in page
         descendants = descendants_of(process.pid)
-        assert len(descendants) >= 3  # origin stub, edge supervisor, edge worker
+        assert len(descendants) >= 8  # origin, router, 3 supervisors, 3 workers
     finally:
         os.kill(process.pid, signal.SIGINT)  # what Ctrl-C sends
-        process.wait(30)
+        process.wait(60)
         process.stdout.close()
     assert process.returncode == 0
     time.sleep(0.5)
-    still_running = [pid for pid in descendants if Path(f"/proc/{pid}").exists()]
-    assert still_running == []
+    assert [pid for pid in descendants if Path(f"/proc/{pid}").exists()] == []

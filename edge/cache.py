@@ -552,7 +552,9 @@ class CacheHandler:
         return fill
 
     def _start(self, fill_key: tuple[str, ...]) -> Fill:
-        fill = self.coalescer.start(fill_key, self.settings.collapse_max_unread_bytes)
+        fill = self.coalescer.start(
+            fill_key, self.settings.collapse_max_unread_bytes, self.settings.memory_max_object_bytes
+        )
         fill.start_seq = self.purges.applied_seq
         fill.started_at = time.time()
         return fill

@@ -43,9 +43,12 @@ class FillHead:
 class Fill:
     """One origin response being received, readable by many clients at their own pace."""
 
-    def __init__(self, key: Hashable, max_unread_bytes: int = 64 * 1024 * 1024) -> None:
+    def __init__(
+        self, key: Hashable, max_unread_bytes: int = 64 * 1024 * 1024, keep_bytes: int = 8 * 1024 * 1024
+    ) -> None:
         self.key = key
         self.max_unread_bytes = max_unread_bytes
+        self.keep_bytes = keep_bytes  # below this the whole body is kept, so latecomers can still join
         self.head: FillHead | None = None
         self.head_ready = asyncio.Event()
         self.failure: BaseException | None = None
@@ -142,8 +145,8 @@ class Fill:
             self.close_reader(reader)
 
     def _trim(self) -> None:
-        """Drop chunks every current reader has already passed (nobody new can need them)."""
-        if not self._cursors:
+        """Once the body is large, drop chunks every current reader has passed (then nobody new can join)."""
+        if not self._cursors or self._buffered <= self.keep_bytes:
             return
         lowest = min(self._cursors.values())
         drop = lowest - self._base
@@ -172,8 +175,10 @@ class Coalescer:
         self.collapsed_total += 1
         return fill
 
-    def start(self, key: Hashable, max_unread_bytes: int = 64 * 1024 * 1024) -> Fill:
-        fill = Fill(key, max_unread_bytes)
+    def start(
+        self, key: Hashable, max_unread_bytes: int = 64 * 1024 * 1024, keep_bytes: int = 8 * 1024 * 1024
+    ) -> Fill:
+        fill = Fill(key, max_unread_bytes, keep_bytes)
         self._fills[key] = fill
         return fill
 

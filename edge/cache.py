@@ -703,6 +703,7 @@ class CacheHandler:
             async for chunk in iter_body(upstream):
                 if held is not None:
                     fill.append(held)
+                    await fill.wait_for_room(self.context.settings.upstream.read_timeout)
                 held = chunk
                 checksum.update(chunk)
                 self.counters.bytes_from_origin += len(chunk)

@@ -65,6 +65,9 @@ class Fill:
         self._next_reader = 0
         self._changed = asyncio.Event()
         self._finished = asyncio.Event()
+        self._room = asyncio.Event()
+        self._producer_waiting = False
+        self._dropped: set[int] = set()  # readers detached for being too slow
 
     # -- producer side ---------------------------------------------------------------------
     def set_head(self, head: FillHead) -> None:
@@ -100,6 +103,29 @@ class Fill:
         """Until the body is complete (stored) or the fill failed."""
         await self._finished.wait()
 
+    async def wait_for_room(self, patience: float) -> None:
+        """Backpressure: hold the producer while the slowest reader lags more than ``max_unread_bytes``.
+
+        The origin is then read no faster than clients take the body, so memory stays bounded.  A
+        reader that makes no progress for ``patience`` seconds is detached (its client connection
+        breaks) rather than stalling everyone else.
+        """
+        while True:
+            self._trim()
+            if not self._cursors or self._buffered <= self.max_unread_bytes:
+                return
+            self._producer_waiting = True
+            self._room.clear()
+            try:
+                await asyncio.wait_for(self._room.wait(), patience)
+            except TimeoutError:
+                slowest = min(self._cursors, key=self._cursors.__getitem__)
+                self._dropped.add(slowest)
+                del self._cursors[slowest]
+                self._wake()
+            finally:
+                self._producer_waiting = False
+
     @property
     def joinable(self) -> bool:
         """New readers may join only while the whole body is still in memory."""
@@ -129,10 +155,14 @@ class Fill:
         trimming), as it arrives; raises FillAborted if the origin broke.  Closes the reader."""
         try:
             while True:
+                if reader in self._dropped:
+                    raise FillAborted("client too slow for a shared response")
                 position = self._cursors[reader]
                 if position - self._base < len(self._chunks):
                     chunk = self._chunks[position - self._base]
                     self._cursors[reader] = position + 1
+                    if self._producer_waiting:
+                        self._room.set()
                     yield chunk
                     continue
                 if self.failure is not None:

@@ -89,7 +89,7 @@ class CacheSettings(StrictModel):
     honor_request_directives: bool = True
     hit_for_miss_ttl: Annotated[float, Field(ge=0)] = 10.0
     cdn_cache_control_names: list[str] = Field(default_factory=lambda: ["CDN-Cache-Control"])
-    collapse_max_unread_bytes: Annotated[int, Field(ge=65536)] = 64 * 1024 * 1024
+    collapse_max_unread_bytes: Annotated[int, Field(ge=65536)] = 16 * 1024 * 1024
     cross_worker_wait: Annotated[float, Field(ge=0)] = 30.0
     ignore_query: bool = False
     sort_query: bool = False

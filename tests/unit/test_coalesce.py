@@ -83,3 +83,27 @@ async def test_nobody_reading_a_large_body_keeps_nothing_in_memory() -> None:
     for _ in range(10):
         fill.append(b"q" * 8)
     assert not fill.joinable  # the body was dropped as it went; new readers could not start at byte 0
+
+
+async def test_producer_waits_for_the_slowest_reader() -> None:
+    fill = Coalescer().start("bp", max_unread_bytes=16, keep_bytes=0)
+    reader = fill.open_reader()
+    fill.set_head(HEAD)
+    fill.append(b"a" * 16)
+    fill.append(b"b" * 16)  # 32 unread bytes > 16: the producer must wait
+    waiting = asyncio.ensure_future(fill.wait_for_room(patience=5))
+    await asyncio.sleep(0.01)
+    assert not waiting.done()
+    body = fill.body(reader)
+    assert await body.__anext__() == b"a" * 16
+    await asyncio.wait_for(waiting, 1)  # reading made room
+
+
+async def test_a_stalled_reader_is_detached_not_waited_for_forever() -> None:
+    fill = Coalescer().start("stall", max_unread_bytes=8, keep_bytes=0)
+    stalled = fill.open_reader()
+    fill.set_head(HEAD)
+    fill.append(b"c" * 32)
+    await fill.wait_for_room(patience=0.05)  # gives up on the stalled reader
+    with pytest.raises(FillAborted):
+        await fill.body(stalled).__anext__()

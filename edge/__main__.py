@@ -26,6 +26,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--workers", help="worker processes (default: number of CPUs)")
     parser.add_argument("--name", help="node name used in Via and Cache-Status (default HOST:PORT)")
     parser.add_argument("--log-level", dest="log_level", choices=["debug", "info", "warning", "error"])
+    parser.add_argument("--access-log", dest="access_log", choices=["json", "combined", "off"], help="access log")
+    parser.add_argument("--tls-cert", dest="tls_cert", help="PEM certificate chain: serve the public listener over TLS")
+    parser.add_argument("--tls-key", dest="tls_key", help="PEM private key for --tls-cert")
+    parser.add_argument("--control-plane", dest="control_plane", help="router admin URL to catch up on cluster purges")
     parser.add_argument("--check-config", action="store_true", help="validate the configuration and exit")
     return parser.parse_args(argv)
 
@@ -34,7 +38,20 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     overrides: dict[str, Any] = {
         key: getattr(args, key)
-        for key in ("origin", "listen", "admin_listen", "admin_token", "cache_dir", "workers", "name", "log_level")
+        for key in (
+            "origin",
+            "listen",
+            "admin_listen",
+            "admin_token",
+            "cache_dir",
+            "workers",
+            "name",
+            "log_level",
+            "access_log",
+            "tls_cert",
+            "tls_key",
+            "control_plane",
+        )
     }
     try:
         settings = load_settings(args.config, overrides)
@@ -44,6 +61,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.check_config:
         print("configuration ok")
         return
+
     def reload() -> EdgeSettings:
         return load_settings(args.config, overrides)
 

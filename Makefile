@@ -22,8 +22,8 @@ test: $(STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider
 
 lint: $(STAMP)
-	$(PY) -m ruff check edge origin_stub geodb tests
-	$(PY) -m mypy --strict edge origin_stub geodb
+	$(PY) -m ruff check edge origin_stub geodb tests deploy/k8s/generate.py
+	$(PY) -m mypy --strict edge origin_stub geodb deploy/k8s/generate.py
 
 bench: $(STAMP)
 	$(PY) -m edge.bench

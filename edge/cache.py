@@ -23,6 +23,7 @@ Other methods are forwarded unchanged and, when they succeed, invalidate what th
 from __future__ import annotations
 
 import asyncio
+import functools
 import io
 import logging
 import os
@@ -33,6 +34,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from aiohttp import ClientResponse, ClientSession, hdrs, web
+from lru import LRU
 from multidict import CIMultiDict
 
 from edge.accesslog import timing_of
@@ -216,6 +218,18 @@ class TieredStore:
         return removed
 
 
+@functools.lru_cache(maxsize=8192)
+def status_values(existing: tuple[str, ...], status: CacheStatus) -> tuple[str, str]:
+    """``Cache-Status`` and ``X-Cache`` values, memoised: hits repeat the same few verdicts."""
+    return append_cache_status(existing, status), x_cache_value(status)
+
+
+class StoredObjectResponse(RelayResponse):
+    """A response from the cache: its header block goes out with the first body bytes, in one write."""
+
+    _send_headers_immediately = False
+
+
 def close_handle(found: CachedObject) -> None:
     """Close the body file a disk hit opened (see ``TieredStore._promote_or_open``)."""
     handle = found.extras.pop("handle", None)
@@ -278,6 +292,7 @@ class CacheHandler:
         self.policy = policy_config(self.settings)
         self.keys = key_config(self.settings)
         self.coalescer = Coalescer()
+        self._keys_by_target: LRU[str, str] = LRU(65536)  # key normalisation is pure: memoise it
         self.counters = CacheCounters()
         self.hit_for_miss: dict[str, tuple[float, str]] = {}
         self.background: set[asyncio.Task[None]] = set()
@@ -312,8 +327,12 @@ class CacheHandler:
         path, _, query = target.partition("?")
         query_or_none = query if "?" in target else None
         if not self.context.settings.upstream.preserve_host:
-            origin = self.context.origin
-            return cachekey.cache_key(origin.scheme, origin.raw_authority or "", path, query_or_none, self.keys)
+            key = self._keys_by_target.get(target)
+            if key is None:
+                origin = self.context.origin
+                key = cachekey.cache_key(origin.scheme, origin.raw_authority or "", path, query_or_none, self.keys)
+                self._keys_by_target[target] = key
+            return key
         host = request.headers.get(hdrs.HOST) or self.context.origin.raw_authority or ""
         return cachekey.cache_key(request.scheme, host, path, query_or_none, self.keys)
 
@@ -333,11 +352,12 @@ class CacheHandler:
         )
 
     def _status(self, response: web.StreamResponse, status: CacheStatus) -> None:
-        existing = response.headers.getall("Cache-Status", [])
+        existing = tuple(response.headers.getall("Cache-Status", ()))
         response.headers.popall("Cache-Status", None)
-        response.headers["Cache-Status"] = append_cache_status(existing, status)
-        response.headers["X-Cache"] = x_cache_value(status)
-        self.counters.count(x_cache_value(status))
+        value, legacy = status_values(existing, status)
+        response.headers["Cache-Status"] = value
+        response.headers["X-Cache"] = legacy
+        self.counters.count(legacy)
 
     def _origin_request(
         self, request: web.BaseRequest, target: str, *, method: str | None = None, drop: Iterable[str] = ()
@@ -951,7 +971,7 @@ class CacheHandler:
         if conditional == 304:
             not_modified = self._client_headers(validation.not_modified_headers(meta.headers))
             not_modified["Age"] = headers["Age"]
-            response = RelayResponse(status=304, headers=not_modified)
+            response = StoredObjectResponse(status=304, headers=not_modified)
             self._status(response, status)
             await response.prepare(request)
             await response.write_eof()
@@ -976,12 +996,12 @@ class CacheHandler:
         if len(parts) == 1:
             body_range = (parts[0].first, parts[0].last)
             headers["Content-Range"] = ranges.content_range(parts[0].first, parts[0].last, meta.size)
-            response = RelayResponse(status=206, headers=headers)
+            response = StoredObjectResponse(status=206, headers=headers)
             response.content_length = parts[0].last - parts[0].first + 1
         elif len(parts) > 1:
             return await self._serve_multipart(request, found, headers, parts, status)
         else:
-            response = RelayResponse(status=meta.status, reason=meta.reason or None, headers=headers)
+            response = StoredObjectResponse(status=meta.status, reason=meta.reason or None, headers=headers)
             response.content_length = meta.size
         self._status(response, status)
         await response.prepare(request)
@@ -1036,7 +1056,7 @@ class CacheHandler:
         boundary = ranges.multipart_boundary(f"{meta.key}{meta.checksum}")
         headers.popall("Content-Type", None)
         headers["Content-Type"] = ranges.multipart_content_type(boundary)
-        response = RelayResponse(status=206, headers=headers)
+        response = StoredObjectResponse(status=206, headers=headers)
         response.content_length = ranges.multipart_length(parts, content_type, meta.size, boundary)
         self._status(response, status)
         await response.prepare(request)

@@ -44,6 +44,21 @@ class Timing:
 
 
 TIMING_KEY = web.RequestKey("edgecache_timing", Timing)
+PREPARED_KEY = web.RequestKey("edgecache_prepared_response", web.StreamResponse)
+
+
+def client_gone(request: web.BaseRequest, exc: ConnectionError) -> web.StreamResponse:
+    """The client disconnected while its response was being sent: end quietly, not as a server error.
+
+    Returning the already-started response lets aiohttp record the request as a premature
+    disconnection (debug level) instead of logging a 500 with a traceback for every impatient client.
+    """
+    response: web.StreamResponse | None = request.get(PREPARED_KEY)
+    if response is None:
+        raise exc
+    if request.transport is not None:
+        request.transport.close()
+    return response
 
 
 def timing_of(request: web.BaseRequest) -> Timing:

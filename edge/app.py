@@ -20,7 +20,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 from yarl import URL
 
-from edge.accesslog import timing_of
+from edge.accesslog import PREPARED_KEY, timing_of
 from edge.admin import catch_up_with_control_plane, create_admin_app
 from edge.cache import CacheHandler, TieredStore
 from edge.coalesce import KeyLocks
@@ -116,6 +116,7 @@ async def start_timing(request: web.Request, handler: Handler) -> web.StreamResp
 async def add_server_timing(request: web.Request, response: web.StreamResponse) -> None:
     """``Server-Timing: lookup;dur=…, origin;dur=…, total;dur=…`` on every edge response."""
     response.headers["Server-Timing"] = timing_of(request).server_timing()
+    request[PREPARED_KEY] = response
 
 
 def create_ssl_context(settings: EdgeSettings) -> ssl.SSLContext | None:

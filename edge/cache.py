@@ -37,7 +37,7 @@ from aiohttp import ClientResponse, ClientSession, hdrs, web
 from lru import LRU
 from multidict import CIMultiDict
 
-from edge.accesslog import timing_of
+from edge.accesslog import client_gone, timing_of
 from edge.coalesce import Coalescer, Fill, FillAborted, FillHead, KeyLocks
 from edge.config import CacheSettings
 from edge.errors import EdgeError, LoopDetected, OriginBodyBroken
@@ -310,6 +310,8 @@ class CacheHandler:
             return await self._write_through(request, received, target)
         except OriginBodyBroken:
             raise
+        except ConnectionError as exc:
+            return client_gone(request, exc)
         except EdgeError as exc:
             log.info("%s %s -> %d %s", request.method, request.raw_path[:200], exc.status, exc.reason)
             response = plain_error(exc.status, exc.reason, self.context.node_name)
@@ -1027,6 +1029,7 @@ class CacheHandler:
             found.extras["handle"] = handle
         transport = request.transport
         if transport is not None and request.writer is not None:
+            request.writer.send_headers()  # a cache response defers its header block; sendfile bypasses it
             await request.writer.drain()
             try:
                 await asyncio.get_running_loop().sendfile(transport, handle, found.offset + start, end - start)

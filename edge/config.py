@@ -117,6 +117,7 @@ class EdgeSettings(StrictModel):
     control_plane_token: str | None = None
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     access_log: Literal["json", "combined", "off"] = "json"
+    event_loop: Literal["asyncio", "uvloop"] = "asyncio"
     tls_cert: Path | None = None
     tls_key: Path | None = None
     upstream: UpstreamSettings = UpstreamSettings()

@@ -18,7 +18,7 @@ from aiohttp import ClientResponse, ClientSession, hdrs, web
 from multidict import CIMultiDict
 from yarl import URL
 
-from edge.accesslog import timing_of
+from edge.accesslog import client_gone, timing_of
 from edge.config import EdgeSettings
 from edge.errors import ClientFault, EdgeError, LoopDetected, OriginBodyBroken
 from edge.http import forwarding
@@ -125,6 +125,8 @@ class Forwarder:
     async def handle(self, request: web.Request) -> web.StreamResponse:
         try:
             return await self._forward(request)
+        except ConnectionError as exc:
+            return client_gone(request, exc)
         except EdgeError as exc:
             if isinstance(exc, OriginBodyBroken):
                 raise

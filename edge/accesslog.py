@@ -43,8 +43,8 @@ class Timing:
         return ", ".join(parts)
 
 
-TIMING_KEY = web.RequestKey("edgecache_timing", Timing)
-PREPARED_KEY = web.RequestKey("edgecache_prepared_response", web.StreamResponse)
+TIMING_KEY = web.RequestKey("request_timing", Timing)
+PREPARED_KEY = web.RequestKey("prepared_response", web.StreamResponse)
 
 
 def client_gone(request: web.BaseRequest, exc: ConnectionError) -> web.StreamResponse:

@@ -277,6 +277,7 @@ def worker_snapshot(runtime: EdgeRuntime) -> dict[str, Any]:
         bytes_from_origin=counters.bytes_from_origin,
         collapsed=cache.coalescer.collapsed_total,
         by_status=dict(counters.by_status),
+        by_code_class=dict(counters.by_code_class),
         purges=dict(counters.purges),
         origin_latency_buckets=list(counters.origin_latency_buckets),
         origin_latency_sum=counters.origin_latency_sum,
@@ -326,10 +327,13 @@ def summarize(snapshots: list[dict[str, Any]]) -> dict[str, Any]:
                 else:
                     merged[counter] = merged.get(counter, 0) + int(value)
     by_status: dict[str, int] = {}
+    by_code: dict[str, int] = {}
     purges: dict[str, int] = {}
     for item in snapshots:
         for label, count in item.get("by_status", {}).items():
             by_status[label] = by_status.get(label, 0) + int(count)
+        for label, count in item.get("by_code_class", {}).items():
+            by_code[label] = by_code.get(label, 0) + int(count)
         for kind, count in item.get("purges", {}).items():
             purges[kind] = purges.get(kind, 0) + int(count)
     return {
@@ -343,6 +347,7 @@ def summarize(snapshots: list[dict[str, Any]]) -> dict[str, Any]:
         "byte_hit_ratio": round(from_cache / (from_cache + from_origin), 4) if from_cache + from_origin else None,
         "collapsed": total("collapsed"),
         "by_cache_status": by_status,
+        "by_code_class": by_code,
         "purges": purges,
         "tiers": tiers,
         "evictions": sum(values.get("evictions", 0) for values in tiers.values()),
@@ -375,6 +380,12 @@ class StatsCollector:
         for label, count in summary["by_cache_status"].items():
             requests.add_metric([self.edge, label], count)
         yield requests
+        responses = CounterMetricFamily(
+            "edgecache_responses", "Responses by status class (5xx = origin failures, 504s...)", labels=["edge", "code"]
+        )
+        for label, count in summary["by_code_class"].items():
+            responses.add_metric([self.edge, label], count)
+        yield responses
         served = CounterMetricFamily("edgecache_bytes_served", "Body bytes sent to clients", labels=["edge", "source"])
         served.add_metric([self.edge, "cache"], summary["bytes_from_cache"])
         served.add_metric([self.edge, "origin"], summary["bytes_from_origin"])

@@ -123,6 +123,7 @@ class CacheCounters:
     bytes_from_origin: int = 0
     by_status: dict[str, int] = field(default_factory=dict)
     purges: dict[str, int] = field(default_factory=dict)
+    by_code_class: dict[str, int] = field(default_factory=dict)
     origin_latency_buckets: list[int] = field(default_factory=lambda: [0] * (len(ORIGIN_LATENCY_BUCKETS) + 1))
     origin_latency_sum: float = 0.0
     origin_latency_count: int = 0
@@ -360,6 +361,8 @@ class CacheHandler:
         response.headers["Cache-Status"] = value
         response.headers["X-Cache"] = legacy
         self.counters.count(legacy)
+        code_class = f"{response.status // 100}xx"
+        self.counters.by_code_class[code_class] = self.counters.by_code_class.get(code_class, 0) + 1
 
     def _origin_request(
         self, request: web.BaseRequest, target: str, *, method: str | None = None, drop: Iterable[str] = ()

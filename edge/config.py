@@ -112,6 +112,7 @@ class EdgeSettings(StrictModel):
     workers: Annotated[int, Field(ge=1, le=256)] = Field(default_factory=default_workers)
     name: str | None = None
     drain_timeout: Annotated[float, Field(ge=0)] = 10.0
+    shutdown_grace: Annotated[float, Field(ge=0)] = 0.0
     purge_allow: list[str] = Field(default_factory=lambda: ["127.0.0.0/8", "::1/128"])
     control_plane: str | None = None
     control_plane_token: str | None = None

@@ -83,6 +83,12 @@ async def serve_worker(settings: EdgeSettings, node_name: str, public: socket.so
     await web.SockSite(edge_runner, public, ssl_context=create_ssl_context(settings)).start()
     await web.SockSite(admin_runner, admin).start()
     await stop.wait()
+    if settings.shutdown_grace:
+        # Report not-ready (so routers and load balancers stop sending clients) while still serving,
+        # then stop accepting and drain.
+        runtime.ready.clear()
+        runtime.not_ready_reason = "shutting down"
+        await asyncio.sleep(settings.shutdown_grace)
     await admin_runner.cleanup()
     await edge_runner.cleanup()
 
@@ -252,7 +258,7 @@ class Supervisor:
         for process in processes:
             if process.is_alive() and process.pid is not None:
                 os.kill(process.pid, signal.SIGTERM)
-        deadline = time.monotonic() + self.settings.drain_timeout + 2.0
+        deadline = time.monotonic() + self.settings.shutdown_grace + self.settings.drain_timeout + 2.0
         for process in processes:
             process.join(max(0.0, deadline - time.monotonic()))
             if process.is_alive():

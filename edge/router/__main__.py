@@ -18,6 +18,7 @@ import argparse
 import asyncio
 import logging
 import signal
+import ssl
 import sys
 from pathlib import Path
 from typing import Any
@@ -73,6 +74,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--access-log", dest="access_log", action=argparse.BooleanOptionalAction, default=None, help="access log"
     )
     parser.add_argument("--log-level", dest="log_level", choices=["debug", "info", "warning", "error"])
+    parser.add_argument("--tls-cert", dest="tls_cert", help="PEM certificate chain: serve clients over TLS")
+    parser.add_argument("--tls-key", dest="tls_key", help="PEM private key for --tls-cert")
     parser.add_argument(
         "--purge-state-dir", dest="purge_state_dir", help="where the cluster purge log is kept (default var/router)"
     )
@@ -82,6 +85,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 OVERRIDES = (
+    "tls_cert",
+    "tls_key",
     "purge_state_dir",
     "purge_edge_token",
     "listen",
@@ -121,19 +126,31 @@ def configure_logging(settings: RouterSettings) -> None:
         access.setLevel(logging.CRITICAL + 1)
 
 
-def _url(address: Any) -> str:
+def _url(address: Any, scheme: str = "http") -> str:
     host, port = address[0], address[1]
     shown = f"[{host}]" if ":" in host else host
-    return f"http://{shown}:{port}"
+    return f"{scheme}://{shown}:{port}"
 
 
-async def _start_site(runner: web.AppRunner, address: tuple[str, int]) -> str:
+async def _start_site(
+    runner: web.AppRunner, address: tuple[str, int], ssl_context: ssl.SSLContext | None = None
+) -> str:
     host, port = address
     try:
-        await web.TCPSite(runner, host, port, backlog=4096, reuse_address=True).start()
+        await web.TCPSite(runner, host, port, backlog=4096, reuse_address=True, ssl_context=ssl_context).start()
     except OSError as exc:
         raise ListenError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
-    return _url(runner.addresses[-1])
+    return _url(runner.addresses[-1], "https" if ssl_context else "http")
+
+
+def _ssl_context(settings: RouterSettings) -> ssl.SSLContext | None:
+    """TLS 1.2+ for the public listener when a certificate and key are configured."""
+    if settings.tls_cert is None or settings.tls_key is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(settings.tls_cert, settings.tls_key)
+    return context
 
 
 async def serve(settings: RouterSettings, parts: RouterParts) -> None:
@@ -161,7 +178,7 @@ async def serve(settings: RouterSettings, parts: RouterParts) -> None:
         if stop.is_set():  # told to stop while the first health round ran: never start listening
             return
         await admin_runner.setup()
-        public_url = await _start_site(public_runner, settings.listen_address)
+        public_url = await _start_site(public_runner, settings.listen_address, _ssl_context(settings))
         admin_url = await _start_site(admin_runner, settings.admin_address)
         print(f"router listening on {public_url} (admin {admin_url}), {len(parts.inventory.edges)} edges", flush=True)
         healthy = sum(1 for ok in parts.health.healthy_map().values() if ok)

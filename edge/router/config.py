@@ -97,6 +97,8 @@ class RouterSettings(BaseModel):
     log_format: Literal["json", "combined"] = "json"
     access_log: bool = True
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    tls_cert: Path | None = None  # both set: the public listener speaks TLS
+    tls_key: Path | None = None
     # The cluster purge control plane hosted on the admin side (edge/controlplane).
     purge_state_dir: Path = Path("var/router")
     purge_edge_token: str | None = None
@@ -124,6 +126,15 @@ class RouterSettings(BaseModel):
         if value is not None and not value.strip():
             raise ValueError("must not be empty; leave it out to disable admin authentication")
         return value
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> RouterSettings:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key: set both or neither")
+        for path in (self.tls_cert, self.tls_key):
+            if path is not None and not path.is_file():
+                raise ValueError(f"tls_cert/tls_key: {path} is not a readable file")
+        return self
 
     @model_validator(mode="after")
     def _exposed_admin_needs_token(self) -> RouterSettings:

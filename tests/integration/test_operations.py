@@ -7,7 +7,9 @@ import json
 import os
 import signal
 import ssl
+import sys
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -15,7 +17,7 @@ import trustme
 from aiohttp.test_utils import TestServer
 
 from origin_stub import OriginStubServer
-from tests.conftest import EdgeProcess, launch_edge
+from tests.conftest import PROJECT_ROOT, EdgeProcess, launch_edge
 from tests.integration.test_cache import fetch, origin_count
 from tests.integration.test_edge_process import children_of, wait_until
 
@@ -178,3 +180,39 @@ async def test_shutdown_grace_reports_not_ready_while_still_serving(
             assert resp.status == 200  # clients already sent here are still served
     await asyncio.get_running_loop().run_in_executor(None, edge.process.wait, 15)
     assert edge.process.returncode == 0
+
+
+async def test_router_tls_listener(origin: OriginStubServer, tmp_path: Path, start_edge: Any) -> None:
+    authority = trustme.CA()
+    certificate = authority.issue_cert("127.0.0.1")
+    cert_file, key_file = tmp_path / "rcert.pem", tmp_path / "rkey.pem"
+    certificate.private_key_and_cert_chain_pem.write_to_path(str(cert_file))
+    certificate.private_key_pem.write_to_path(str(key_file))
+    public, admin = await start_edge(origin.url, with_admin=True)
+    inventory = tmp_path / "inventory.toml"
+    inventory.write_text(
+        f'[[edges]]\nname = "only"\nregion = "r"\nlatitude = 0\nlongitude = 0\n'
+        f'url = "{str(public.make_url("")).rstrip("/")}"\nadmin_url = "{str(admin.make_url("")).rstrip("/")}"\n'
+    )
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "edge.router", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0",
+        "--edges", str(inventory), "--purge-state-dir", str(tmp_path / "rp"), "--no-access-log",
+        "--tls-cert", str(cert_file), "--tls-key", str(key_file),
+        cwd=PROJECT_ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        assert process.stdout is not None
+        line = (await asyncio.wait_for(process.stdout.readline(), 30)).decode()
+        url = line.split("listening on ", 1)[1].split()[0]
+        assert url.startswith("https://")
+        context = ssl.create_default_context()
+        authority.configure_trust(context)
+        async with (
+            aiohttp.ClientSession() as client,
+            client.get(f"{url}/obj/x?y=1", ssl=context, allow_redirects=False) as resp,
+        ):
+            assert resp.status == 302
+            assert resp.headers["Location"].endswith("/obj/x?y=1")
+    finally:
+        process.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(process.wait(), 15)

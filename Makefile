@@ -27,6 +27,7 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m edge.bench
+	$(PY) -m edge.purgebench
 
 geodb: $(STAMP)
 	$(PY) -m geodb.build --source geodb/source.csv --out geodb/demo-city.mmdb

@@ -1,0 +1,145 @@
+"""Purge latency across a local cluster: ``POST /purge`` on the router until every edge serves fresh content.
+
+Starts the origin stub, three edges and the router (which hosts the purge control plane) on
+loopback, then for each of N objects: caches it on all three edges (checked: ``X-Cache: HIT``),
+sends the purge to the router, and requests the object from every edge until each answers with a
+fresh copy from the origin (``X-Cache: MISS``).  Prints p50/p99 of that whole interval and of the
+purge call alone.  Bounded in count and time; prints figures, asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import aiohttp
+
+from edge.bench import free_port, wait_http
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * fraction))]
+
+
+async def measure(router_admin: str, edges: list[str], count: int, budget_s: float) -> dict[str, float]:
+    totals: list[float] = []
+    calls: list[float] = []
+    deadline = time.monotonic() + budget_s
+    async with aiohttp.ClientSession() as client:
+        for index in range(count):
+            if time.monotonic() > deadline:
+                break
+            path = f"/obj/purge-bench-{index}?size=1024&max_age=600"
+            for edge in edges:
+                for _ in range(2):
+                    async with client.get(edge + path) as resp:
+                        await resp.read()
+                        cached = resp.headers.get("X-Cache")
+            assert cached == "HIT"
+            started = time.perf_counter()
+            async with client.post(
+                f"{router_admin}/purge", json={"urls": [f"http://www.example.com{path}"]}
+            ) as resp:
+                answer = await resp.json()
+            calls.append(time.perf_counter() - started)
+            if answer.get("applied") != len(edges):
+                raise RuntimeError(f"purge not applied everywhere: {answer}")
+
+            async def fresh(edge: str, path: str = path) -> None:
+                for _ in range(100):
+                    async with client.get(edge + path) as resp:
+                        await resp.read()
+                        if resp.headers.get("X-Cache") == "MISS":
+                            return
+                raise RuntimeError(f"{edge} kept serving purged content")
+
+            await asyncio.gather(*(fresh(edge) for edge in edges))
+            totals.append(time.perf_counter() - started)
+    return {
+        "purges": len(totals),
+        "p50_ms": statistics.median(totals) * 1000,
+        "p99_ms": percentile(totals, 0.99) * 1000,
+        "call_p50_ms": statistics.median(calls) * 1000,
+        "call_p99_ms": percentile(calls, 0.99) * 1000,
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m edge.purgebench", description=__doc__)
+    parser.add_argument("--purges", type=int, default=200)
+    parser.add_argument("--budget", type=float, default=120.0, help="seconds at most for the purge loop")
+    args = parser.parse_args(argv)
+    workdir = Path(tempfile.mkdtemp(prefix="edgecache-purgebench-"))
+    origin_port, router_port, router_admin_port = free_port(), free_port(), free_port()
+    edge_ports = [(free_port(), free_port()) for _ in range(3)]
+    inventory = workdir / "inventory.toml"
+    inventory.write_text(
+        "".join(
+            f'[[edges]]\nname = "e{index}"\nregion = "r{index}"\nlatitude = 0\nlongitude = {index * 30}\n'
+            f'url = "http://127.0.0.1:{public}"\nadmin_url = "http://127.0.0.1:{admin}"\n\n'
+            for index, (public, admin) in enumerate(edge_ports)
+        )
+    )
+    python = sys.executable
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, "start_new_session": True}
+    processes = [
+        subprocess.Popen([python, "-m", "origin_stub", "--port", str(origin_port)], **quiet),  # type: ignore[call-overload]
+        subprocess.Popen(
+            [
+                python, "-m", "edge.router", "--listen", f"127.0.0.1:{router_port}",
+                "--admin-listen", f"127.0.0.1:{router_admin_port}", "--edges", str(inventory),
+                "--purge-state-dir", str(workdir / "router"), "--no-access-log", "--health-interval", "0.5",
+            ],
+            **quiet,
+        ),  # type: ignore[call-overload]
+    ]
+    for index, (public, admin) in enumerate(edge_ports):
+        processes.append(
+            subprocess.Popen(  # type: ignore[call-overload]
+                [
+                    python, "-m", "edge", "--origin", f"http://127.0.0.1:{origin_port}",
+                    "--listen", f"127.0.0.1:{public}", "--admin-listen", f"127.0.0.1:{admin}",
+                    "--cache-dir", str(workdir / f"e{index}"), "--workers", "1", "--name", f"e{index}",
+                    "--access-log", "off", "--log-level", "warning",
+                    "--control-plane", f"http://127.0.0.1:{router_admin_port}",
+                ],
+                **quiet,
+            )
+        )
+    try:
+        for _, admin in edge_ports:
+            wait_http(f"http://127.0.0.1:{admin}/readyz", timeout=30)
+        wait_http(f"http://127.0.0.1:{router_admin_port}/healthz", timeout=30)
+        figures = asyncio.run(
+            measure(
+                f"http://127.0.0.1:{router_admin_port}",
+                [f"http://127.0.0.1:{public}" for public, _ in edge_ports],
+                args.purges,
+                args.budget,
+            )
+        )
+        print(
+            f"purge through the router to 3 local edges serving fresh content ({int(figures['purges'])} purges): "
+            f"p50 {figures['p50_ms']:.1f} ms, p99 {figures['p99_ms']:.1f} ms "
+            f"(the POST alone: p50 {figures['call_p50_ms']:.1f} ms, p99 {figures['call_p99_ms']:.1f} ms; "
+            f"target p99 <= 50 ms)"
+        )
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+        for process in processes:
+            process.wait(20)
+
+
+if __name__ == "__main__":
+    main()

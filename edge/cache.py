@@ -389,8 +389,16 @@ class CacheHandler:
 
         return relay
 
-    def _client_headers(self, stored: Iterable[tuple[str, str]]) -> CIMultiDict[str]:
-        headers = without_fields(stored, (*FRAMING_FIELDS, *GENERATED_FIELDS))
+    def _client_headers(self, stored: Iterable[tuple[str, str]], *, keep_age: bool = False) -> CIMultiDict[str]:
+        """Stored or received fields as sent to a client: framing recomputed, our own fields replaced.
+
+        ``keep_age``: a response relayed as it arrives keeps the origin's ``Age`` (RFC 9111 §5.1: it
+        tells downstream caches how old the response already was); one served from storage gets a
+        freshly computed ``Age`` instead.
+        """
+        headers = without_fields(stored, FRAMING_FIELDS if keep_age else (*FRAMING_FIELDS, *GENERATED_FIELDS))
+        if keep_age:
+            headers = without_fields(headers, ("x-cache",))
         if not self.settings.expose_surrogate_keys:
             headers = without_fields(headers, SURROGATE_FIELDS)
         headers.append(("Via", forwarding.via_entry((1, 1), self.context.node_name)))
@@ -638,15 +646,33 @@ class CacheHandler:
             status = upstream.status
 
             if validating is not None and status == 304:
-                # The stored Age described the old response; the 304's own Age (if any) replaces it.
-                merged = validation.update_headers_from_304(without_fields(validating.headers, ("age",)), headers)
-                strip = policy.storable("GET", validating.status, received, merged, self.policy).strip_fields
-                updated = without_fields(merged, (*strip, *FRAMING_FIELDS))
-                meta = replace(validating.with_headers(updated, request_time, response_time), stored_at=request_time)
-                await self.store.update_meta(meta)
-                fill.set_head(FillHead(304, "Not Modified", tuple(headers), True, "not-modified", {"meta": meta}))
-                fill.finish()
-                return
+                if not validation.select_for_304([validating.headers], headers, [validating.response_time]):
+                    # RFC 9111 §4.3.4: a 304 whose validators match nothing stored must not update it;
+                    # ask again without conditions for a complete response.
+                    upstream.release()
+                    upstream = None
+                    unconditional = OriginRequest(
+                        method="GET",
+                        url=origin_request.url,
+                        headers=[
+                            (name, value)
+                            for name, value in origin_request.headers
+                            if name.lower() not in validation.CONDITIONAL_REQUEST_FIELDS
+                        ],
+                    )
+                    request_time = time.time()
+                    upstream = await send_to_origin(self.session, unconditional)
+                    response_time = time.time()
+                    headers = forwarding.strip_hop_by_hop(decode_raw_headers(upstream.raw_headers))
+                    status = upstream.status
+                else:
+                    self._freshen_from_304(fill, validating, received, headers, request_time, response_time)
+                    if fill.head is not None and fill.head.extras.get("store"):
+                        meta = fill.head.extras["meta"]
+                        assert isinstance(meta, StoredMeta)
+                        await self.store.update_meta(meta)
+                    fill.finish()
+                    return
             if (
                 validating is not None
                 and policy.is_error_status(status)
@@ -710,6 +736,31 @@ class CacheHandler:
                 self.key_locks.release(key)
             if upstream is not None and not handed_over:
                 upstream.release() if upstream.content.at_eof() else upstream.close()
+
+    def _freshen_from_304(
+        self,
+        fill: Fill,
+        validating: StoredMeta,
+        received: HeaderList,
+        headers: list[tuple[str, str]],
+        request_time: float,
+        response_time: float,
+    ) -> None:
+        """RFC 9111 §4.3.4 and §3.2: the stored response with the 304's headers, and whether it may be stored.
+
+        The merged response always answers the request that caused the validation; it replaces the
+        stored one only when storing is allowed (the 304's own no-store/private, a request no-store,
+        a Set-Cookie this cache does not store), and it is shared with collapsed requests only then.
+        """
+        # The stored Age described the old response; the 304's own Age (if any) replaces it.
+        merged = validation.update_headers_from_304(without_fields(validating.headers, ("age",)), headers)
+        decision = policy.storable("GET", validating.status, received, merged, self.policy)
+        store = decision.store and policy.request_allows_store(received)
+        updated = without_fields(merged, (*decision.strip_fields, *FRAMING_FIELDS))
+        meta = replace(validating.with_headers(updated, request_time, response_time), stored_at=request_time)
+        fill.set_head(
+            FillHead(304, "Not Modified", tuple(headers), store, "not-modified", {"meta": meta, "store": store})
+        )
 
     async def _fill_body(self, fill: Fill, upstream: ClientResponse, key: str, variant: str, meta: StoredMeta) -> None:
         """Stream the body into the fill (for readers) and into the tiers (for later hits).
@@ -828,7 +879,7 @@ class CacheHandler:
                     raise failure from None
                 raise
 
-            if head.kind == "not-modified":
+            if head.kind == "not-modified" and (head.shared or not collapsed):
                 meta = head.extras["meta"]
                 assert isinstance(meta, StoredMeta)
                 assert stale is not None
@@ -910,7 +961,7 @@ class CacheHandler:
                     raise OriginBodyBroken(str(fill.failure))
                 return await self._miss_without_store(request, target, fwd)
             relayed = RelayResponse(
-                status=head.status, reason=head.reason or None, headers=self._client_headers(head.headers)
+                status=head.status, reason=head.reason or None, headers=self._client_headers(head.headers, keep_age=True)
             )
             declared = get_first(head.headers, "content-length")
             if declared is not None and declared.strip().isdigit():

@@ -58,7 +58,7 @@ from edge.router.config import RouterSettings
 from edge.router.coverage import CoverageError, CoverageMap, CoverageZone, load_coverage
 from edge.router.geo import GeoDatabaseError, GeoLocator, GeoResult
 from edge.router.health import HealthChecker
-from edge.router.select import Decision, select_edge
+from edge.router.select import Decision, Selector
 
 __all__ = [
     "ROUTER_KEY",
@@ -207,6 +207,15 @@ class RouteResult:
     elapsed_us: float
 
 
+class Resolved(NamedTuple):
+    """What the router knows about a request's client: address, location, coverage zone, spread token."""
+
+    client: ClientAddress
+    location: GeoResult
+    zone: CoverageZone | None
+    token: str | None
+
+
 # Entries in each per-address memo (see :class:`Router`), and the longest X-Forwarded-For (all
 # lines together) whose resolution is memoised: together they bound the memos to a few tens of MB.
 MEMO_ENTRIES = 65536
@@ -217,11 +226,18 @@ class Router:
     """Client address → location → edge, shared by the public and the admin app.
 
     Two memos (bounded LRU dictionaries) keep the per-request cost down, because the same clients
-    come back again and again: the resolved client address per (peer, ``X-Forwarded-For`` lines),
-    and the geo result plus coverage zone per address.  Both are pure functions of their keys for
-    the life of the router — the trusted networks and the coverage file are fixed at start — except
-    the geo result, whose memo is emptied whenever the database is reloaded.  The edge selection
-    itself is not memoised: it depends on the health of the moment and on the URL.
+    come back again and again: per (peer, ``X-Forwarded-For`` lines) the resolved client address
+    with its geo result, coverage zone and spread token, and the geo result plus coverage zone per
+    address.  Both are pure functions of their keys for the life of the router — the trusted
+    networks and the coverage file are fixed at start — except the geo result, so both memos are
+    emptied whenever the database is reloaded.
+
+    The edge selection is a :class:`edge.router.select.Selector`, the fast form of
+    :func:`edge.router.select.select_edge` with identical answers, built for the health of the
+    moment: it is rebuilt whenever the health map differs from the one it was built from (a dict
+    comparison per request).  It remembers the region step per location; only the rendezvous
+    hashing within the region depends on the URL, and the candidate list (for ``/route``) is
+    computed only when read.
     """
 
     def __init__(
@@ -242,9 +258,19 @@ class Router:
         self.trusted: Sequence[IPNetwork] = settings.trusted_networks
         self.retry_after = str(max(1, math.ceil(settings.health_interval * settings.rise)))
         self._healthy = health.healthy_view()
+        self._selector_health: dict[str, bool] = dict(self._healthy)
+        self._selector = Selector(inventory, self._selector_health)
         self._clients: Any = LRU(MEMO_ENTRIES)
         self._places: Any = LRU(MEMO_ENTRIES)
         self.metrics.geodb_build_epoch.set(locator.build_epoch)
+
+    def selector(self) -> Selector:
+        """The selector for the health of the moment, rebuilt when the health map changed."""
+        healthy = self._healthy
+        if healthy != self._selector_health:
+            self._selector_health = dict(healthy)
+            self._selector = Selector(self.inventory, self._selector_health)
+        return self._selector
 
     def place(self, address: IPAddress) -> tuple[GeoResult, CoverageZone | None]:
         """Geo result and coverage zone of ``address``, memoised."""
@@ -264,7 +290,7 @@ class Router:
             location, zone = self.place(address)
             token = str(address)
         cache_key = host.lower() + target
-        decision = select_edge(self.inventory, self._healthy, location, cache_key, zone, token)
+        decision = self.selector().decide(location, cache_key, zone, token)
         if decision.edge is None:
             status, redirect = 503, None
         else:
@@ -275,13 +301,33 @@ class Router:
 
     def resolve_client(self, peer: str | None, xff_values: Sequence[str]) -> ClientAddress:
         """The client address by the trust rules of :mod:`edge.router.clientip`, memoised."""
-        if sum(len(value) for value in xff_values) > MEMO_MAX_XFF:  # long chains: not worth the memory
-            return client_address(peer or "", xff_values, self.trusted)
-        key = (peer, *xff_values)
-        found: ClientAddress | None = self._clients.get(key)
+        return self.resolve(peer, xff_values).client
+
+    def resolve(self, peer: str | None, xff_values: Sequence[str]) -> Resolved:
+        """Client address, location, coverage zone and spread token of a request, memoised."""
+        if len(xff_values) == 1:
+            if len(xff_values[0]) <= MEMO_MAX_XFF:
+                key: tuple[str | None, ...] = (peer, xff_values[0])
+            else:  # long chains: not worth the memory
+                return self._resolve(peer, xff_values)
+        elif not xff_values:
+            key = (peer,)
+        elif sum(len(value) for value in xff_values) > MEMO_MAX_XFF:
+            return self._resolve(peer, xff_values)
+        else:
+            key = (peer, *xff_values)
+        found: Resolved | None = self._clients.get(key)
         if found is None:
-            found = self._clients[key] = client_address(peer or "", xff_values, self.trusted)
+            found = self._clients[key] = self._resolve(peer, xff_values)
         return found
+
+    def _resolve(self, peer: str | None, xff_values: Sequence[str]) -> Resolved:
+        client = client_address(peer or "", xff_values, self.trusted)
+        address = client.address
+        if address is None:
+            return Resolved(client, GeoResult.unknown(client.detail), None, None)
+        location, zone = self.place(address)
+        return Resolved(client, location, zone, str(address))
 
     def reload_geodb(self) -> None:
         """Reopen the geo database (after ``geoipupdate`` replaced it); keep the old one on failure."""
@@ -291,6 +337,7 @@ class Router:
             self.metrics.geodb_reloads.labels("failed").inc()
             raise
         self._places.clear()
+        self._clients.clear()  # its entries carry geo results too
         self.metrics.geodb_reloads.labels("ok").inc()
         self.metrics.geodb_build_epoch.set(self.locator.build_epoch)
         log.info("geo database reloaded: %s (%s)", self.locator.path, self.locator.database_type)
@@ -395,6 +442,12 @@ ROUTER_KEY = web.AppKey("router", Router)
 ACCESS_KEY = web.AppKey("router_access_log", AccessLogger)
 
 
+# What ``web.Response(text=..., content_type=...)`` would have written, set directly.
+HTML_UTF8 = "text/html; charset=utf-8"
+TEXT_UTF8 = "text/plain; charset=utf-8"
+NO_HEALTHY_EDGE = "no healthy edge"  # the reason of every decision when no edge is usable
+
+
 def _redirect_body(location: str) -> str:
     link = html.escape(location, quote=True)
     return (
@@ -404,7 +457,12 @@ def _redirect_body(location: str) -> str:
 
 
 async def route_request(request: web.Request) -> web.Response:
-    """Every public request: decide, answer 302/307/503, log."""
+    """Every public request: decide, answer 302/307/503, log.
+
+    The hot path of the router: with neither the access log (or a logger that would write it)
+    nor the debug header, only what the redirect needs is computed — the edge and, for the
+    metrics, the rule: no reason string, no :class:`Decision`, no :class:`RouteResult`.
+    """
     started = time.perf_counter_ns()
     router = request.app[ROUTER_KEY]
     settings = router.settings
@@ -413,38 +471,53 @@ async def route_request(request: web.Request) -> web.Response:
     request_headers = request.headers
     host: str = authority or request_headers.get(hdrs.HOST) or ""
     peer = request.remote
-    client = router.resolve_client(peer, request_headers.getall(X_FORWARDED_FOR, ()))
-    result = router.route(client, host, target, method)
-    decision = result.decision
-    router.metrics.decision_seconds.observe(result.elapsed_us / 1e6)
-    headers: dict[str, str] = {hdrs.CACHE_CONTROL: "no-store"}
-    if result.redirect is not None and decision.edge is not None:
-        headers[hdrs.LOCATION] = result.redirect
-        body = _redirect_body(result.redirect)
-        content_type = "text/html"
-        router.metrics.redirected(decision.edge.name, decision.edge.region, decision.rule, result.status)
+    decided = time.perf_counter()
+    client, location, zone, token = router.resolve(peer, request_headers.getall(X_FORWARDED_FOR, ()))
+    cache_key = host.lower() + target
+    selector = router.selector()
+    decision: Decision | None = None
+    access_log = request.app[ACCESS_KEY] if settings.access_log else None
+    if settings.debug_header or (access_log is not None and access_log.logger.isEnabledFor(logging.INFO)):
+        decision = selector.decide(location, cache_key, zone, token)
+        edge, rule = decision.edge, decision.rule
     else:
-        headers[hdrs.RETRY_AFTER] = router.retry_after
-        body = f"503 Service Unavailable: {decision.reason}; try again in {router.retry_after} s.\n"
-        content_type = "text/plain"
+        chosen = selector.choose(location, cache_key, zone, token)
+        edge, rule = chosen if chosen is not None else (None, "none")
+    decision_seconds = time.perf_counter() - decided
+    router.metrics.decision_seconds.observe(decision_seconds)
+    headers: dict[str, str]
+    redirect: str | None
+    if edge is not None:
+        status = 302 if method in REDIRECT_METHODS else 307
+        redirect = location_url = edge.url + target
+        headers = {hdrs.CACHE_CONTROL: "no-store", hdrs.LOCATION: location_url, hdrs.CONTENT_TYPE: HTML_UTF8}
+        body = _redirect_body(location_url)
+        router.metrics.redirected(edge.name, edge.region, rule, status)
+    else:
+        status, redirect = 503, None
+        reason = NO_HEALTHY_EDGE if decision is None else decision.reason
+        headers = {hdrs.CACHE_CONTROL: "no-store", hdrs.RETRY_AFTER: router.retry_after, hdrs.CONTENT_TYPE: TEXT_UTF8}
+        body = f"503 Service Unavailable: {reason}; try again in {router.retry_after} s.\n"
         router.metrics.unavailable.inc()
-    if settings.debug_header:
+    if decision is not None and settings.debug_header:
+        result = RouteResult(client, location, zone, cache_key, decision, status, redirect, decision_seconds * 1e6)
         headers[ROUTE_HEADER] = route_summary(result)
-    response = web.Response(status=result.status, headers=headers, text=body, content_type=content_type)
-    if settings.access_log:
-        request.app[ACCESS_KEY].log(
+    encoded = body.encode()
+    response = web.Response(status=status, headers=headers, body=encoded)
+    if decision is not None and access_log is not None:
+        access_log.log(
             AccessRecord(
                 peer=peer,
                 client=client,
-                location=result.location,
-                zone=result.zone,
+                location=location,
+                zone=zone,
                 decision=decision,
                 method=method,
                 host=host,
                 target=target,
                 version=f"{request.version.major}.{request.version.minor}",
-                status=result.status,
-                body_bytes=0 if method == hdrs.METH_HEAD else len(body.encode()),
+                status=status,
+                body_bytes=0 if method == hdrs.METH_HEAD else len(encoded),
                 referer=request_headers.get(hdrs.REFERER),
                 user_agent=request_headers.get(hdrs.USER_AGENT),
                 latency_us=(time.perf_counter_ns() - started) // 1000,

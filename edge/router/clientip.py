@@ -25,7 +25,9 @@ yields ``address=None``.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -79,11 +81,28 @@ def parse_address(text: str) -> IPAddress | None:
         host, port = text.split(":")
         if not _is_port(port):
             return None
+    if _DOTTED_QUAD.fullmatch(host):  # the common case, without ipaddress's general parser
+        a, b, c, d = host.split(".")
+        return ipaddress.IPv4Address((int(a) << 24) | (int(b) << 16) | (int(c) << 8) | int(d))
     try:
         address = ipaddress.ip_address(host)
     except ValueError:
         return None
     return _normalise(address)
+
+
+# Exactly the IPv4 text ``ipaddress`` accepts: four decimal octets, ASCII digits, 0-255, no leading zeros.
+_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_DOTTED_QUAD = re.compile(rf"{_OCTET}\.{_OCTET}\.{_OCTET}\.{_OCTET}")
+
+
+_MAX_PEER_MEMO = 128  # longer peer texts are parsed, not remembered
+
+
+@functools.lru_cache(maxsize=1024)
+def _parse_peer(peer: str) -> IPAddress | None:
+    """:func:`parse_address` for socket peers: few distinct ones (our proxies), so remembered."""
+    return parse_address(peer)
 
 
 def _is_port(text: str) -> bool:
@@ -114,7 +133,7 @@ def _show(entry: str) -> str:
 
 def client_address(peer: str, xff_values: Sequence[str], trusted: Sequence[IPNetwork]) -> ClientAddress:
     """Resolve the client address by the rules in the module docstring; never raises."""
-    peer_address = parse_address(peer)
+    peer_address = _parse_peer(peer) if len(peer) <= _MAX_PEER_MEMO else parse_address(peer)
     if peer_address is None:
         return ClientAddress(None, "peer", f"peer {_show(peer)} is not an IP address")
     if not _trusted(peer_address, trusted):

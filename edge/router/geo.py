@@ -122,6 +122,57 @@ class GeoResult:
         return cls(found, None, None, None, None, None, None, "none", reason)
 
 
+# geoip2 names places in the first of these locales that a record has (we ask for English).
+LOCALES = ("en",)
+
+# Keys that would clash with the parameters geoip2 passes itself when it unpacks a record (or a
+# part of one) into a model (or record) class: such a record makes geoip2 fail.
+_MODEL_CLASH = frozenset({"self", "locales", "ip_address", "prefix_len"})
+_PLACE_CLASH = frozenset({"self", "locales"})
+_RECORD_CLASH = frozenset({"self"})
+_PLACES = ("continent", "country", "registered_country", "represented_country")
+# Per record part geoip2 unpacks: the keys that would clash there.
+_COUNTRY_PARTS = {key: _PLACE_CLASH for key in _PLACES} | {"maxmind": _RECORD_CLASH, "traits": _RECORD_CLASH}
+_CITY_PARTS = _COUNTRY_PARTS | {"city": _PLACE_CLASH, "location": _RECORD_CLASH, "postal": _RECORD_CLASH}
+
+
+def _raw_reader(reader: geoip2.database.Reader) -> Any:
+    """The ``maxminddb`` reader inside geoip2's, if this geoip2 version has one where we expect it."""
+    raw = getattr(reader, "_db_reader", None)
+    return raw if callable(getattr(raw, "get", None)) else None
+
+
+def _plain_record(data: object, city: bool) -> bool:
+    """Would geoip2 build its model from ``data`` without error (and read it as ``_judge_raw`` does)?
+
+    geoip2 unpacks every part with ``**(part or {})``: each must be empty, or a dict without keys
+    that clash with geoip2's own arguments; a city's ``names`` must be a dict or absent (geoip2
+    reads ``names.get``); ``traits.network`` absent (geoip2 parses it).  Real databases always
+    pass; anything else goes the model way.
+    """
+    if not isinstance(data, dict) or not _MODEL_CLASH.isdisjoint(data):
+        return False
+    parts = _CITY_PARTS if city else _COUNTRY_PARTS
+    for key, part in data.items():
+        clash = parts.get(key)
+        if clash is not None and part and (not isinstance(part, dict) or not clash.isdisjoint(part)):
+            return False
+    traits = data.get("traits")
+    if traits and traits.get("network") is not None:
+        return False
+    if not city:
+        return True
+    place = data.get("city")
+    if place and place.get("names") is not None and not isinstance(place["names"], dict):
+        return False
+    subdivisions = data.get("subdivisions")
+    if not subdivisions:
+        return True
+    if not isinstance(subdivisions, list):
+        return False
+    return all(isinstance(item, dict) and _PLACE_CLASH.isdisjoint(item) for item in subdivisions)
+
+
 def _normalise(address: IPAddress) -> IPAddress:
     """Look IPv4-mapped IPv6 (``::ffff:a.b.c.d``) up as the IPv4 address it is."""
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
@@ -147,13 +198,20 @@ class GeoLocator:
         self.path = Path(path)
         self.max_accuracy_km = max_accuracy_km
         self._skip = tuple(skip_networks)
+        # (version, first, last, network) per skipped network, in order: integer compares instead of
+        # ``address in network`` (the same test: host bits of a network are zero)
+        self._skip_ranges = tuple(
+            (network.version, int(network.network_address), int(network.broadcast_address), network)
+            for network in self._skip
+        )
         self._reader, self._kind = self._open(self.path)
+        self._raw = _raw_reader(self._reader)
 
     @staticmethod
     def _open(path: Path) -> tuple[geoip2.database.Reader, Literal["city", "enterprise", "country"]]:
         """Open and classify a database; fail loudly at startup rather than per request."""
         try:
-            reader = geoip2.database.Reader(str(path))
+            reader = geoip2.database.Reader(str(path), locales=list(LOCALES))
         except (OSError, ValueError) as exc:
             # maxminddb.InvalidDatabaseError is a RuntimeError subclass; catch below.
             raise GeoDatabaseError(f"{path}: cannot open GeoIP database: {exc}") from exc
@@ -187,7 +245,7 @@ class GeoLocator:
         """Reopen ``path``; on failure the old database stays in service and the error is raised."""
         reader, kind = self._open(self.path)
         old = self._reader
-        self._reader, self._kind = reader, kind
+        self._reader, self._kind, self._raw = reader, kind, _raw_reader(reader)
         old.close()
 
     def close(self) -> None:
@@ -214,9 +272,21 @@ class GeoLocator:
 
     def _locate(self, address: IPAddress) -> GeoResult:
         address = _normalise(address)
-        for network in self._skip:
-            if address in network:
+        version, value = address.version, int(address)
+        for skip_version, first, last, network in self._skip_ranges:
+            if skip_version == version and first <= value <= last:
                 return GeoResult.unknown(f"{address} is in {network}: not locatable, not looked up")
+        raw = self._raw
+        if raw is not None:
+            # The fast path: read geoip2's raw record (a dict) directly instead of building its
+            # model objects, whenever the model would be built without error from it — then both
+            # give the same values.  Anything unusual goes the model way below, errors included.
+            data = raw.get(address)
+            if data is None:
+                return GeoResult.unknown(f"{address} not in database")
+            city = self._kind != "country"
+            if _plain_record(data, city):
+                return self._judge_raw(data, city)
         try:
             if self._kind == "city":
                 record: geoip2.models.Country = self._reader.city(address)
@@ -227,6 +297,20 @@ class GeoLocator:
         except geoip2.errors.AddressNotFoundError:
             return GeoResult.unknown(f"{address} not in database")
         return self._judge(record)
+
+    def _judge_raw(self, data: dict[str, Any], city: bool) -> GeoResult:
+        """:meth:`_judge` on a raw record that :func:`_plain_record` accepted, as geoip2 would read it."""
+        country = (data.get("country") or {}).get("iso_code") or None
+        continent = (data.get("continent") or {}).get("code") or None
+        if not city:
+            return self._verdict(country, continent, None, None, None, None)
+        names = (data.get("city") or {}).get("names")
+        city_name = (names.get(LOCALES[0]) if names and LOCALES[0] in names else None) or None
+        location = data.get("location") or {}
+        return self._verdict(
+            country, continent, city_name, location.get("latitude"), location.get("longitude"),
+            location.get("accuracy_radius"),
+        )  # fmt: skip
 
     def _judge(self, record: geoip2.models.Country) -> GeoResult:
         """Decide which parts of a record routing may rely on."""
@@ -240,6 +324,17 @@ class GeoLocator:
             location = record.location
             latitude, longitude = location.latitude, location.longitude
             accuracy = location.accuracy_radius
+        return self._verdict(country, continent, city_name, latitude, longitude, accuracy)
+
+    def _verdict(
+        self,
+        country: str | None,
+        continent: str | None,
+        city_name: str | None,
+        latitude: float | None,
+        longitude: float | None,
+        accuracy: int | None,
+    ) -> GeoResult:
         if latitude is not None and longitude is not None:
             if accuracy is None or accuracy <= self.max_accuracy_km:
                 where = city_name or "no city name"

@@ -35,9 +35,11 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import FrozenInstanceError, dataclass
 from typing import Any, Literal, Protocol
+
+from lru import LRU
 
 from edge.inventory import EdgeEntry, Inventory
 from edge.router.coverage import CoverageZone
@@ -48,6 +50,7 @@ __all__ = [
     "Decision",
     "Location",
     "Rule",
+    "Selector",
     "great_circle_km",
     "hrw_score",
     "rendezvous_order",
@@ -108,16 +111,98 @@ class Candidate:
         }
 
 
-@dataclass(frozen=True, slots=True)
 class Decision:
-    """The chosen edge (``None`` when nothing is healthy), why, and every candidate considered."""
+    """The chosen edge (``None`` when nothing is healthy), why, and every candidate considered.
 
-    edge: EdgeEntry | None
-    region: str | None
-    rule: Rule
-    reason: str
-    owners: tuple[str, ...] = ()
-    candidates: list[Candidate] = field(default_factory=list)
+    Immutable, with the manners of the frozen dataclass it used to be (equality over every field,
+    a repr, assignment raises ``FrozenInstanceError``).  ``candidates`` may be computed lazily:
+    the fast path (:class:`Selector`) passes ``explain``, a function that produces them, and it
+    runs on first access only — a redirect never needs them, the router's ``/route`` endpoint does.
+    """
+
+    __slots__ = ("_candidates", "_edge", "_explain", "_owners", "_reason", "_region", "_rule")
+    __match_args__ = ("edge", "region", "rule", "reason", "owners", "candidates")
+
+    _edge: EdgeEntry | None
+    _region: str | None
+    _rule: Rule
+    _reason: str
+    _owners: tuple[str, ...]
+    _candidates: list[Candidate] | None
+    _explain: Callable[[], list[Candidate]] | None
+
+    def __init__(
+        self,
+        edge: EdgeEntry | None,
+        region: str | None,
+        rule: Rule,
+        reason: str,
+        owners: tuple[str, ...] = (),
+        candidates: list[Candidate] | None = None,
+        *,
+        explain: Callable[[], list[Candidate]] | None = None,
+    ) -> None:
+        init = object.__setattr__
+        init(self, "_edge", edge)
+        init(self, "_region", region)
+        init(self, "_rule", rule)
+        init(self, "_reason", reason)
+        init(self, "_owners", owners)
+        init(self, "_candidates", [] if candidates is None and explain is None else candidates)
+        init(self, "_explain", explain if candidates is None else None)
+
+    @property
+    def edge(self) -> EdgeEntry | None:
+        return self._edge
+
+    @property
+    def region(self) -> str | None:
+        return self._region
+
+    @property
+    def rule(self) -> Rule:
+        return self._rule
+
+    @property
+    def reason(self) -> str:
+        return self._reason
+
+    @property
+    def owners(self) -> tuple[str, ...]:
+        return self._owners
+
+    @property
+    def candidates(self) -> list[Candidate]:
+        found = self._candidates
+        if found is None:
+            assert self._explain is not None
+            found = self._explain()
+            object.__setattr__(self, "_candidates", found)
+            object.__setattr__(self, "_explain", None)
+        return found
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise FrozenInstanceError(f"cannot assign to field {name!r}")
+
+    def __delattr__(self, name: str) -> None:
+        raise FrozenInstanceError(f"cannot delete field {name!r}")
+
+    def _fields(self) -> tuple[Any, ...]:
+        return (self.edge, self.region, self.rule, self.reason, self.owners, self.candidates)
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        assert isinstance(other, Decision)
+        return self._fields() == other._fields()
+
+    __hash__ = None  # type: ignore[assignment]  # mutable-looking like the dataclass it replaced: a list inside
+
+    def __repr__(self) -> str:
+        return (
+            f"Decision(edge={self.edge!r}, region={self.region!r}, rule={self.rule!r}, reason={self.reason!r}, "
+            f"owners={self.owners!r}, candidates={self.candidates!r})"
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready view for logs and the router's decision-inspection endpoint."""
@@ -333,3 +418,324 @@ def _owner_in_region(
         owners=tuple(owner.name for owner in owners),
         candidates=ctx.candidates(ranked),
     )
+
+
+# --- the fast path -------------------------------------------------------------------------------
+
+_TWO_R = 2 * EARTH_RADIUS_KM  # the same product great_circle_km computes first
+_HASH_SPAN = float(1 << 52)
+_blake2b = hashlib.blake2b
+
+# Region decisions remembered per selector, keyed by client coordinates or (country, continent).
+REGION_MEMO_ENTRIES = 16384
+# Rendezvous owners remembered per selector, keyed by (region, cache key), for keys up to this long.
+OWNER_MEMO_ENTRIES = 32768
+OWNER_MEMO_MAX_KEY = 512
+
+
+@dataclass(frozen=True, slots=True)
+class _Edge:
+    """A usable edge with what the per-request arithmetic needs, precomputed once."""
+
+    entry: EdgeEntry
+    name: str
+    region: str
+    longitude: float
+    phi: float  # radians(latitude)
+    cos_phi: float
+    bias_km: float
+    weight: float
+    hasher: Any  # BLAKE2b state after "name\x00": copy, feed the key, digest
+
+
+@dataclass(frozen=True, slots=True)
+class _Region:
+    """Where a decision goes before the owner within the region is known."""
+
+    name: str
+    rule: Rule
+    prefix: str  # the reason so far: notes and the rule's sentence, joined by "; "
+    edges: tuple[_Edge, ...]  # the region's usable edges, inventory order
+    single_reason: str  # the whole reason when the region has one usable edge
+
+
+@dataclass(frozen=True, slots=True)
+class _ZoneOutcome:
+    """What a coverage zone decides on its own: a pinned edge, a region, or only notes."""
+
+    zone: CoverageZone  # kept so that the id() key of the memo cannot be reused while cached
+    pinned: _Edge | None
+    pinned_reason: str
+    region: _Region | None
+    notes: tuple[str, ...]
+
+
+class Selector:
+    """:func:`select_edge` for one inventory and one health state, fast, with identical decisions.
+
+    Built once per health change (the router keeps one and rebuilds it when its health map
+    differs from the one the selector was made from).  Everything that depends only on the
+    inventory and the health — the usable edges, each region's usable edges, the preference order,
+    each edge's radians and cosine of latitude and its hash state after ``name + "\\x00"`` — is
+    computed here once; the region step is remembered per client coordinates (or country and
+    continent, or coverage zone) because it does not depend on the URL, and the rendezvous owners
+    are remembered per (region, cache key) because popular URLs come back.  On a miss only the
+    chosen region's usable edges are scored, and only when it has more than one.
+
+    :meth:`choose` answers what a redirect needs (edge and rule); :meth:`decide` the whole
+    :class:`Decision`, whose ``candidates`` are computed lazily — by :func:`select_edge` itself,
+    on this selector's snapshot of the health — when somebody reads them.
+    """
+
+    def __init__(self, inventory: Inventory, health: Mapping[str, bool]) -> None:
+        self.inventory = inventory
+        # a private snapshot: later changes of ``health`` must not change this selector's answers
+        self.health: dict[str, bool] = {edge.name: bool(health.get(edge.name, False)) for edge in inventory.edges}
+        usable: list[_Edge] = []
+        for edge in inventory.edges:
+            if edge.enabled and health.get(edge.name, False):
+                phi = math.radians(edge.latitude)
+                usable.append(
+                    _Edge(
+                        entry=edge,
+                        name=edge.name,
+                        region=edge.region,
+                        longitude=edge.longitude,
+                        phi=phi,
+                        cos_phi=math.cos(phi),
+                        bias_km=edge.bias_km,
+                        weight=edge.weight,
+                        hasher=_blake2b((edge.name + "\x00").encode("utf-8", "surrogatepass"), digest_size=8),
+                    )
+                )
+        self._usable = tuple(usable)
+        self._by_name: dict[str, _Edge] = {}
+        for item in usable:
+            self._by_name.setdefault(item.name, item)
+        self._known = {edge.name for edge in inventory.edges}
+        self._region_edges: dict[str, tuple[_Edge, ...]] = {}
+        for item in usable:
+            self._region_edges[item.region] = (*self._region_edges.get(item.region, ()), item)
+        self._preference = [region for region in _preference(inventory) if region in self._region_edges]
+        self._fallback_region: tuple[str, Rule, str] | None = None
+        for region in inventory.region_fallback:
+            if region in self._region_edges:
+                self._fallback_region = (region, "fallback", f"region_fallback → region {region}")
+                break
+        if self._fallback_region is None and usable:
+            first = next(r for r in inventory.regions() if r in self._region_edges)
+            self._fallback_region = (first, "inventory-order", f"first region with a healthy edge: {first}")
+        self._replication = inventory.replication
+        self._regions: dict[tuple[str, Rule, str], _Region] = {}
+        self._near: Any = LRU(REGION_MEMO_ENTRIES)
+        self._coarse: Any = LRU(REGION_MEMO_ENTRIES)
+        self._zones: dict[int, _ZoneOutcome] = {}
+        self._owner_memo: Any = LRU(OWNER_MEMO_ENTRIES)
+
+    # --- the region step, remembered ------------------------------------------------------------
+
+    def _region(self, name: str, rule: Rule, prefix: str) -> _Region:
+        key = (name, rule, prefix)
+        found = self._regions.get(key)
+        if found is None:
+            edges = self._region_edges[name]
+            single = f"{prefix}; rendezvous owner 1 of 1 among 1 healthy"
+            found = _Region(name, rule, prefix, edges, single)
+            if len(self._regions) < REGION_MEMO_ENTRIES:
+                self._regions[key] = found
+        return found
+
+    def _nearest(self, latitude: float, longitude: float) -> _Region:
+        """Rule 2 with precomputed per-edge constants; the same arithmetic as :func:`great_circle_km`."""
+        key = (latitude, longitude)
+        found: _Region | None = self._near.get(key)
+        if found is not None:
+            return found
+        phi1 = math.radians(latitude)
+        cos_phi1 = math.cos(phi1)
+        sin, radians = math.sin, math.radians
+        best: dict[str, tuple[float, str]] = {}
+        for edge in self._usable:
+            dphi = edge.phi - phi1
+            dlambda = radians(edge.longitude - longitude)
+            a = sin(dphi / 2) ** 2 + cos_phi1 * edge.cos_phi * sin(dlambda / 2) ** 2
+            a = min(1.0, max(0.0, a))
+            entry = (_TWO_R * math.asin(math.sqrt(a)) + edge.bias_km, edge.name)
+            current = best.get(edge.region)
+            if current is None or entry < current:
+                best[edge.region] = entry
+        region = min(best, key=lambda name: (best[name][0], name))
+        km, via = best[region]
+        found = self._region(region, "distance", f"nearest healthy region {region} ({km:.0f} km to {via})")
+        self._near[key] = found
+        return found
+
+    def _without_coordinates(self, country: str | None, continent: str | None) -> _Region:
+        """Rule 3, remembered per (country, continent)."""
+        key = (country, continent)
+        found: _Region | None = self._coarse.get(key)
+        if found is not None:
+            return found
+        notes = ["no client coordinates"]
+        chosen: tuple[str, Rule, str] | None = None
+        if country:
+            matches = {edge.region for edge in self._usable if edge.entry.country == country}
+            if matches:
+                region = next(r for r in self._preference if r in matches)
+                chosen = (region, "country", f"country {country} → region {region}")
+            else:
+                notes.append(f"no healthy edge in country {country}")
+        if chosen is None and continent:
+            matches = {edge.region for edge in self._usable if edge.entry.continent == continent}
+            if matches:
+                region = next(r for r in self._preference if r in matches)
+                chosen = (region, "continent", f"continent {continent} → region {region}")
+            else:
+                notes.append(f"no healthy edge in continent {continent}")
+        if chosen is None:
+            assert self._fallback_region is not None
+            chosen = self._fallback_region
+        region, rule, why = chosen
+        found = self._region(region, rule, "; ".join([*notes, why]))
+        self._coarse[key] = found
+        return found
+
+    def _zone(self, zone: CoverageZone) -> _ZoneOutcome:
+        """Rule 1 for one zone; the zone is kept in the memo entry, so its id() stays its own."""
+        found = self._zones.get(id(zone))
+        if found is not None and found.zone is zone:
+            return found
+        label = zone.label
+        notes: list[str] = []
+        pinned: _Edge | None = None
+        pinned_reason = ""
+        region: _Region | None = None
+        if zone.edge is not None:
+            pinned = self._by_name.get(zone.edge)
+            if pinned is None:
+                state = "not in the inventory" if zone.edge not in self._known else "not healthy"
+                notes.append(f"coverage zone {label}: edge {zone.edge} is {state}")
+            else:
+                pinned_reason = f"coverage zone {label} pins edge {pinned.name}"
+        if pinned is None and zone.region is not None:
+            if zone.region in self._region_edges:
+                # the notes (if any) are put in front by the caller, as for every other rule
+                region = self._region(zone.region, "coverage-region", f"coverage zone {label} → region {zone.region}")
+            else:
+                notes.append(f"coverage zone {label}: region {zone.region} has no healthy edge")
+        found = _ZoneOutcome(zone, pinned, pinned_reason, region, tuple(notes))
+        if len(self._zones) >= REGION_MEMO_ENTRIES:
+            self._zones.clear()
+        self._zones[id(zone)] = found
+        return found
+
+    # --- one request -------------------------------------------------------------------------------
+
+    def choose(
+        self,
+        location: Location | None,
+        cache_key: str,
+        coverage_zone: CoverageZone | None = None,
+        spread_token: str | None = None,
+    ) -> tuple[EdgeEntry, Rule] | None:
+        """Only what a redirect needs: the edge and the rule (``None``: no healthy edge)."""
+        if not self._usable:
+            return None
+        if coverage_zone is not None:
+            outcome = self._zone(coverage_zone)
+            if outcome.pinned is not None:
+                return outcome.pinned.entry, "coverage-edge"
+            region = outcome.region or self._geo_region(location)
+        else:
+            region = self._geo_region(location)
+        edges = region.edges
+        if len(edges) == 1:
+            return edges[0].entry, region.rule
+        owners, pick = self._owners(region, cache_key, spread_token)
+        return owners[pick].entry, region.rule
+
+    def decide(
+        self,
+        location: Location | None,
+        cache_key: str,
+        coverage_zone: CoverageZone | None = None,
+        spread_token: str | None = None,
+    ) -> Decision:
+        """The same :class:`Decision` as :func:`select_edge`, its candidates computed when first read."""
+        inventory, health = self.inventory, self.health
+
+        def explain() -> list[Candidate]:
+            return select_edge(inventory, health, location, cache_key, coverage_zone, spread_token).candidates
+
+        if not self._usable:
+            return Decision(None, None, "none", "no healthy edge", explain=explain)
+        notes: tuple[str, ...] = ()
+        region: _Region | None = None
+        if coverage_zone is not None:
+            outcome = self._zone(coverage_zone)
+            pinned = outcome.pinned
+            if pinned is not None:
+                return Decision(
+                    pinned.entry, pinned.region, "coverage-edge", outcome.pinned_reason, (pinned.name,), explain=explain
+                )
+            region = outcome.region
+            notes = outcome.notes
+        if region is None:
+            region = self._geo_region(location)
+        edges = region.edges
+        if len(edges) == 1:
+            owners: tuple[_Edge, ...] = edges
+            pick = 0
+            reason = region.single_reason
+        else:
+            owners, pick = self._owners(region, cache_key, spread_token)
+            reason = f"{region.prefix}; rendezvous owner {pick + 1} of {len(owners)} among {len(edges)} healthy"
+        if notes:
+            reason = "; ".join(notes) + "; " + reason
+        names = tuple(edge.name for edge in owners)
+        return Decision(owners[pick].entry, region.name, region.rule, reason, names, explain=explain)
+
+    def _geo_region(self, location: Location | None) -> _Region:
+        """Rules 2 and 3: by coordinates, else by country and continent."""
+        if location is None:
+            return self._without_coordinates(None, None)
+        latitude, longitude = location.latitude, location.longitude
+        if latitude is not None and longitude is not None:
+            return self._nearest(latitude, longitude)
+        return self._without_coordinates(location.country, location.continent)
+
+    def _owners(self, region: _Region, cache_key: str, spread_token: str | None) -> tuple[tuple[_Edge, ...], int]:
+        """The top owners of ``cache_key`` in a region with several usable edges, and which one serves.
+
+        The owners are remembered per (region, key) for keys up to :data:`OWNER_MEMO_MAX_KEY`
+        characters: popular URLs come back again and again.
+        """
+        if len(cache_key) <= OWNER_MEMO_MAX_KEY:
+            memo_key = (region.name, cache_key)
+            owners: tuple[_Edge, ...] | None = self._owner_memo.get(memo_key)
+            if owners is None:
+                owners = self._owner_memo[memo_key] = self._rank(region.edges, cache_key)
+        else:
+            owners = self._rank(region.edges, cache_key)
+        count = len(owners)
+        pick = 0 if spread_token is None or count == 1 else _hash64(cache_key, spread_token) % count
+        return owners, pick
+
+    def _rank(self, edges: tuple[_Edge, ...], cache_key: str) -> tuple[_Edge, ...]:
+        """Weighted rendezvous hashing over usable edges, scored as :func:`hrw_score` scores: top R."""
+        key = cache_key.encode("utf-8", "surrogatepass")
+        log = math.log
+        scored: list[tuple[float, _Edge]] = []
+        for edge in edges:
+            state = edge.hasher.copy()
+            state.update(key)
+            h = ((int.from_bytes(state.digest(), "big") >> 12) + 0.5) / _HASH_SPAN
+            scored.append((-edge.weight / log(h), edge))
+        if self._replication == 1:
+            best_score, best = scored[0]
+            for score, edge in scored[1:]:
+                if score > best_score or (score == best_score and edge.name < best.name):
+                    best_score, best = score, edge
+            return (best,)
+        scored.sort(key=lambda pair: (-pair[0], pair[1].name))
+        return tuple(edge for _, edge in scored[: self._replication])

@@ -28,6 +28,7 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m edge.bench
 	$(PY) -m edge.purgebench
+	$(PY) -m edge.router.bench
 
 geodb: $(STAMP)
 	$(PY) -m geodb.build --source geodb/source.csv --out geodb/demo-city.mmdb

@@ -30,6 +30,7 @@ from edge.purge import PurgeLog
 from edge.runtime import EdgeRuntime
 from edge.store.disk import DiskStore
 from edge.store.memory import MemoryStore
+from edge.tls import server_ssl_context
 from edge.upstream import create_origin_session
 
 RUNTIME_KEY = web.AppKey("edge_runtime", EdgeRuntime)
@@ -120,13 +121,8 @@ async def add_server_timing(request: web.Request, response: web.StreamResponse) 
 
 
 def create_ssl_context(settings: EdgeSettings) -> ssl.SSLContext | None:
-    """A server TLS context from ``tls_cert``/``tls_key`` (TLS 1.2+), or None for plain HTTP."""
-    if settings.tls_cert is None or settings.tls_key is None:
-        return None
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.load_cert_chain(settings.tls_cert, settings.tls_key)
-    return context
+    """A server TLS context from ``tls_cert``/``tls_key``, or None for plain HTTP."""
+    return server_ssl_context(settings.tls_cert, settings.tls_key)
 
 
 async def purge_one_url(

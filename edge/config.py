@@ -18,6 +18,8 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from edge.tls import check_tls_pair
+
 ENV_PREFIX = "EDGE_"
 
 
@@ -161,11 +163,7 @@ class EdgeSettings(StrictModel):
 
     @model_validator(mode="after")
     def _tls_pair(self) -> EdgeSettings:
-        if (self.tls_cert is None) != (self.tls_key is None):
-            raise ValueError("tls_cert and tls_key: set both or neither")
-        for path in (self.tls_cert, self.tls_key):
-            if path is not None and not path.is_file():
-                raise ValueError(f"tls_cert/tls_key: {path} is not a readable file")
+        check_tls_pair(self.tls_cert, self.tls_key)
         return self
 
     @property

@@ -30,6 +30,7 @@ from edge.router.accesslog import ACCESS_LOGGER
 from edge.router.app import ROUTER_KEY, RouterParts, create_router_admin_app, create_router_app, open_router_parts
 from edge.router.config import RouterSettings, load_router_settings
 from edge.router.geo import GeoDatabaseError
+from edge.tls import server_ssl_context
 
 log = logging.getLogger("edge.router")
 
@@ -144,13 +145,8 @@ async def _start_site(
 
 
 def _ssl_context(settings: RouterSettings) -> ssl.SSLContext | None:
-    """TLS 1.2+ for the public listener when a certificate and key are configured."""
-    if settings.tls_cert is None or settings.tls_key is None:
-        return None
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.load_cert_chain(settings.tls_cert, settings.tls_key)
-    return context
+    """TLS for the public listener when a certificate and key are configured."""
+    return server_ssl_context(settings.tls_cert, settings.tls_key)
 
 
 async def serve(settings: RouterSettings, parts: RouterParts) -> None:

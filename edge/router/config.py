@@ -37,6 +37,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 
 from edge.config import ConfigError, format_validation_error, is_loopback_host, parse_host_port, read_toml
 from edge.router.clientip import IPNetwork
+from edge.tls import check_tls_pair
 
 __all__ = [
     "DEFAULT_GEODB",
@@ -129,11 +130,7 @@ class RouterSettings(BaseModel):
 
     @model_validator(mode="after")
     def _tls_pair(self) -> RouterSettings:
-        if (self.tls_cert is None) != (self.tls_key is None):
-            raise ValueError("tls_cert and tls_key: set both or neither")
-        for path in (self.tls_cert, self.tls_key):
-            if path is not None and not path.is_file():
-                raise ValueError(f"tls_cert/tls_key: {path} is not a readable file")
+        check_tls_pair(self.tls_cert, self.tls_key)
         return self
 
     @model_validator(mode="after")

@@ -20,6 +20,7 @@ that was down can ask for what it missed.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
 import mmap
 import os
@@ -93,14 +94,22 @@ class PurgeLog:
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None:
             conn = sqlite3.connect(self._db_path, timeout=10.0, isolation_level=None, check_same_thread=False)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute(
-                "CREATE TABLE IF NOT EXISTS purges (seq INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL,"
-                " vals TEXT NOT NULL, soft INTEGER NOT NULL, at REAL NOT NULL, purge_id TEXT NOT NULL,"
-                " cluster_seq INTEGER)"
-            )
-            conn.execute("CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)")
+            # Workers starting together on a fresh cache race to switch the journal mode, and SQLite
+            # answers "database is locked" instead of waiting: serialise the setup with a file lock.
+            lock_fd = os.open(self.directory / "purge.setup.lock", os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(lock_fd, fcntl.LOCK_EX)
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=NORMAL")
+                conn.execute(
+                    "CREATE TABLE IF NOT EXISTS purges (seq INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL,"
+                    " vals TEXT NOT NULL, soft INTEGER NOT NULL, at REAL NOT NULL, purge_id TEXT NOT NULL,"
+                    " cluster_seq INTEGER)"
+                )
+                conn.execute("CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)")
+            finally:
+                fcntl.flock(lock_fd, fcntl.LOCK_UN)
+                os.close(lock_fd)
             self._conn = conn
         return self._conn
 

@@ -34,6 +34,7 @@ from edge.cache import ORIGIN_LATENCY_BUCKETS, CacheHandler, entry_of
 from edge.config import EdgeSettings
 from edge.http import policy
 from edge.http.headers import get_first
+from edge.jsonbody import BadJsonBody, read_json
 from edge.runtime import EdgeRuntime
 
 log = logging.getLogger("edge.admin")
@@ -147,13 +148,13 @@ def _cache(request: web.Request) -> CacheHandler:
 async def purge(request: web.Request) -> web.Response:
     """POST /purge — when this answers, no worker of this edge serves the purged content."""
     try:
-        body = await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return web.json_response({"error": "body is not valid JSON"}, status=400)
-    try:
-        wanted = PurgeRequest.model_validate(body)
+        wanted = PurgeRequest.model_validate(await read_json(request))
+    except BadJsonBody as exc:
+        return web.json_response({"error": exc.reason}, status=exc.status)
     except ValidationError as exc:
         return validation_error(exc)
+    except RecursionError:
+        return web.json_response({"error": "body is nested too deeply"}, status=400)
     cache = _cache(request)
     try:
         if wanted.urls is not None:
@@ -560,6 +561,8 @@ async def catch_up_with_control_plane(runtime: EdgeRuntime, session: aiohttp.Cli
     settings = runtime.settings
     cache = runtime.cache
     if settings.control_plane is None or cache is None:
+        if cache is not None:
+            cache.caught_up.set()
         runtime.not_ready_reason = ""
         runtime.ready.set()
         return
@@ -588,6 +591,7 @@ async def catch_up_with_control_plane(runtime: EdgeRuntime, session: aiohttp.Cli
                     # One unusable record must not keep the edge out of service forever.
                     log.error("skipping unusable cluster purge %r: %s", record.get("id"), exc)
             if not records or int(page.get("latest_seq", 0)) <= await cache.purge_log.cluster_seq():
+                cache.caught_up.set()
                 runtime.not_ready_reason = ""
                 runtime.ready.set()
                 log.info("caught up with the control plane at sequence %d", await cache.purge_log.cluster_seq())
@@ -595,7 +599,7 @@ async def catch_up_with_control_plane(runtime: EdgeRuntime, session: aiohttp.Cli
         except (aiohttp.ClientError, TimeoutError, RuntimeError, ValueError, KeyError) as exc:
             runtime.not_ready_reason = f"catching up with the control plane: {exc}"
             await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
+            delay = min(delay * 2, 2.0)
 
 
 async def _apply_cluster_record(cache: CacheHandler, record: dict[str, Any]) -> None:

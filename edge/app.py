@@ -20,12 +20,14 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 from yarl import URL
 
+from edge import faultlog
 from edge.accesslog import PREPARED_KEY, timing_of
 from edge.admin import catch_up_with_control_plane, create_admin_app
 from edge.cache import CacheHandler, TieredStore
 from edge.coalesce import KeyLocks
 from edge.config import EdgeSettings
-from edge.proxy import ForwardContext, Forwarder, origin_target
+from edge.errors import ClientFault
+from edge.proxy import ForwardContext, Forwarder, check_host, origin_target, plain_error
 from edge.purge import PurgeLog
 from edge.runtime import EdgeRuntime
 from edge.store.disk import DiskStore
@@ -96,6 +98,11 @@ def create_edge_app(
     app.cleanup_ctx.append(origin_pool)
 
     async def handle(request: web.Request) -> web.StreamResponse:
+        try:
+            check_host(request)
+        except ClientFault as exc:
+            faultlog.report(request.remote, request.method, request.raw_path, exc.status, exc.reason)
+            return plain_error(exc.status, exc.reason, name)
         if request.method == "PURGE":
             return await purge_one_url(request, runtime, purge_networks)
         if runtime.cache is not None:

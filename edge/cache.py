@@ -23,6 +23,7 @@ Other methods are forwarded unchanged and, when they succeed, invalidate what th
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import io
 import logging
@@ -37,6 +38,7 @@ from aiohttp import ClientResponse, ClientSession, hdrs, web
 from lru import LRU
 from multidict import CIMultiDict
 
+from edge import faultlog
 from edge.accesslog import client_gone, timing_of
 from edge.coalesce import Coalescer, Fill, FillAborted, FillHead, KeyLocks
 from edge.config import CacheSettings
@@ -299,6 +301,10 @@ class CacheHandler:
         self.counters = CacheCounters()
         self.hit_for_miss: dict[str, tuple[float, str]] = {}
         self.background: set[asyncio.Task[None]] = set()
+        # Set once purges missed while this edge was down are applied (edge.admin's catch-up).
+        self.caught_up = asyncio.Event()
+        self.opened_at = time.time()
+        self.hold_until = time.monotonic() + context.settings.control_plane_hold
 
     # -- entry point ---------------------------------------------------------------------------
     async def handle(self, request: web.Request) -> web.StreamResponse:
@@ -316,7 +322,7 @@ class CacheHandler:
         except ConnectionError as exc:
             return client_gone(request, exc)
         except EdgeError as exc:
-            log.info("%s %s -> %d %s", request.method, request.raw_path[:200], exc.status, exc.reason)
+            faultlog.report(request.remote, request.method, request.raw_path, exc.status, exc.reason)
             response = plain_error(exc.status, exc.reason, self.context.node_name)
             self._status(response, CacheStatus(self.context.node_name, fwd="miss", detail=exc.reason[:80]))
             return response
@@ -414,10 +420,12 @@ class CacheHandler:
             request_url = (
                 f"{request.scheme}://{request.headers.get(hdrs.HOST, self.context.origin.raw_authority)}{target}"
             )
+            now = time.time()
             for url in invalidation.invalidation_targets(request.method, upstream.status, request_url, headers):
                 key = self.key_for_url(url)
+                self.purge_log.invalidate(key, now)  # every worker, before the client sees the answer
                 removed = await self.store.delete(key)
-                log.debug("invalidated %s (%d objects) after %s", key, removed, request.method)
+                log.debug("invalidated %s (%d objects here) after %s", key, removed, request.method)
         status = CacheStatus(self.context.node_name, fwd="method", fwd_status=upstream.status, stored=False)
         return await self._relay(request, upstream, status)
 
@@ -474,12 +482,33 @@ class CacheHandler:
         await self.sync_purges()
         now = time.time()
         lookup = await self.store.lookup(key, received)
+        if lookup.found is not None and lookup.found.meta.stored_at < self.opened_at and not self.caught_up.is_set():
+            lookup = await self._after_catch_up(key, received, lookup)
+            now = time.time()
         timing.lookup_ms = (time.monotonic() - lookup_started) * 1000
         try:
             return await self._use_lookup(request, received, target, key, lookup, now)
         finally:
             if lookup.found is not None:
                 close_handle(lookup.found)
+
+    async def _after_catch_up(self, key: str, received: HeaderList, lookup: Lookup) -> Lookup:
+        """An object stored before this worker started, while purges it missed may still be on their way.
+
+        Serving it could hand out content the cluster purged while this edge was down, so the
+        request waits for the catch-up (until ``control_plane_hold`` seconds after start) and then
+        looks again; past that deadline the stored object is ignored and the origin asked instead.
+        """
+        assert lookup.found is not None
+        close_handle(lookup.found)
+        remaining = self.hold_until - time.monotonic()
+        if remaining > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.caught_up.wait(), remaining)
+        if not self.caught_up.is_set():
+            return Lookup(None, lookup.key_known)
+        await self.sync_purges()
+        return await self.store.lookup(key, received)
 
     async def _use_lookup(
         self, request: web.Request, received: HeaderList, target: str, key: str, lookup: Lookup, now: float
@@ -530,10 +559,9 @@ class CacheHandler:
         fill = self._join(fill_key, key)
         collapsed = fill is not None
         if fill is None:
-            fill = self._start(fill_key)
             # Range and the client's own conditionals are answered here, from the complete object.
             origin_request = self._origin_request(request, target, drop=validation.CONDITIONAL_REQUEST_FIELDS)
-            self._spawn(self._run_fill(fill, origin_request, received, key, None, request))
+            fill = self._launch(fill_key, origin_request, received, key, None, request)
         return await self._serve_fill(request, received, target, key, fill, fwd, collapsed, stale=None)
 
     async def _validate(
@@ -550,15 +578,9 @@ class CacheHandler:
         fill = self._join(fill_key, key)
         collapsed = fill is not None
         if fill is None:
-            fill = self._start(fill_key)
-            origin_request = self._origin_request(request, target, drop=validation.CONDITIONAL_REQUEST_FIELDS)
-            origin_request = OriginRequest(
-                method="GET",
-                url=origin_request.url,
-                headers=[*origin_request.headers, *validation.conditional_headers([found.meta.headers])],
-                body=None,
+            fill = self._launch(
+                fill_key, self._validation_request(request, target, found.meta), received, key, found.meta, request
             )
-            self._spawn(self._run_fill(fill, origin_request, received, key, found.meta, request))
         return await self._serve_fill(request, received, target, key, fill, fwd, collapsed, stale=found)
 
     def _refresh_in_background(
@@ -566,22 +588,63 @@ class CacheHandler:
     ) -> None:
         """RFC 5861 §3: serve stale now, revalidate once in the background (collapsed)."""
         fill_key = ("validate", key, meta.variant)
-        if self._join(fill_key, key) is not None:
+        joined = self._join(fill_key, key)
+        if joined is not None:
+            joined.waiters -= 1  # nobody waits for it here
             return
-        fill = self._start(fill_key)
+        self._launch(fill_key, self._validation_request(request, target, meta), received, key, meta, None)
+
+    def _validation_request(self, request: web.BaseRequest, target: str, meta: StoredMeta) -> OriginRequest:
+        """A conditional GET for one stored response (RFC 9111 §4.3.1), the client's own conditionals dropped."""
         origin_request = self._origin_request(request, target, drop=validation.CONDITIONAL_REQUEST_FIELDS)
-        origin_request = OriginRequest(
+        return OriginRequest(
             method="GET",
             url=origin_request.url,
             headers=[*origin_request.headers, *validation.conditional_headers([meta.headers])],
             body=None,
         )
-        self._spawn(self._run_fill(fill, origin_request, received, key, meta, None))
+
+    def _launch(
+        self,
+        fill_key: tuple[str, ...],
+        origin_request: OriginRequest,
+        received: HeaderList,
+        key: str,
+        validating: StoredMeta | None,
+        owner: web.BaseRequest | None,
+    ) -> Fill:
+        """Register a shared fill and start its task; whatever happens, the fill ends and leaves the key.
+
+        The origin request is built *before* the fill is registered, so a request that cannot be
+        forwarded never leaves a registered fill behind.  If the task never gets to run (cancelled
+        at shutdown), its done-callback fails the fill, releasing every waiter with an error.
+        """
+        fill = self._start(fill_key)
+        try:
+            task = asyncio.ensure_future(self._run_fill(fill, origin_request, received, key, validating, owner))
+        except BaseException as exc:
+            fill.fail(exc)
+            self.coalescer.finish(fill)
+            raise
+        self.background.add(task)
+
+        def settle(done: asyncio.Task[None]) -> None:
+            self.background.discard(done)
+            crashed = None if done.cancelled() else done.exception()
+            if crashed is not None:
+                log.error("fill for %s crashed", key, exc_info=crashed)  # our bug: keep the traceback
+            unfinished = fill.head is None or (fill.head.shared and not fill.done)
+            if unfinished and fill.failure is None:
+                fill.fail(EdgeError("the shared fetch for this URL ended without an answer"))
+            self.coalescer.finish(fill)
+
+        task.add_done_callback(settle)
+        return fill
 
     def _join(self, fill_key: tuple[str, ...], key: str) -> Fill | None:
         """Share an in-flight fill, unless a purge since it started may concern this key."""
         fill = self.coalescer.join(fill_key)
-        if fill is not None and self.purges.any_since(fill.start_seq, key):
+        if fill is not None and self.purges.any_since(fill.start_seq, fill.started_at, key):
             fill.waiters -= 1
             return None
         return fill
@@ -629,9 +692,10 @@ class CacheHandler:
                 if await self.key_locks.acquire(key, self.settings.cross_worker_wait):
                     # Another worker was filling this key: it is probably stored now.
                     lookup = await self.store.lookup(key, received)
+                    if lookup.found is not None:
+                        close_handle(lookup.found)
                     found = self._apply_purge_verdict(lookup.found)
                     if found is not None:
-                        close_handle(found)
                         reuse = policy.serve_decision("GET", received, entry_of(found.meta), time.time(), self.policy)
                         if reuse.action is policy.Action.FRESH_HIT:
                             fill.set_head(FillHead(found.meta.status, found.meta.reason, (), True, "stored-elsewhere"))
@@ -809,7 +873,7 @@ class CacheHandler:
             fill.fail(exc)
             return
         await self.sync_purges()
-        if storing and self.purges.purged_since(fill.start_seq, key, meta.tags):
+        if storing and self.purges.purged_since(fill.start_seq, fill.started_at, key, meta.tags):
             storing = False  # a purge arrived while this fill ran: its content must not be stored
             await self._abort(writer)
         if storing:
@@ -819,7 +883,7 @@ class CacheHandler:
             if memory_copy is not None and self.store.memory is not None:
                 await self.store.memory.put(final, bytes(memory_copy))
             await self.sync_purges()
-            if self.purges.purged_since(fill.start_seq, key, meta.tags):
+            if self.purges.purged_since(fill.start_seq, fill.started_at, key, meta.tags):
                 await self.store.delete(key, variant)  # the purge landed between check and publish
             await self._enforce_variant_cap(key)
         if held is not None:
@@ -1132,6 +1196,8 @@ class CacheHandler:
         """Hide hard-purged objects; mark soft-purged ones stale (they may still serve under SWR/SIE)."""
         if found is None:
             return None
+        if found.meta.stored_at < self.opened_at and not self.caught_up.is_set():
+            return None  # stored before this worker started, and the purges it missed are not replayed yet
         verdict = self.purges.verdict(found.meta.key, found.meta.tags, found.meta.stored_at)
         if verdict == "hard":
             return None

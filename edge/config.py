@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from edge.http.forwarding import DEFAULT_STRIPPED_REQUEST_FIELDS, host_field_problem
 from edge.tls import check_tls_pair
 
 ENV_PREFIX = "EDGE_"
@@ -65,6 +66,17 @@ class UpstreamSettings(StrictModel):
     pool_size: Annotated[int, Field(ge=1)] = 512
     keepalive_timeout: Annotated[float, Field(ge=0)] = 30.0
     preserve_host: bool = False
+    # Removed from every request before it reaches the origin: headers frameworks use to rewrite the
+    # host, URL or method although the cache key ignores them (see README "Security and limits").
+    strip_request_headers: list[str] = Field(default_factory=lambda: list(DEFAULT_STRIPPED_REQUEST_FIELDS))
+
+    @field_validator("strip_request_headers")
+    @classmethod
+    def _field_names(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if not name or any(c.isspace() or c in ':\r\n' for c in name):
+                raise ValueError(f"not a header field name: {name!r}")
+        return [name.lower() for name in value]
 
 
 class LimitSettings(StrictModel):
@@ -113,11 +125,17 @@ class EdgeSettings(StrictModel):
     cache_dir: Path = Path("var/cache")
     workers: Annotated[int, Field(ge=1, le=256)] = Field(default_factory=default_workers)
     name: str | None = None
+    # The host name clients use for this edge's site: the only value sent as X-Forwarded-Host when
+    # the client's own Host is not part of the cache key (upstream.preserve_host off).
+    public_host: str | None = None
     drain_timeout: Annotated[float, Field(ge=0)] = 10.0
     shutdown_grace: Annotated[float, Field(ge=0)] = 0.0
     purge_allow: list[str] = Field(default_factory=lambda: ["127.0.0.0/8", "::1/128"])
     control_plane: str | None = None
     control_plane_token: str | None = None
+    # Until this edge has replayed the purges it missed, nothing stored before it started is served:
+    # such requests wait up to this many seconds (from start) for the catch-up, then go to the origin.
+    control_plane_hold: Annotated[float, Field(ge=0)] = 5.0
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     access_log: Literal["json", "combined", "off"] = "json"
     event_loop: Literal["asyncio", "uvloop"] = "asyncio"
@@ -140,6 +158,13 @@ class EdgeSettings(StrictModel):
         except ValueError as exc:
             raise ValueError(f"bad port in {value!r}") from exc
         return value.rstrip("/")
+
+    @field_validator("public_host")
+    @classmethod
+    def _public_host(cls, value: str | None) -> str | None:
+        if value is not None and (not value or host_field_problem([value], (1, 1)) is not None):
+            raise ValueError(f"must be a host name with an optional port, got {value!r}")
+        return value
 
     @field_validator("purge_allow")
     @classmethod

@@ -18,6 +18,7 @@ from aiohttp import ClientResponse, ClientSession, hdrs, web
 from multidict import CIMultiDict
 from yarl import URL
 
+from edge import faultlog
 from edge.accesslog import client_gone, timing_of
 from edge.config import EdgeSettings
 from edge.errors import ClientFault, EdgeError, LoopDetected, OriginBodyBroken
@@ -88,22 +89,50 @@ def upstream_url(origin: URL, target: str) -> URL:
     return URL(base + target, encoded=True)
 
 
+def check_host(request: web.BaseRequest) -> None:
+    """Refuse a request whose ``Host`` lines are missing, repeated or malformed (RFC 9112 §3.2).
+
+    Runs before the cache is consulted, so a hostile name can neither be served a hit nor reach a
+    key, a log line or the origin.
+    """
+    hosts = [value.decode("latin-1") for name, value in request.raw_headers if name.lower() == b"host"]
+    problem = forwarding.host_field_problem(hosts, (request.version.major, request.version.minor))
+    if problem is not None:
+        raise ClientFault(problem)
+
+
 def build_origin_headers(request: web.BaseRequest, context: ForwardContext) -> list[tuple[str, str]]:
-    """Client header lines as forwarded to the origin, per RFC 9110 §7.6 plus X-Forwarded-*."""
+    """Client header lines as forwarded to the origin, per RFC 9110 §7.6 plus X-Forwarded-*.
+
+    Nothing the client sends may change the origin's answer unless the cache key covers it: the
+    client's ``Host`` is passed on (as ``Host`` and ``X-Forwarded-Host``) only with
+    ``preserve_host``, where it is part of the key; otherwise the origin sees its own authority and
+    the configured ``public_host``.  Override headers (``upstream.strip_request_headers``) are dropped.
+    """
     received = decode_raw_headers(request.raw_headers)
+    upstream = context.settings.upstream
     host = request.headers.get(hdrs.HOST, "")
-    if host and not forwarding.is_valid_host_header(host):
+    if host and forwarding.host_field_problem([host], (1, 1)) is not None:
         raise ClientFault("invalid Host header")
-    headers = forwarding.strip_hop_by_hop(received, extra=(*_REQUEST_FIELDS_REWRITTEN, "x-forwarded-for"))
-    origin_host = context.origin.raw_authority
-    headers.insert(0, ("Host", host if context.settings.upstream.preserve_host and host else origin_host))
+    headers = forwarding.strip_hop_by_hop(
+        received, extra=(*_REQUEST_FIELDS_REWRITTEN, "x-forwarded-for", *upstream.strip_request_headers)
+    )
+    keyed_host = host if upstream.preserve_host and host else None
+    headers.insert(0, ("Host", keyed_host or context.origin.raw_authority or ""))
     forwarded_for = forwarding.forwarded_for_value(received, request.remote)
     if forwarded_for:
         headers.append(("X-Forwarded-For", forwarded_for))
     headers.append(("X-Forwarded-Proto", request.scheme))
-    if host:
-        headers.append(("X-Forwarded-Host", host))
+    forwarded_host = keyed_host or context.settings.public_host
+    if forwarded_host:
+        headers.append(("X-Forwarded-Host", forwarded_host))
     return forwarding.append_via(headers, (request.version.major, request.version.minor), context.node_name)
+
+
+def stripped_fields(request: web.BaseRequest, context: ForwardContext) -> list[str]:
+    """Names of the override fields the client sent that the origin will not see (for logs, counters)."""
+    stripped = set(context.settings.upstream.strip_request_headers)
+    return sorted({name.decode("latin-1").lower() for name, _ in request.raw_headers} & stripped)
 
 
 async def stream_request_body(request: web.BaseRequest) -> AsyncIterator[bytes]:
@@ -130,7 +159,7 @@ class Forwarder:
         except EdgeError as exc:
             if isinstance(exc, OriginBodyBroken):
                 raise
-            log.info("%s %s -> %d %s", request.method, request.raw_path[:200], exc.status, exc.reason)
+            faultlog.report(request.remote, request.method, request.raw_path, exc.status, exc.reason)
             return plain_error(exc.status, exc.reason, self.context.node_name)
 
     async def _forward(self, request: web.Request) -> web.StreamResponse:

@@ -13,6 +13,12 @@ never leaves the old content behind.
 Purge-all is O(1): it records a *generation time*; anything stored before it counts as gone (hard)
 or stale (soft), and the disk space is reclaimed in the background.
 
+Invalidations by unsafe methods (RFC 9111 §4.4) are purges of one URL that can come at the rate of
+POSTs, so they skip the log: the worker that saw the successful POST writes "invalidated at T" into
+``invalidated.map``, a shared table of 2^17 times indexed by a hash of the key, and deletes its own
+copies; every worker compares an object's ``stored_at`` with its key's slot before serving it.  Two
+keys that share a slot only cost each other an extra origin fetch, never a wrong response.
+
 The log also keeps the last *cluster* sequence applied (the control plane's numbering), so an edge
 that was down can ask for what it missed.
 """
@@ -27,6 +33,7 @@ import os
 import sqlite3
 import struct
 import time
+import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +44,7 @@ PurgeKind = Literal["urls", "prefix", "tags", "all"]
 # purge.seq layout: sequence (u64), hard-all generation (f64), soft-all generation (f64).
 _STATE_FORMAT = "<Qdd"
 _STATE_SIZE = struct.calcsize(_STATE_FORMAT)
+INVALIDATION_SLOTS = 1 << 17  # 1 MiB of float64 times
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,17 +87,21 @@ class PurgeLog:
         self._db_path = self.directory / "purge.sqlite"
         self._state_path = self.directory / "purge.seq"
         self._conn: sqlite3.Connection | None = None
-        self._map = self._open_state()
+        self._map = _shared_map(self._state_path, _STATE_SIZE)
+        self._invalidated = _shared_map(self.directory / "invalidated.map", INVALIDATION_SLOTS * 8)
         self._lock = asyncio.Lock()
 
-    def _open_state(self) -> mmap.mmap:
-        fd = os.open(self._state_path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            if os.fstat(fd).st_size < _STATE_SIZE:
-                os.ftruncate(fd, _STATE_SIZE)
-            return mmap.mmap(fd, _STATE_SIZE)
-        finally:
-            os.close(fd)
+    def invalidate(self, key: str, at: float) -> None:
+        """RFC 9111 §4.4 for every worker: objects of ``key`` stored before ``at`` are no longer served."""
+        offset = _slot(key)
+        (current,) = struct.unpack_from("<d", self._invalidated, offset)
+        if at > current:
+            struct.pack_into("<d", self._invalidated, offset, at)
+
+    def invalidated_at(self, key: str) -> float:
+        """When ``key`` (or a key sharing its slot) was last invalidated; 0.0 if never."""
+        value: float = struct.unpack_from("<d", self._invalidated, _slot(key))[0]
+        return value
 
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None:
@@ -197,6 +209,22 @@ class PurgeLog:
             self._conn.close()
             self._conn = None
         self._map.close()
+        self._invalidated.close()
+
+
+def _shared_map(path: Path, size: int) -> mmap.mmap:
+    """A file of ``size`` bytes mapped shared, so every worker sees every write at once."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        if os.fstat(fd).st_size < size:
+            os.ftruncate(fd, size)
+        return mmap.mmap(fd, size)
+    finally:
+        os.close(fd)
+
+
+def _slot(key: str) -> int:
+    return (zlib.crc32(key.encode("utf-8", "surrogatepass")) & (INVALIDATION_SLOTS - 1)) * 8
 
 
 class PurgeView:
@@ -235,7 +263,7 @@ class PurgeView:
     def verdict(self, key: str, tags: Iterable[str], stored_at: float) -> Literal["hard", "soft"] | None:
         """Whether an object stored at ``stored_at`` is purged (gone) or soft-purged (stale)."""
         generations = self.log.generations()
-        if stored_at < generations.hard_all_at:
+        if stored_at < generations.hard_all_at or stored_at <= self.log.invalidated_at(key) > 0.0:
             return "hard"
         result: Literal["hard", "soft"] | None = "soft" if stored_at < generations.soft_all_at else None
         tag_list = tuple(tags)
@@ -248,13 +276,18 @@ class PurgeView:
                 result = "soft"
         return result
 
-    def purged_since(self, seq: int, key: str, tags: Iterable[str]) -> bool:
-        """Did any purge after ``seq`` (a fill's start) name this object?"""
+    def purged_since(self, seq: int, started_at: float, key: str, tags: Iterable[str]) -> bool:
+        """Did any purge after ``seq`` (a fill's start, at ``started_at``) name this object, or an invalidation?"""
+        if self.log.invalidated_at(key) >= started_at > 0.0:
+            return True
         tag_list = tuple(tags)
         return any(record.seq > seq and record.matches(key, tag_list) for record in reversed(self.recent))
 
-    def any_since(self, seq: int, key: str) -> bool:
-        """A purge after ``seq`` that may concern ``key`` (tag purges may, until the tags are known)."""
+    def any_since(self, seq: int, started_at: float, key: str) -> bool:
+        """A purge or invalidation since a fill started that may concern ``key`` (tag purges may, until
+        the tags are known)."""
+        if self.log.invalidated_at(key) >= started_at > 0.0:
+            return True
         return any(
             record.seq > seq and (record.kind == "tags" or record.matches(key, ())) for record in reversed(self.recent)
         )

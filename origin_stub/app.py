@@ -461,7 +461,7 @@ async def put_script(request: web.Request) -> web.Response:
     state = request.app[STATE_KEY]
     try:
         script = parse_script(json.loads(await request.read()))
-    except (ValueError, pydantic.ValidationError) as exc:  # includes json.JSONDecodeError
+    except (ValueError, RecursionError, pydantic.ValidationError) as exc:  # includes json.JSONDecodeError
         return web.json_response({"error": "invalid script", "detail": str(exc)}, status=400)
     script_id = request.match_info["id"]
     state.scripts[script_id] = ScriptRun(script)

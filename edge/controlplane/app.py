@@ -42,6 +42,7 @@ from edge.admin import token_matches
 from edge.controlplane.models import ControlPlaneSettings, PurgeRequest
 from edge.controlplane.service import ControlPlane
 from edge.inventory import Inventory
+from edge.jsonbody import BadJsonBody, read_json
 
 __all__ = ["CONTROL_PLANE_KEY", "create_control_plane_app", "register_control_plane"]
 
@@ -112,13 +113,12 @@ class _Handlers:
         self.control_plane = control_plane
 
     async def purge(self, request: web.Request) -> web.Response:
-        raw = await request.read()
         try:
-            body = json.loads(raw)
-        except (ValueError, UnicodeDecodeError):
-            return _error(400, "body is not valid JSON")
-        try:
-            wanted = PurgeRequest.model_validate(body)
+            wanted = PurgeRequest.model_validate(await read_json(request))
+        except BadJsonBody as exc:
+            return _error(exc.status, exc.reason)
+        except RecursionError:
+            return _error(400, "body is nested too deeply")
         except ValidationError as exc:
             problems = _problems(exc)
             reason = "; ".join(f"{item['field']}: {item['error']}" for item in problems)

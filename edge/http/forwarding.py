@@ -7,7 +7,8 @@ table-tested: which fields are hop-by-hop (§7.6.1), how ``Via`` grows and revea
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import re
+from collections.abc import Iterable, Sequence
 
 from edge.http.headers import HeaderList, get_all, split_list
 
@@ -26,6 +27,33 @@ HOP_BY_HOP_FIELDS = frozenset(
         "proxy-authorization",
         "trailer",
     }
+)
+
+
+# Request fields that frameworks honour to rewrite the URL, method, host or scheme they think they
+# serve, while a cache keys on none of them: one hostile value would be stored for everyone (cache
+# poisoning).  Removed from every forwarded request by default (``upstream.strip_request_headers``).
+# ``Forwarded``/``X-Forwarded-Host`` are replaced by values the edge controls, not relayed.
+DEFAULT_STRIPPED_REQUEST_FIELDS = (
+    "forwarded",
+    "x-forwarded-host",
+    "x-forwarded-server",
+    "x-forwarded-port",
+    "x-forwarded-prefix",
+    "x-forwarded-scheme",
+    "x-forwarded-ssl",
+    "x-original-host",
+    "x-host",
+    "x-original-url",
+    "x-rewrite-url",
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+    "x-original-method",
+    "x-scheme",
+    "x-url-scheme",
+    "front-end-https",
+    "x-real-ip",
 )
 
 
@@ -82,13 +110,28 @@ def forwarded_for_value(headers: HeaderList, peer: str | None) -> str | None:
     return ", ".join(previous) if previous else None
 
 
-def is_valid_host_header(value: str) -> bool:
-    """A ``Host`` value a proxy can safely pass on (RFC 9110 §7.2, RFC 3986 authority).
+# RFC 3986 §3.2.2/§3.2.3: host = IP-literal / IPv4address / reg-name, then an optional ":" port.
+# reg-name is *( unreserved / pct-encoded / sub-delims ); IPv4 addresses match it too.
+_REG_NAME = r"(?:[A-Za-z0-9\-._~!$&'()*+,;=]|%[0-9A-Fa-f]{2})*"
+_IP_LITERAL = r"\[(?:[0-9A-Fa-f:.]+|v[0-9A-Fa-f]+\.[A-Za-z0-9\-._~!$&'()*+,;=:]+)\]"
+_HOST_FIELD = re.compile(rf"(?:{_IP_LITERAL}|{_REG_NAME})(?::[0-9]*)?")
+MAX_HOST_LENGTH = 255
 
-    Whitespace, control characters, userinfo and path separators are refused so that a client
-    cannot smuggle a second authority or line into what the origin sees.
+
+def host_field_problem(values: Sequence[str], http_version: tuple[int, int]) -> str | None:
+    """Why a request's ``Host`` lines are unacceptable, or None (RFC 9112 §3.2).
+
+    A server must answer 400 to an HTTP/1.1 request without ``Host``, to any request with more
+    than one ``Host`` line, and to one whose value is not ``uri-host [":" port]``.  Checking this
+    before the cache is consulted keeps hostile names out of keys, logs and origin requests alike.
     """
-    if not value or len(value) > 255:
-        return False
-    forbidden = set(' \t\r\n/\\@?#"<>`{}|^')
-    return not any(char in forbidden or ord(char) < 0x21 or ord(char) > 0x7E for char in value)
+    if len(values) > 1:
+        return "more than one Host header"
+    if not values:
+        return "missing Host header" if http_version >= (1, 1) else None
+    value = values[0].strip(" \t")
+    if len(value) > MAX_HOST_LENGTH:
+        return "Host header too long"
+    if _HOST_FIELD.fullmatch(value) is None:
+        return "invalid Host header"
+    return None

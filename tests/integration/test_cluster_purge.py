@@ -65,14 +65,21 @@ class Cluster:
         line = self.control.stdout.readline()
         assert re.search(r"control plane listening on", line), line
 
-    def start_edge(self, name: str) -> EdgeProcess:
+    def stop_control_plane(self) -> None:
+        assert self.control is not None
+        os.kill(self.control.pid, signal.SIGTERM)
+        self.control.wait(10)
+        if self.control.stdout is not None:
+            self.control.stdout.close()
+
+    def start_edge(self, name: str, env: dict[str, str] | None = None) -> EdgeProcess:
         public, admin = self.ports[name]
         edge = launch_edge(
             [
                 "--origin", self.origin.url, "--listen", f"127.0.0.1:{public}", "--admin-listen", f"127.0.0.1:{admin}",
                 "--cache-dir", str(self.tmp_path / name), "--workers", "1", "--name", name,
             ],
-            env={"EDGE_CONTROL_PLANE": self.control_url, "EDGE_ACCESS_LOG": "off"},
+            env={"EDGE_CONTROL_PLANE": self.control_url, "EDGE_ACCESS_LOG": "off", **(env or {})},
         )  # fmt: skip
         self.edges[name] = edge
         return edge
@@ -171,3 +178,57 @@ async def test_edge_behind_a_truncated_log_purges_everything(cluster: Cluster) -
     cluster.start_edge("e2")
     await wait_ready(cluster.admin_url("e2"))
     assert await x_cache(cluster.edge_url("e2") + kept_path) == "MISS"
+
+
+async def readyz_status(admin_url: str) -> int:
+    async with aiohttp.ClientSession() as client, client.get(f"{admin_url}/readyz") as resp:
+        return resp.status
+
+
+async def get_with_cache_status(url: str) -> tuple[str, bytes]:
+    async with (
+        aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as client,
+        client.get(url) as resp,
+    ):
+        return resp.headers["X-Cache"], await resp.read()
+
+
+async def test_a_restarted_edge_serves_nothing_purged_before_it_caught_up(cluster: Cluster) -> None:
+    """Clients that reach the edge directly (not through the router) while it replays missed purges
+    wait for the replay instead of getting content the cluster purged while the edge was down."""
+    cluster.start_edge("e1")
+    await wait_ready(cluster.admin_url("e1"))
+    path = "/obj/held?size=100&max_age=600"
+    await x_cache(cluster.edge_url("e1") + path)
+    assert await x_cache(cluster.edge_url("e1") + path) == "HIT"
+    cluster.edges["e1"].stop()
+    await cluster_purge(cluster.control_url, {"urls": ["http://www.example.com" + path]})
+    cluster.stop_control_plane()  # the edge restarts while it cannot learn what it missed
+
+    cluster.start_edge("e1", env={"EDGE_CONTROL_PLANE_HOLD": "30"})
+    assert await readyz_status(cluster.admin_url("e1")) == 503
+    held = asyncio.ensure_future(get_with_cache_status(cluster.edge_url("e1") + path))
+    done, _ = await asyncio.wait({held}, timeout=0.5)  # nothing must happen during this interval
+    assert not done, "a request for a stored object was answered before the purges were replayed"
+    cluster.start_control_plane()
+    status, body = await held
+    assert status == "MISS"  # the purged object was never served
+    assert len(body) == 100
+    await wait_ready(cluster.admin_url("e1"))
+    assert await origin_count(cluster.origin, "/obj/held") == 2
+    assert await x_cache(cluster.edge_url("e1") + "/obj/new-after-restart?size=5&max_age=60") == "MISS"
+
+
+async def test_past_the_hold_the_edge_asks_the_origin_instead_of_serving_old_content(cluster: Cluster) -> None:
+    cluster.start_edge("e1")
+    await wait_ready(cluster.admin_url("e1"))
+    path = "/obj/expired-hold?size=10&max_age=600"
+    await x_cache(cluster.edge_url("e1") + path)
+    cluster.edges["e1"].stop()
+    cluster.stop_control_plane()
+    cluster.start_edge("e1", env={"EDGE_CONTROL_PLANE_HOLD": "1"})
+    status, _ = await get_with_cache_status(cluster.edge_url("e1") + path)
+    assert status == "MISS"  # not caught up, hold over: the origin answers, never the old copy
+    assert await origin_count(cluster.origin, "/obj/expired-hold") == 2
+    assert await x_cache(cluster.edge_url("e1") + path) == "HIT"  # stored after start: servable
+    assert await readyz_status(cluster.admin_url("e1")) == 503  # still not ready for the router

@@ -547,6 +547,8 @@ async def test_recent_purges_with_summaries(aiohttp_client: ClientFactory, fakes
         (b'{"all": true, "soft": "yes"}', 422, "soft:"),
         (b'{"all": true, "cluster_seq": 9}', 422, "cluster_seq: unknown field"),
         (b'{"tags": ["a b"]}', 422, "tags:"),
+        (b"[" * 100_000 + b"]" * 100_000, 400, "nested too deeply"),
+        (b'{"tags": ' + b"[" * 5000 + b"]" * 5000 + b"}", 400, "nested too deeply"),
     ],
 )
 async def test_malformed_purges_are_refused_and_not_logged(

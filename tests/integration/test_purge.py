@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import io
+import json
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +21,18 @@ async def admin_post(admin: str, body: Any, token: str | None = None, raw: bytes
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     async with (
         aiohttp.ClientSession() as client,
-        client.post(f"{admin}/purge", json=None if raw is not None else body, data=raw, headers=headers) as resp,
+        client.post(
+            f"{admin}/purge",
+            json=None if raw is not None else body,
+            data=io.BytesIO(raw) if raw is not None else None,
+            headers=headers,
+        ) as resp,
     ):
-        return resp.status, await resp.json(content_type=None)
+        text = await resp.text()
+        try:
+            return resp.status, json.loads(text)
+        except ValueError:
+            return resp.status, text  # aiohttp's own 413 is plain text
 
 
 async def get_json(url: str, token: str | None = None) -> tuple[int, Any]:
@@ -158,6 +169,16 @@ async def test_purge_all_is_generation_based(origin: OriginStubServer, edge_pair
         pytest.param(b'{"tags": ["a b"]}', 422, "whitespace", id="tag-with-space"),
         pytest.param(b'{"urls": []}', 422, "urls", id="empty-urls"),
         pytest.param(b'{"all": true, "colour": 1}', 422, "colour", id="unknown-field"),
+        pytest.param(b"[" * 100_000 + b"]" * 100_000, 400, "nested too deeply", id="deeply-nested-list"),
+        pytest.param(b'{"a":' * 50_000 + b"1" + b"}" * 50_000, 400, "nested too deeply", id="deeply-nested-object"),
+        pytest.param(b'{"urls": ' + b"[" * 5000 + b"]" * 5000 + b"}", 400, "nested too deeply", id="nested-in-field"),
+        pytest.param(b'{"urls": [[[["http://a/x"]]]]}', 422, "urls", id="nested-urls"),
+        pytest.param(b"[1, 2]", 422, "PurgeRequest", id="not-an-object"),
+        pytest.param(b'"text"', 422, "PurgeRequest", id="a-string"),
+        pytest.param(b"", 400, "not valid JSON", id="empty"),
+        pytest.param(b"\xff\xfe{}", 400, "not valid JSON", id="not-utf8"),
+        pytest.param(b'{"all": NaN}', 422, "all", id="nan"),
+        pytest.param(b'{"urls": ["http://a/x"]}' + b" " * (2 * 1024 * 1024), 413, "size", id="over-the-size-limit"),
     ],
 )
 async def test_malformed_purge_bodies(

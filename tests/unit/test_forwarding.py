@@ -84,21 +84,45 @@ def test_forwarded_for(lines: list[str], peer: str | None, expected: str | None)
 
 
 @pytest.mark.parametrize(
-    ("host", "valid"),
+    ("values", "version", "problem"),
     [
-        ("example.com", True),
-        ("example.com:8080", True),
-        ("[::1]:80", True),
-        ("", False),
-        ("a b", False),
-        ("evil.com/path", False),
-        ("user@host", False),
-        ("x\r\nInjected: 1", False),
-        ("é.example", False),
+        (["example.com"], (1, 1), None),
+        (["example.com:8080"], (1, 1), None),
+        (["[::1]:80"], (1, 1), None),
+        (["192.0.2.1"], (1, 1), None),
+        (["xn--bcher-kva.example"], (1, 1), None),
+        (["example.com:"], (1, 1), None),  # RFC 3986: port = *DIGIT
+        ([""], (1, 1), None),  # reg-name may be empty
+        ([" example.com "], (1, 1), None),  # optional whitespace around a field value
+        ([], (1, 1), "missing Host header"),
+        ([], (1, 0), None),  # HTTP/1.0 clients need not send one
+        (["a.example", "b.example"], (1, 1), "more than one Host header"),
+        (["a.example", "a.example"], (1, 0), "more than one Host header"),
+        (["a b"], (1, 1), "invalid Host header"),
+        (["a/b"], (1, 1), "invalid Host header"),
+        (["a\\b"], (1, 1), "invalid Host header"),
+        (["evil.com/path"], (1, 1), "invalid Host header"),
+        (["user@host"], (1, 1), "invalid Host header"),
+        (["x\r\nInjected: 1"], (1, 1), "invalid Host header"),
+        (["\u00e9.example"], (1, 1), "invalid Host header"),
+        (["host:80:80"], (1, 1), "invalid Host header"),
+        (["host:abc"], (1, 1), "invalid Host header"),
+        (["[::1"], (1, 1), "invalid Host header"),
+        (["a%zz"], (1, 1), "invalid Host header"),
+        (["a" * 256], (1, 1), "Host header too long"),
     ],
 )
-def test_host_header_validation(host: str, valid: bool) -> None:
-    assert forwarding.is_valid_host_header(host) is valid
+def test_host_field_rfc9112_3_2(values: list[str], version: tuple[int, int], problem: str | None) -> None:
+    """RFC 9112 §3.2: 400 for a missing (HTTP/1.1), repeated or malformed Host."""
+    assert forwarding.host_field_problem(values, version) == problem
+
+
+@given(st.lists(st.text(max_size=40), max_size=3), st.sampled_from([(1, 0), (1, 1)]))
+def test_host_field_check_never_raises(values: list[str], version: tuple[int, int]) -> None:
+    """Property: any Host lines get a verdict; an accepted one has no whitespace, slash or control character."""
+    problem = forwarding.host_field_problem(values, version)
+    if problem is None and values:
+        assert not any(c in values[0].strip(" \t") for c in " /\\\r\n@?#\t")
 
 
 @given(st.lists(st.tuples(st.text(max_size=20), st.text(max_size=40)), max_size=12))

@@ -82,6 +82,14 @@ def configure_access_logger() -> logging.Logger:
     return logger
 
 
+def reopen_log_files() -> None:
+    """SIGUSR1 (log rotation): files are reopened on their next write; stdout/stderr need nothing."""
+    for name in (ACCESS_LOGGER_NAME, ""):
+        for handler in logging.getLogger(name or None).handlers:
+            if isinstance(handler, logging.FileHandler):
+                handler.close()  # mode "a": the next emit opens the path anew
+
+
 class EdgeAccessLogger(AbstractAccessLogger):
     """aiohttp access logger writing JSON lines or combined format (``access_log_format``)."""
 

@@ -15,13 +15,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import signal
 import sys
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
+from edge import signals
 from edge.config import ConfigError
 from edge.controlplane.app import create_control_plane_app
 from edge.controlplane.log import LogLockedError
@@ -85,8 +85,7 @@ async def serve(settings: StandaloneSettings, inventory: Inventory) -> None:
     """Run until SIGTERM/SIGINT."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
+    signals.install(loop, stop.set)
     app = create_control_plane_app(inventory, settings.control_plane())
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
     try:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import signal
 import ssl
 import sys
 from pathlib import Path
@@ -25,6 +24,8 @@ from typing import Any
 
 from aiohttp import web
 
+from edge import signals
+from edge.accesslog import reopen_log_files
 from edge.config import ConfigError
 from edge.router.accesslog import ACCESS_LOGGER
 from edge.router.app import ROUTER_KEY, RouterParts, create_router_admin_app, create_router_app, open_router_parts
@@ -153,8 +154,6 @@ async def serve(settings: RouterSettings, parts: RouterParts) -> None:
     """Run both apps until SIGTERM/SIGINT; SIGHUP reloads the geo database."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
     app = create_router_app(
         settings, inventory=parts.inventory, locator=parts.locator, coverage=parts.coverage, health=parts.health
     )
@@ -166,7 +165,7 @@ async def serve(settings: RouterSettings, parts: RouterParts) -> None:
         except GeoDatabaseError as exc:
             log.error("geo database reload failed; keeping the one in use: %s", exc)
 
-    loop.add_signal_handler(signal.SIGHUP, reload_geodb)
+    signals.install(loop, stop.set, reload=reload_geodb, reopen_logs=reopen_log_files)
     public_runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
     admin_runner = web.AppRunner(create_router_admin_app(router), access_log=None, shutdown_timeout=1.0)
     await public_runner.setup()  # starts the health checker: the first round completes here

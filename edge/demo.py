@@ -9,6 +9,7 @@ try, and on Ctrl-C (or SIGTERM) stops every process it started, by PID.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -17,6 +18,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -29,6 +31,9 @@ REGIONS = (
 )
 
 
+START_TIMEOUT_S = 60.0
+
+
 @dataclass
 class Component:
     name: str
@@ -38,50 +43,75 @@ class Component:
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
 
-def wait_ready(component: Component, deadline: float) -> None:
-    """Poll the component's readiness URL; fail fast if its process died."""
-    while time.monotonic() < deadline:
-        assert component.process is not None
-        if component.process.poll() is not None:
-            raise RuntimeError(f"{component.name} exited with code {component.process.returncode}")
-        try:
-            with urllib.request.urlopen(component.ready_url, timeout=1.0) as response:
-                if response.status == 200:
-                    return
-        except (urllib.error.URLError, OSError):
-            pass
+class Interrupted(Exception):
+    """Ctrl-C (or SIGTERM) arrived while the demo was starting."""
+
+
+def _probe(url: str) -> bytes | None:
+    """The body of a 200 answer from ``url``, or None (not up yet)."""
+    try:
+        with urllib.request.urlopen(url, timeout=1.0) as response:
+            return bytes(response.read()) if response.status == 200 else None
+    except (urllib.error.URLError, OSError):
+        return None
+
+
+def wait_until_ready(
+    components: list[Component], deadline: float, stopping: Callable[[], bool], what: str = "ready"
+) -> None:
+    """Poll every component's readiness URL together; fail fast if one died, stop at once on Ctrl-C."""
+    pending = list(components)
+    while pending:
+        if stopping():
+            raise Interrupted
+        for component in list(pending):
+            assert component.process is not None
+            if component.process.poll() is not None:
+                raise RuntimeError(f"{component.name} exited with code {component.process.returncode}")
+            if _probe(component.ready_url) is not None:
+                pending.remove(component)
+        if not pending:
+            return
+        if time.monotonic() > deadline:
+            names = ", ".join(f"{c.name} ({c.ready_url})" for c in pending)
+            raise RuntimeError(f"not {what} in time: {names}")
         time.sleep(0.1)
-    raise RuntimeError(f"{component.name} not ready at {component.ready_url} in time")
 
 
-def wait_all_healthy(health_url: str, deadline: float) -> None:
+def wait_all_healthy(health_url: str, deadline: float, stopping: Callable[[], bool]) -> None:
     """Until the router reports every edge healthy (its checks have hysteresis: a few rounds)."""
     while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(health_url, timeout=1.0) as response:
-                report = json.loads(response.read())
-                if report.get("healthy") == report.get("total"):
-                    return
-        except (urllib.error.URLError, OSError, ValueError):
-            pass
+        if stopping():
+            raise Interrupted
+        body = _probe(health_url)
+        if body is not None:
+            try:
+                report = json.loads(body)
+            except ValueError:
+                report = {}
+            if report.get("healthy") == report.get("total"):
+                return
         time.sleep(0.2)
     raise RuntimeError("the router did not see every edge healthy in time")
 
 
 def stop_all(components: list[Component], timeout: float = 15.0) -> None:
-    """SIGTERM each started process (its own group: edge workers included), then SIGKILL stragglers."""
-    for component in reversed(components):
-        if component.process is not None and component.process.poll() is None:
-            os.killpg(component.process.pid, signal.SIGTERM)
+    """SIGTERM each started process group (edge workers included), then SIGKILL stragglers.
+
+    The group is signalled even when its leader already exited, so no child it left behind survives.
+    """
+    started = [component.process for component in reversed(components) if component.process is not None]
+    for process in started:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
-    for component in components:
-        if component.process is None:
-            continue
-        try:
-            component.process.wait(max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            os.killpg(component.process.pid, signal.SIGKILL)
-            component.process.wait(5)
+    for process in started:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(max(0.1, deadline - time.monotonic()))
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(5)
 
 
 def env_int(name: str, default: int) -> int:
@@ -229,35 +259,41 @@ def components_for(args: argparse.Namespace, inventory: Path) -> list[Component]
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     workdir: Path = args.workdir
-    workdir.mkdir(parents=True, exist_ok=True)
-    inventory = workdir / "inventory.toml"
-    write_inventory(inventory, args.host, args.edge_port, args.admin_port)
-    components = components_for(args, inventory)
     stopping = False
 
     def request_stop(signum: int, frame: FrameType | None) -> None:
         nonlocal stopping
         stopping = True
 
+    # Installed before anything starts: Ctrl-C at any moment stops whatever was started.
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
+    workdir.mkdir(parents=True, exist_ok=True)
+    inventory = workdir / "inventory.toml"
+    write_inventory(inventory, args.host, args.edge_port, args.admin_port)
+    components = components_for(args, inventory)
+    code = 0
     try:
+        # Everything starts at once (each start costs a Python interpreter and its imports; one after
+        # the other they took most of a minute on a loaded 2-core machine); edges retry the router
+        # until it answers, so the order does not matter.
         for component in components:
+            if stopping:
+                raise Interrupted
             component.process = subprocess.Popen(
                 component.argv, start_new_session=True, env={**os.environ, **component.env}
             )
-            wait_ready(component, time.monotonic() + 30)
+        deadline = time.monotonic() + START_TIMEOUT_S
+        wait_until_ready(components, deadline, lambda: stopping, "up")
         # Edges turn ready once they caught up with the router's purge log; then the router's
         # health checks must have seen every one of them up.
-        for index, (name, *_rest) in enumerate(REGIONS):
-            ready = Component(
-                f"edge {name} (ready)",
-                [],
-                f"http://{args.host}:{args.admin_port + index}/readyz",
-                process=components[index + 2].process,
-            )
-            wait_ready(ready, time.monotonic() + 30)
-        wait_all_healthy(f"http://{args.host}:{args.router_admin_port}/health", time.monotonic() + 30)
+        ready = [
+            Component(f"edge {name} (ready)", [], f"http://{args.host}:{args.admin_port + index}/readyz",
+                      process=components[index + 2].process)
+            for index, (name, *_rest) in enumerate(REGIONS)
+        ]  # fmt: skip
+        wait_until_ready(ready, deadline, lambda: stopping)
+        wait_all_healthy(f"http://{args.host}:{args.router_admin_port}/health", deadline, lambda: stopping)
         print(guide(args), flush=True)
         while not stopping and not args.exit_when_ready:
             for component in components:
@@ -266,12 +302,16 @@ def main(argv: list[str] | None = None) -> None:
                     print(f"{component.name} exited unexpectedly; stopping the demo", file=sys.stderr)
                     stopping = True
             time.sleep(0.2)
+    except Interrupted:
+        print("interrupted while starting", file=sys.stderr)
     except RuntimeError as exc:
         print(f"demo failed: {exc}", file=sys.stderr)
+        code = 1
+    finally:
+        print("stopping...", flush=True)
         stop_all(components)
-        sys.exit(1)
-    print("stopping...", flush=True)
-    stop_all(components)
+    if code:
+        sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,11 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import PROJECT_ROOT, free_port
+from tests.support.processes import alive
+from tests.support.wait import until_sync
 
 
 def free_block(count: int) -> int:
@@ -120,3 +124,50 @@ def test_demo_end_to_end_and_clean_stop(tmp_path: Path) -> None:
     assert process.returncode == 0
     time.sleep(0.5)
     assert [pid for pid in descendants if Path(f"/proc/{pid}").exists()] == []
+
+
+@pytest.mark.parametrize("after_s", [0.3, 1.0, 2.0])
+def test_ctrl_c_during_start_up_stops_everything(tmp_path: Path, after_s: float) -> None:
+    """Ctrl-C at any moment of the launcher's start-up stops every process it started, quickly."""
+    origin_port, router_port, router_admin_port = free_port(), free_port(), free_port()
+    edge_base, admin_base = free_block(3), free_block(3)
+    process = subprocess.Popen(
+        [
+            sys.executable, "-m", "edge.demo",
+            "--origin-port", str(origin_port), "--router-port", str(router_port),
+            "--router-admin-port", str(router_admin_port),
+            "--edge-port", str(edge_base), "--admin-port", str(admin_base),
+            "--workdir", str(tmp_path / "demo"),
+        ],
+        cwd=PROJECT_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    seen: set[int] = set()
+    deadline = time.monotonic() + after_s
+    while time.monotonic() < deadline:  # collect every process it starts until the interrupt
+        seen |= descendants_of(process.pid)
+        time.sleep(0.02)
+    seen |= descendants_of(process.pid)
+    os.kill(process.pid, signal.SIGINT)
+    assert process.wait(30) == 0
+    until_sync(lambda: not any(alive(pid) for pid in seen), timeout=10, what="every demo process gone")
+
+
+def test_start_up_waits_give_way_to_ctrl_c_at_once(tmp_path: Path) -> None:
+    """A component that never turns ready (the stall once seen under load) does not delay Ctrl-C."""
+    from edge.demo import Component, Interrupted, wait_until_ready
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)  # accepts connections into the backlog, never answers
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        component = Component("silent", [], f"http://127.0.0.1:{silent.getsockname()[1]}/readyz", process=sleeper)
+        asked = time.monotonic() + 0.3
+        started = time.monotonic()
+        with pytest.raises(Interrupted):
+            wait_until_ready([component], time.monotonic() + 60, lambda: time.monotonic() > asked)
+        assert time.monotonic() - started < 3.0
+    finally:
+        sleeper.kill()
+        sleeper.wait(5)
+        silent.close()

@@ -1,0 +1,367 @@
+"""The request cycle: one request head, its body as it arrives, and the one response to it.
+
+A handler reads the body with :meth:`Exchange.body_chunks` (flow-controlled: the connection stops
+reading while chunks wait unread) and answers with :meth:`respond` (a complete response, one write)
+or :meth:`start` / :meth:`write` / :meth:`end` (streamed, with backpressure), :meth:`sendfile` for
+a body on disk, :meth:`interim` for 1xx, and :meth:`abort` to cut the connection when a body broke
+after its head was sent (a short body must never look complete).  Framing (``Content-Length`` or
+chunked), ``Date`` and ``Connection`` are added here and nowhere else; nothing else is invented.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import os
+from collections.abc import AsyncIterator, Iterable, Sequence
+from typing import TYPE_CHECKING
+
+from edge.server.flow import WRITE_HIGH_WATER, WRITE_LOW_WATER, ClientGone
+from edge.server.wire import CRLF, LAST_CHUNK, chunk, header_block, http_date, status_line
+
+if TYPE_CHECKING:
+    from edge.server.protocol import HttpProtocol
+
+BODY_HIGH_WATER = 256 * 1024  # request body bytes queued unread before the connection stops reading
+BODY_LOW_WATER = 64 * 1024
+SENDFILE_MAX = 4 * 1024 * 1024
+PUSH_CHUNK = 256 * 1024  # bytes sent through the transport when the socket is full (see sendfile)
+_NO_BODY_STATUSES = frozenset({204, 304})
+_FRAMING = frozenset({"content-length", "transfer-encoding", "connection", "keep-alive"})
+
+
+class RequestHead:
+    """What the parser collected: method, target, version and header lines, exactly as received."""
+
+    __slots__ = (
+        "_headers",
+        "expect_continue",
+        "fast",
+        "has_body",
+        "host",
+        "keep_alive",
+        "method",
+        "peer",
+        "raw_headers",
+        "raw_target",
+        "referer",
+        "scheme",
+        "started",
+        "user_agent",
+        "version",
+    )
+
+    def __init__(
+        self,
+        method: str,
+        raw_target: bytes,
+        version: tuple[int, int],
+        raw_headers: list[tuple[bytes, bytes]],
+        *,
+        peer: str | None,
+        scheme: str,
+        keep_alive: bool,
+        started: float,
+        host: bytes | None = None,
+        fast: bool = True,
+        has_body: bool = False,
+        user_agent: bytes | None = None,
+        referer: bytes | None = None,
+        expect_continue: bool = False,
+    ) -> None:
+        self.method = method
+        self.raw_target = raw_target
+        self.version = version
+        self.raw_headers = raw_headers
+        self.peer = peer
+        self.scheme = scheme
+        self.keep_alive = keep_alive
+        self.started = started
+        self.host = host
+        self.fast = fast
+        self.has_body = has_body
+        self.user_agent = user_agent
+        self.referer = referer
+        self.expect_continue = expect_continue
+        self._headers: list[tuple[str, str]] | None = None
+
+    @property
+    def target(self) -> str:
+        return self.raw_target.decode("latin-1")
+
+    @property
+    def headers(self) -> list[tuple[str, str]]:
+        """Header lines decoded as latin-1 (RFC 9110 §5.5), order, case and repetition kept."""
+        if self._headers is None:
+            self._headers = [(name.decode("latin-1"), value.decode("latin-1")) for name, value in self.raw_headers]
+        return self._headers
+
+    def header(self, name: str) -> str | None:
+        wanted = name.lower()
+        for key, value in self.headers:
+            if key.lower() == wanted:
+                return value
+        return None
+
+    @property
+    def proto(self) -> str:
+        return f"HTTP/{self.version[0]}.{self.version[1]}"
+
+
+class BodyReader:
+    """The request body as it arrives: a queue the parser fills and one handler drains."""
+
+    __slots__ = ("_chunks", "_exchange", "_waiter", "complete", "failed", "received", "size")
+
+    def __init__(self, exchange: Exchange) -> None:
+        self._exchange = exchange
+        self._chunks: collections.deque[bytes] = collections.deque()
+        self._waiter: asyncio.Future[None] | None = None
+        self.size = 0  # bytes queued, unread
+        self.received = 0
+        self.complete = False
+        self.failed: str | None = None
+
+    def feed(self, data: bytes) -> None:
+        self._chunks.append(data)
+        self.size += len(data)
+        self.received += len(data)
+        if self.size > BODY_HIGH_WATER:
+            self._exchange.protocol.flow.pause_reading()
+        self._wake()
+
+    def finish(self) -> None:
+        self.complete = True
+        self._wake()
+
+    def fail(self, reason: str) -> None:
+        self.failed = reason
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def read(self) -> bytes:
+        """The next chunk; ``b""`` at the end; raises ClientGone if the client left mid-body."""
+        while not self._chunks:
+            if self.complete:
+                return b""
+            if self.failed is not None:
+                raise ClientGone(self.failed)
+            self._exchange.continue_if_expected()
+            self._waiter = asyncio.get_running_loop().create_future()
+            await self._waiter
+        data = self._chunks.popleft()
+        self.size -= len(data)
+        if self.size <= BODY_LOW_WATER:
+            self._exchange.protocol.flow.resume_reading()
+        return data
+
+
+class Exchange:
+    """One request and its response on a connection."""
+
+    __slots__ = (
+        "_deferred",
+        "body",
+        "bytes_sent",
+        "cache_label",
+        "cache_status",
+        "chunked",
+        "close_after",
+        "continued",
+        "finished",
+        "head",
+        "lookup_ms",
+        "origin_ms",
+        "protocol",
+        "started",
+        "status",
+    )
+
+    def __init__(self, protocol: HttpProtocol, head: RequestHead) -> None:
+        self.protocol = protocol
+        self.head = head
+        self.body: BodyReader | None = BodyReader(self) if head.has_body else None
+        self.status = 0
+        self.started = False
+        self.finished = False
+        self.chunked = False
+        self.close_after = not head.keep_alive
+        self.continued = False
+        self.bytes_sent = 0
+        self._deferred: bytes | None = None
+        self.cache_label = "-"
+        self.cache_status: str | None = None
+        self.lookup_ms: float | None = None
+        self.origin_ms: float | None = None
+
+    # -- request body ------------------------------------------------------------------------
+    async def body_chunks(self) -> AsyncIterator[bytes]:
+        """The request body chunk by chunk as the client sends it (nothing if it has none)."""
+        if self.body is None:
+            return
+        while True:
+            data = await self.body.read()
+            if not data:
+                return
+            yield data
+
+    def continue_if_expected(self) -> None:
+        """``Expect: 100-continue``: tell the client to send its body once we want to read it."""
+        if self.head.expect_continue and not self.continued and not self.started:
+            self.continued = True
+            self.protocol.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+    # -- response ----------------------------------------------------------------------------
+    def _head_bytes(
+        self, status: int, reason: str | None, headers: Iterable[tuple[str, str]], length: int | None
+    ) -> bytes:
+        self.status = status
+        lines = [(name, value) for name, value in headers if name.lower() not in _FRAMING]
+        has_date = any(name.lower() == "date" for name, _ in lines)
+        body_allowed = status not in _NO_BODY_STATUSES and status >= 200
+        if self.body is not None and not self.body.complete:
+            self.close_after = True  # the rest of an unread request body is not worth waiting for
+        if self.protocol.shutting_down:
+            self.close_after = True
+        if body_allowed:
+            if length is not None:
+                lines.append(("Content-Length", str(length)))
+            elif self.head.version >= (1, 1):
+                self.chunked = self.head.method != "HEAD"
+                lines.append(("Transfer-Encoding", "chunked"))
+            else:
+                self.close_after = True  # HTTP/1.0 without a length: the close ends the body
+        if self.close_after:
+            lines.append(("Connection", "close"))
+        elif self.head.version < (1, 1):
+            lines.append(("Connection", "keep-alive"))
+        return status_line(status, reason) + (b"" if has_date else http_date.line()) + header_block(lines) + CRLF
+
+    async def start(
+        self,
+        status: int,
+        reason: str | None = None,
+        headers: Iterable[tuple[str, str]] = (),
+        *,
+        length: int | None = None,
+        defer: bool = False,
+    ) -> None:
+        """Send the response head (``defer``: with the first body bytes, in one write)."""
+        if self.started:
+            raise RuntimeError("response already started")
+        self.started = True
+        head = self._head_bytes(status, reason, headers, length)
+        if defer:
+            self._deferred = head
+        else:
+            await self._send(head)
+
+    async def write(self, data: bytes | bytearray | memoryview) -> None:
+        if not data or self.head.method == "HEAD" or self.status in _NO_BODY_STATUSES:
+            return
+        self.bytes_sent += len(data)
+        payload = chunk(data) if self.chunked else bytes(data) if not isinstance(data, bytes) else data
+        if self._deferred is not None:
+            payload = self._deferred + payload
+            self._deferred = None
+        await self._send(payload)
+
+    async def end(self) -> None:
+        if self.finished:
+            return
+        tail = LAST_CHUNK if self.chunked else b""
+        if self._deferred is not None:
+            tail, self._deferred = self._deferred + tail, None
+        if tail:
+            self.protocol.write(tail)
+        self.finished = True
+
+    async def respond(
+        self,
+        status: int,
+        headers: Sequence[tuple[str, str]] = (),
+        body: bytes = b"",
+        reason: str | None = None,
+        *,
+        length: int | None = None,
+    ) -> None:
+        """A complete response in one write (``length`` overrides ``len(body)``: answers to HEAD)."""
+        self.started = True
+        head = self._head_bytes(status, reason, headers, len(body) if length is None else length)
+        if self.head.method == "HEAD" or status in _NO_BODY_STATUSES or status < 200:
+            body = b""
+        self.bytes_sent = len(body)
+        self.protocol.write(head + body if len(body) < 65536 else head)
+        if len(body) >= 65536:
+            self.protocol.write(body)
+        self.finished = True
+        await self.protocol.flow.drain()
+
+    async def interim(self, status: int, reason: str, headers: Sequence[tuple[str, str]]) -> None:
+        """A 1xx response before the final one (RFC 9110 §15.2); never to an HTTP/1.0 client."""
+        if self.started or self.head.version < (1, 1) or not 100 <= status < 200:
+            return
+        await self._send(status_line(status, reason) + header_block(headers) + CRLF)
+
+    async def sendfile(self, fd: int, offset: int, count: int) -> None:
+        """``count`` bytes of an open file as (part of) the body: zero-copy when the socket allows.
+
+        The kernel's ``sendfile`` writes straight to the socket whenever the transport has nothing
+        buffered (so ordering is kept); when the socket is full, one chunk goes through the
+        transport instead, whose buffer then tells us (``drain``) when there is room again.  Works
+        on both event loops (uvloop has no ``loop.sendfile``); TLS and odd transports get chunks.
+        """
+        if self.head.method == "HEAD" or count <= 0:
+            return
+        if self._deferred is not None:
+            await self._send(self._deferred)
+            self._deferred = None
+        self.bytes_sent += count
+        transport = self.protocol.transport
+        sock = None if self.protocol.tls or self.chunked else transport.get_extra_info("socket")
+        out_fd = sock.fileno() if sock is not None else -1
+        if out_fd >= 0:
+            # Writing resumes only once the transport is empty, so sendfile can follow a pushed chunk.
+            transport.set_write_buffer_limits(high=PUSH_CHUNK // 2, low=0)
+        try:
+            await self._sendfile(fd, offset, count, out_fd)
+        finally:
+            if out_fd >= 0 and not self.protocol.flow.closed:
+                transport.set_write_buffer_limits(high=WRITE_HIGH_WATER, low=WRITE_LOW_WATER)
+
+    async def _sendfile(self, fd: int, offset: int, count: int, out_fd: int) -> None:
+        transport = self.protocol.transport
+        while count > 0:
+            if self.protocol.flow.closed:
+                raise ClientGone("client connection closed")
+            if out_fd >= 0 and transport.get_write_buffer_size() == 0:
+                try:
+                    sent = os.sendfile(out_fd, fd, offset, min(count, SENDFILE_MAX))
+                except BlockingIOError:
+                    sent = 0
+                except (BrokenPipeError, ConnectionResetError) as exc:
+                    raise ClientGone(str(exc)) from exc
+                if sent > 0:
+                    offset += sent
+                    count -= sent
+                    continue
+            data = os.pread(fd, min(count, PUSH_CHUNK), offset)
+            if not data:
+                raise OSError(f"file ended {count} bytes early")
+            offset += len(data)
+            count -= len(data)
+            await self._send(chunk(data) if self.chunked else data)
+
+    def abort(self) -> None:
+        """Cut the connection: the response so far must not look complete."""
+        self.close_after = True
+        self.finished = True
+        self.protocol.abort()
+
+    async def _send(self, data: bytes) -> None:
+        self.protocol.write(data)
+        await self.protocol.flow.drain()

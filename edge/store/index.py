@@ -16,6 +16,26 @@ What it is for, and what it is not:
   One thread also serialises this process's transactions, which keeps them simple.
 - Running totals (objects, bytes) are kept by triggers in a one-row table, so "are we over budget?"
   is a point read instead of a ``SUM`` over every row.
+
+Write-behind (``RowJournal``): a transaction costs ~250 µs of CPU whatever it holds, so a published
+object's row is not written at once. It is queued in memory *and* appended to this process's journal
+file (``<cache dir>/journal/<pid>.<rand>.jnl``, one checksummed line per row: a ~2 µs ``write``), and
+the queue is written in one transaction every ~50 ms (``DiskStore.flush_rows``). The journal is what
+keeps purges exact across processes: a purge in another worker reads every journal and ingests the
+rows it finds *before* it asks the index, so an object whose ``commit`` returned before the purge was
+published is found even though its owner has not flushed yet. Rules that make that hold:
+
+- A row is appended to the journal before ``commit`` returns, under the same lock as the in-memory
+  queue; the owner truncates (or rotates and unlinks) its journal only after every row in it has been
+  committed to SQLite. So each row is in a journal file or in the database at every instant.
+- Ingesting is idempotent and checked: inside the write transaction, a row is only upserted if it was
+  made from the meta file that is published now (``ingest(rows, is_current)``: same inline token, or
+  same header CRC and body file). Stale rows (superseded, deleted, purged meanwhile) are dropped, so
+  several processes may ingest the same journal, in any order, without resurrecting anything or
+  undoing a newer row: every change unlinks or replaces files first and writes or removes rows after,
+  so it either makes the check fail or changes the row in a later transaction.
+- The owner holds an exclusive ``flock`` on its journal. A journal nobody holds belongs to a process
+  that died; whoever ingests it next also unlinks it (so "pending" rows survive a crash).
 """
 
 from __future__ import annotations
@@ -23,10 +43,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import json
 import logging
 import os
+import secrets
 import sqlite3
+import threading
 import time
+import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -105,6 +129,7 @@ class IndexRow:
     last_access: float
     stored_at: float
     tags: tuple[str, ...] = ()
+    check: str = ""  # journal only, not stored: what identifies the meta file this row was made from
 
     @property
     def ident(self) -> ObjectHash:
@@ -208,20 +233,27 @@ class SqliteIndex:
 
         def upsert() -> Totals:
             with self._transaction() as conn:
-                for row in rows:
-                    conn.execute(
-                        _UPSERT,
-                        (row.key_hash, row.variant_hash, _sql_text(row.key), _sql_text(row.variant), row.body,
-                         row.size, row.last_access, row.stored_at, recorded_at),
-                    )  # fmt: skip
-                    conn.execute("DELETE FROM tags WHERE key_hash = ? AND variant_hash = ?", row.ident)
-                    conn.executemany(
-                        "INSERT OR IGNORE INTO tags (tag, key_hash, variant_hash) VALUES (?, ?, ?)",
-                        [(_sql_text(tag), row.key_hash, row.variant_hash) for tag in row.tags],
-                    )
+                self._upsert_sync(conn, rows, recorded_at)
                 return self._totals_sync(conn)
 
         return await self._run(upsert)
+
+    async def ingest(self, rows: Sequence[IndexRow], is_current: Callable[[IndexRow], bool]) -> Totals:
+        """``upsert`` the rows whose object is still published, checked inside the write transaction.
+
+        ``is_current`` looks at the files (it runs on the index thread while this process holds the
+        write lock): a deletion unlinks files before it removes rows, so a row that passes the check is
+        either still right or removed by that deletion's own transaction, which has to wait for ours.
+        Rows are taken in order, so of two rows for one object the later one wins.
+        """
+        recorded_at = time.time()
+
+        def ingest() -> Totals:
+            with self._transaction() as conn:
+                self._upsert_sync(conn, [row for row in rows if is_current(row)], recorded_at)
+                return self._totals_sync(conn)
+
+        return await self._run(ingest)
 
     async def remove(self, idents: Iterable[ObjectHash]) -> Totals:
         pairs = list(idents)
@@ -318,18 +350,24 @@ class SqliteIndex:
 
         return await self._run(shards)
 
-    async def take_lru(self, max_bytes: int, accesses: dict[ObjectHash, float]) -> list[IndexRow]:
-        """Remove least recently used rows until the total fits ``max_bytes``; return them for unlinking.
+    async def take_lru(
+        self, max_bytes: int, accesses: dict[ObjectHash, float], target: int | None = None
+    ) -> list[IndexRow]:
+        """If the total exceeds ``max_bytes``, remove least recently used rows until it fits ``target``
+        (default ``max_bytes``; a lower one leaves headroom so the next fills don't each evict); return
+        the removed rows for unlinking.
 
         Rows are deleted in the same ``BEGIN IMMEDIATE`` transaction that chose them, so two processes
         evicting at once never pick the same victims or count the same bytes twice.
         """
+        low_water = max_bytes if target is None else min(target, max_bytes)
 
         def take() -> list[IndexRow]:
             self._touch_sync(accesses)
             victims: list[IndexRow] = []
             with self._transaction() as conn:
-                excess = self._totals_sync(conn).bytes - max_bytes
+                total = self._totals_sync(conn).bytes
+                excess = total - low_water if total > max_bytes else 0
                 while excess > 0:
                     batch = [_row(values) for values in conn.execute(
                         f"{_SELECT_ROWS} ORDER BY last_access LIMIT 64")]  # fmt: skip
@@ -446,6 +484,20 @@ class SqliteIndex:
         found = self._connection().execute("SELECT value FROM info WHERE name = ?", (name,)).fetchone()
         return None if found is None else str(found[0])
 
+    def _upsert_sync(self, conn: sqlite3.Connection, rows: Iterable[IndexRow], recorded_at: float) -> None:
+        for row in rows:
+            conn.execute(
+                _UPSERT,
+                (row.key_hash, row.variant_hash, _sql_text(row.key), _sql_text(row.variant), row.body,
+                 row.size, row.last_access, row.stored_at, recorded_at),
+            )  # fmt: skip
+            conn.execute("DELETE FROM tags WHERE key_hash = ? AND variant_hash = ?", row.ident)
+            if row.tags:
+                conn.executemany(
+                    "INSERT OR IGNORE INTO tags (tag, key_hash, variant_hash) VALUES (?, ?, ?)",
+                    [(_sql_text(tag), row.key_hash, row.variant_hash) for tag in row.tags],
+                )
+
     def _totals_sync(self, conn: sqlite3.Connection) -> Totals:
         objects, size = conn.execute("SELECT objects, bytes FROM totals WHERE id = 0").fetchone()
         return Totals(int(objects), int(size))
@@ -475,3 +527,235 @@ def _row(values: tuple[Any, ...]) -> IndexRow:
         last_access=float(last_access),
         stored_at=float(stored_at),
     )
+
+
+# -- write-behind: the row journal ---------------------------------------------------------------
+
+JOURNAL_SUFFIX = ".jnl"
+_JOURNAL_ROTATE_BYTES = 1024 * 1024  # a journal this long is swapped for a new one at the next flush
+_JOURNAL_OPEN = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC
+
+
+def encode_row(row: IndexRow) -> bytes:
+    """One journal line: ``<crc32 of json> <json>\\n`` (ASCII JSON, so a line never contains a newline)."""
+    payload = json.dumps(
+        [row.key_hash, row.variant_hash, row.key, row.variant, row.body, row.size, row.last_access, row.stored_at,
+         list(row.tags), row.check],
+        separators=(",", ":"),
+        allow_nan=False,
+    ).encode("ascii")  # fmt: skip
+    return b"%08x %s\n" % (zlib.crc32(payload), payload)
+
+
+def decode_rows(data: bytes) -> list[IndexRow]:
+    """The rows of a journal; lines that fail their checksum (torn by a crash, or read while the owner
+    truncated and refilled the file) are skipped: such a row is either already in the index or was
+    never confirmed to anyone."""
+    rows: list[IndexRow] = []
+    for line in data.split(b"\n"):
+        if len(line) < 10 or line[8:9] != b" " or b"%08x" % zlib.crc32(line[9:]) != line[:8]:
+            continue
+        try:
+            khash, vhash, key, variant, body, size, access, stored, tags, check = json.loads(line[9:])
+            texts = [khash, vhash, key, variant, body, check, *tags]
+            if (
+                any(type(text) is not str for text in texts)
+                or type(size) is not int
+                or any(type(number) not in (int, float) for number in (access, stored))
+            ):
+                continue
+        except (ValueError, TypeError):
+            continue
+        rows.append(IndexRow(khash, vhash, key, variant, body, size, float(access), float(stored), tuple(tags), check))
+    return rows
+
+
+def _read_to_end(fd: int) -> bytes:
+    parts: list[bytes] = []
+    while part := os.read(fd, 1024 * 1024):
+        parts.append(part)
+    return b"".join(parts)
+
+
+def read_journals(directory: str, skip: Iterable[str] = ()) -> tuple[list[IndexRow], list[tuple[int, str]]]:
+    """Rows from every journal in ``directory`` except ``skip`` (our own), oldest process first.
+
+    Also returns the journals no process holds (their writer died or closed without flushing), opened
+    and locked: unlink them with ``release_journals`` once their rows are in the index.
+    """
+    rows: list[IndexRow] = []
+    orphaned: list[tuple[int, str]] = []
+    skipped = set(skip)
+    try:
+        names = sorted(name for name in os.listdir(directory) if name.endswith(JOURNAL_SUFFIX))
+    except FileNotFoundError:
+        return rows, orphaned
+    for name in names:
+        path = f"{directory}/{name}"
+        if path in skipped:
+            continue
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            continue  # its owner flushed and retired it: its rows are in the index
+        held = False
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                held = True
+            except BlockingIOError:
+                pass  # its writer is alive
+            rows.extend(decode_rows(_read_to_end(fd)))
+        except OSError as error:
+            log.warning("cache index journal %s unreadable: %s", path, error)
+        finally:
+            if held:
+                orphaned.append((fd, path))
+            else:
+                os.close(fd)
+    return rows, orphaned
+
+
+def release_journals(journals: Iterable[tuple[int, str]], ingested: bool) -> None:
+    """Close journals ``read_journals`` locked; unlink them first if their rows were ingested."""
+    for fd, path in journals:
+        if ingested:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+        os.close(fd)
+
+
+@dataclass(slots=True)
+class JournalBatch:
+    """Rows taken from the queue for one transaction, and the journal files only they still need."""
+
+    rows: list[IndexRow]
+    retired: list[tuple[int, str]]
+
+
+class RowJournal:
+    """This process's write-behind queue of index rows, mirrored in an append-only journal file.
+
+    ``append`` runs on any thread (the publishing one); ``take``/``done`` bracket one flush. Invariant:
+    every row appended is in ``_rows`` or in a taken batch until that batch is committed, and the file
+    holding it is neither truncated nor unlinked before then (see the module docstring).
+    """
+
+    def __init__(self, directory: str, temp_directory: str) -> None:
+        self.directory = directory
+        self.temp_directory = temp_directory
+        self._lock = threading.Lock()
+        self._fd: int | None = None
+        self._path: str | None = None
+        self._size = 0
+        self._rows: list[IndexRow] = []
+        self._bytes = 0
+        self._taken: list[IndexRow] = []  # the batch being written: not in the queue, not yet in the index
+        self._taken_bytes = 0
+        self._retired: list[tuple[int, str]] = []
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    @property
+    def pending_bytes(self) -> int:
+        """Bytes of the rows queued or being written (an over-estimate when one object was queued twice)."""
+        return self._bytes + self._taken_bytes
+
+    def pending(self) -> tuple[int, int]:
+        """Distinct objects and their bytes among the rows queued or being written (the last row counts)."""
+        with self._lock:
+            sizes = {row.ident: row.size for row in self._taken}
+            sizes.update((row.ident, row.size) for row in self._rows)
+        return len(sizes), sum(sizes.values())
+
+    def own_paths(self) -> set[str]:
+        with self._lock:
+            paths = {path for _, path in self._retired}
+            if self._path is not None:
+                paths.add(self._path)
+            return paths
+
+    def append(self, row: IndexRow) -> bool:
+        """Queue ``row`` and write it to the journal; False if the file write failed (still queued)."""
+        line = encode_row(row)
+        with self._lock:
+            self._rows.append(row)
+            self._bytes += row.size
+            try:
+                if self._fd is None:
+                    self._open_locked()
+                assert self._fd is not None
+                view = memoryview(line)
+                while view:
+                    view = view[os.write(self._fd, view) :]
+                self._size += len(line)
+            except OSError as error:
+                log.warning("cache index journal write failed: %s", error)
+                if self._fd is not None:  # a torn line would spoil the next one: continue in a new file
+                    assert self._path is not None
+                    self._retired.append((self._fd, self._path))
+                    self._fd, self._path, self._size = None, None, 0
+                return False
+        return True
+
+    def take(self) -> JournalBatch:
+        """Everything queued, for one transaction; a long journal is retired (new rows go to a new file)."""
+        with self._lock:
+            batch = JournalBatch(self._rows, self._retired)
+            self._taken, self._taken_bytes = self._rows, self._bytes
+            self._rows, self._bytes, self._retired = [], 0, []
+            if self._fd is not None and self._size >= _JOURNAL_ROTATE_BYTES:
+                assert self._path is not None
+                batch.retired.append((self._fd, self._path))
+                self._fd, self._path, self._size = None, None, 0
+        return batch
+
+    def done(self, batch: JournalBatch, ingested: bool) -> None:
+        """After the batch's transaction: drop journal bytes it covered, or put the batch back.
+
+        Called right after the transaction's totals were taken in, so ``pending`` never counts a row
+        twice or not at all.
+        """
+        with self._lock:
+            self._taken, self._taken_bytes = [], 0
+            if not ingested:
+                self._rows[:0] = batch.rows
+                self._bytes += sum(row.size for row in batch.rows)
+                self._retired[:0] = batch.retired
+                return
+            if self._fd is not None and self._size and not self._rows:
+                try:  # every row in it is in the index now (nothing was appended since the take)
+                    os.ftruncate(self._fd, 0)
+                    self._size = 0
+                except OSError as error:
+                    log.warning("cache index journal truncate failed: %s", error)
+        release_journals(batch.retired, ingested=True)
+
+    def close(self) -> None:
+        """Close the journal: unlinked if every row reached the index, else left for the next process."""
+        with self._lock:
+            journals = list(self._retired)
+            if self._fd is not None:
+                assert self._path is not None
+                journals.append((self._fd, self._path))
+            clean = not self._rows
+            self._fd, self._path, self._size, self._retired = None, None, 0, []
+        release_journals(journals, ingested=clean)
+
+    def _open_locked(self) -> None:
+        """Create, lock, then move into place: a journal is never visible unlocked while its owner lives."""
+        stem = f"{os.getpid()}.{secrets.token_hex(8)}"
+        temp = f"{self.temp_directory}/{stem}{JOURNAL_SUFFIX}.tmp"
+        fd = os.open(temp, _JOURNAL_OPEN, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            os.makedirs(self.directory, exist_ok=True)
+            path = f"{self.directory}/{stem}{JOURNAL_SUFFIX}"
+            os.rename(temp, path)
+        except BaseException:
+            os.close(fd)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temp)
+            raise
+        self._fd, self._path, self._size = fd, path, 0

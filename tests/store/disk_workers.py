@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 from multiprocessing.synchronize import Barrier, Event
 from pathlib import Path
@@ -98,3 +99,47 @@ async def _read(directory: str, barrier: Barrier, stop: Event) -> dict[str, int]
         return counts
     finally:
         await store.close()
+
+
+# -- write-behind: rows another process has queued but not yet written --------------------------
+
+QUEUED_PREFIX = "https://queued.test/"
+QUEUED_TAG = "queued"
+
+
+def open_lazy_store(directory: str) -> DiskStore:
+    """A store that keeps its rows queued (journal only) unless something forces a flush."""
+    return DiskStore(Path(directory), max_bytes=1 << 30, index_flush_interval=3600, access_flush_interval=3600)
+
+
+async def _fill_queued(store: DiskStore, count: int) -> None:
+    await store.start()
+    await store.wait_startup()
+    for n in range(count):
+        body = body_for(f"queued-{n}", 500 + n * 997)  # inline and separate-body objects
+        meta = make_meta(f"{QUEUED_PREFIX}{n}", body, tags=(QUEUED_TAG,))
+        if not await store.put(meta, body):
+            raise AssertionError(f"put {n} refused")
+
+
+def run_filler_then_crash(directory: str, count: int) -> None:
+    """Store ``count`` objects, then die without closing: their rows exist only in the journal."""
+
+    async def main() -> None:
+        await _fill_queued(open_lazy_store(directory), count)
+        os._exit(0)
+
+    asyncio.run(main())
+
+
+def run_filler_holding(directory: str, count: int, filled: Event, release: Event) -> None:
+    """Store ``count`` objects, keep running (rows queued) until released, then close normally."""
+
+    async def main() -> None:
+        store = open_lazy_store(directory)
+        await _fill_queued(store, count)
+        filled.set()
+        await asyncio.to_thread(release.wait)
+        await store.close()
+
+    asyncio.run(main())

@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from edge.http.forwarding import DEFAULT_STRIPPED_REQUEST_FIELDS, host_field_problem
+from edge.server.protocol import ServerLimits
 from edge.tls import check_tls_pair
 
 ENV_PREFIX = "EDGE_"
@@ -80,11 +81,30 @@ class UpstreamSettings(StrictModel):
 
 
 class LimitSettings(StrictModel):
-    """Request parsing limits; beyond them a client gets 400/431, never a crash."""
+    """What one client may send and how long it may take; beyond them it gets a 4xx and a close."""
 
-    max_line_size: Annotated[int, Field(ge=256)] = 8190
-    max_field_size: Annotated[int, Field(ge=256)] = 8190
-    max_headers: Annotated[int, Field(ge=8)] = 128
+    max_line_size: Annotated[int, Field(ge=256)] = 8190  # request line → 414
+    max_field_size: Annotated[int, Field(ge=256)] = 8190  # one header line → 431
+    max_headers: Annotated[int, Field(ge=8)] = 128  # header lines → 431
+    max_header_bytes: Annotated[int, Field(ge=1024)] = 64 * 1024  # all header lines together → 431
+    max_body_size: Annotated[int, Field(ge=0)] = 1024 * 1024 * 1024  # request body → 413
+    header_timeout: Annotated[float, Field(gt=0)] = 10.0  # the whole head, from its first byte → 408
+    body_timeout: Annotated[float, Field(gt=0)] = 60.0  # longest pause inside a request body → 408
+    keepalive_timeout: Annotated[float, Field(gt=0)] = 75.0  # idle keep-alive connection → closed
+    send_timeout: Annotated[float, Field(gt=0)] = 60.0  # a client that reads nothing this long → cut
+
+    def server_limits(self) -> ServerLimits:
+        return ServerLimits(
+            max_line_size=self.max_line_size,
+            max_field_size=self.max_field_size,
+            max_headers=self.max_headers,
+            max_header_bytes=self.max_header_bytes,
+            max_body_size=self.max_body_size,
+            header_timeout=self.header_timeout,
+            body_timeout=self.body_timeout,
+            keepalive_timeout=self.keepalive_timeout,
+            send_timeout=self.send_timeout,
+        )
 
 
 class CacheSettings(StrictModel):
@@ -138,7 +158,8 @@ class EdgeSettings(StrictModel):
     control_plane_hold: Annotated[float, Field(ge=0)] = 5.0
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     access_log: Literal["json", "combined", "off"] = "json"
-    event_loop: Literal["asyncio", "uvloop"] = "asyncio"
+    access_log_file: Path | None = None  # default: stdout; SIGUSR1 reopens the file
+    event_loop: Literal["asyncio", "uvloop"] = "uvloop"
     tls_cert: Path | None = None
     tls_key: Path | None = None
     upstream: UpstreamSettings = UpstreamSettings()

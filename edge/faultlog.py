@@ -52,32 +52,3 @@ origin_faults = FaultLog(logger=logging.getLogger("edge.origin"))
 def report(peer: str | None, method: str, target: str, status: int, reason: str) -> None:
     """One refused or failed request: client faults (4xx) and origin failures (5xx) have separate budgets."""
     (faults if status < 500 else origin_faults).refused(peer, status, reason, f"{method} {target[:200]}")
-
-
-class ParserFaultFilter(logging.Filter):
-    """Turns aiohttp's per-bad-request ERROR records (with tracebacks) into rate-limited one-liners,
-    and drops those about clients that disconnected.
-
-    aiohttp's server logs every request its parser rejects as ``Error handling request`` at ERROR
-    with a traceback; for an edge on the internet that is an anonymous client's log flood.  Records
-    whose exception is an HTTP parsing error are dropped here and counted through :data:`faults`.
-    """
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        exc = record.exc_info[1] if record.exc_info else None
-        if exc is None:
-            return True
-        from aiohttp.http_exceptions import HttpProcessingError
-
-        if isinstance(exc, HttpProcessingError):
-            status = exc.code if 400 <= exc.code < 500 else 400
-            faults.refused(None, status, str(exc.message or type(exc).__name__).splitlines()[0])
-            return False
-        if isinstance(exc, ConnectionError):  # the client left (e.g. before its 100 Continue): not our bug
-            log.debug("client connection closed while answering: %s", exc)
-            return False
-        return True
-
-
-def install_parser_filter() -> None:
-    logging.getLogger("aiohttp.server").addFilter(ParserFaultFilter())

@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import json
+import logging
 import mmap
 import os
 import sqlite3
@@ -35,9 +36,14 @@ import struct
 import time
 import zlib
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
+
+from edge.store.base import CachedObject
+from edge.store.tiered import TieredStore
+
+log = logging.getLogger("edge.purge")
 
 PurgeKind = Literal["urls", "prefix", "tags", "all"]
 
@@ -291,3 +297,117 @@ class PurgeView:
         return any(
             record.seq > seq and (record.kind == "tags" or record.matches(key, ())) for record in reversed(self.recent)
         )
+
+
+class Purger:
+    """Purges as one worker applies them: logged, published to every worker, applied to the tiers.
+
+    Also the guard of a restart: until the purges this edge missed while it was down are replayed
+    (``caught_up``), nothing stored before this worker started (``opened_at``) is served.
+    """
+
+    def __init__(self, purge_log: PurgeLog, store: TieredStore) -> None:
+        self.log = purge_log
+        self.store = store
+        self.view = PurgeView(purge_log)
+        self.background: set[asyncio.Task[None]] = set()
+        self.caught_up = asyncio.Event()
+        self.opened_at = time.time()
+
+    def behind(self) -> bool:
+        """One read of shared memory: did another worker publish a purge this one has not applied?"""
+        return self.log.seq != self.view.applied_seq
+
+    async def sync(self) -> None:
+        """Apply purges other workers published to this worker's memory tier, before serving from it."""
+        if not self.behind():
+            return
+        for record in await self.view.catch_up():
+            await self._apply_to_memory(record)
+
+    def visible(self, found: CachedObject | None) -> CachedObject | None:
+        """The object as purges leave it: None if hard-purged, invalidated or not yet vouched for by
+        the catch-up; marked stale if soft-purged (it may still serve under SWR/SIE)."""
+        if found is None:
+            return None
+        meta = found.meta
+        if meta.stored_at < self.opened_at and not self.caught_up.is_set():
+            return None
+        verdict = self.view.verdict(meta.key, meta.tags, meta.stored_at)
+        if verdict == "hard":
+            return None
+        if verdict == "soft" and not meta.invalidated:
+            return replace(found, meta=replace(meta, invalidated=True))
+        return found
+
+    async def purge(
+        self, kind: PurgeKind, values: list[str], soft: bool, purge_id: str, cluster_seq: int | None = None
+    ) -> tuple[PurgeRecord, int]:
+        """Purge on this edge: when this returns, no worker serves the purged content.
+
+        Every worker reads the published sequence before using its memory tier, and every lookup
+        checks recent purges against the object's ``stored_at`` until the physical deletion below
+        has surely finished.
+        """
+        record = await self.log.append(kind, values, soft, purge_id, cluster_seq)
+        self.log.publish(record)
+        await self.sync()
+        affected = await self._apply_to_disk(record)
+        return record, affected
+
+    async def _apply_to_memory(self, record: PurgeRecord) -> None:
+        memory = self.store.memory
+        if memory is None:
+            return
+        if record.kind == "urls":
+            for key in record.values:
+                await memory.delete(key)
+        elif record.kind == "prefix":
+            for prefix in record.values:
+                await memory.delete_prefix(prefix)
+        elif record.kind == "tags":
+            await memory.delete_tags(record.values)
+        else:
+            await memory.clear()
+
+    async def _apply_to_disk(self, record: PurgeRecord) -> int:
+        disk = self.store.disk
+        if disk is None:
+            return 0
+        if record.kind == "all":
+            objects = disk.stats().get("objects", 0)
+            if not record.soft:
+                task = asyncio.ensure_future(self._reclaim_before(record.at))
+                self.background.add(task)
+                task.add_done_callback(self.background.discard)
+            return objects
+        if not record.soft:
+            if record.kind == "urls":
+                return sum([await disk.delete(key) for key in record.values])
+            if record.kind == "prefix":
+                return sum([await disk.delete_prefix(prefix) for prefix in record.values])
+            return await disk.delete_tags(record.values)
+        affected = 0
+        for key, variant in await disk.objects_matching(record.kind, record.values):
+            for meta in await disk.variants(key):
+                if meta.variant == variant and await disk.update_meta(replace(meta, invalidated=True)):
+                    affected += 1
+        return affected
+
+    async def _reclaim_before(self, purge_time: float) -> None:
+        """Background: free the disk space of everything a purge-all made unreachable."""
+        disk = self.store.disk
+        if disk is not None:
+            removed = await disk.delete_stored_before(purge_time)
+            log.info("purge-all: reclaimed %d objects from disk", removed)
+
+    async def invalidate(self, key: str, now: float) -> int:
+        """RFC 9111 §4.4 for every worker (the shared table), then this worker's and the disk's copies."""
+        self.log.invalidate(key, now)
+        return await self.store.delete(key)
+
+    async def close(self) -> None:
+        for task in list(self.background):
+            task.cancel()
+        if self.background:
+            await asyncio.gather(*self.background, return_exceptions=True)

@@ -17,14 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestServer
 
-from edge.admin import create_admin_app
-from edge.app import create_edge_app, server_handler_args
 from edge.config import EdgeSettings
-from edge.runtime import EdgeRuntime
 from origin_stub import OriginStubServer
+from tests.support.edge import InProcessAdmin, InProcessEdge, start_in_process
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 EDGE_NAME = "test-edge"
@@ -58,33 +54,24 @@ EdgeFactory = Callable[..., Any]
 
 @pytest.fixture
 async def start_edge(tmp_path: Path) -> AsyncIterator[EdgeFactory]:
-    """Start an in-process edge app in front of ``origin_url``; returns its TestServer."""
-    servers: list[TestServer] = []
+    """Start an in-process edge worker in front of ``origin_url``; returns its public listener
+    (and, with ``with_admin``, its admin listener too)."""
+    edges: list[InProcessEdge] = []
 
-    async def start(
-        origin_url: str, *, port: int | None = None, with_admin: bool = False, **overrides: Any
-    ) -> Any:
+    async def start(origin_url: str, *, port: int = 0, with_admin: bool = False, **overrides: Any) -> Any:
         settings = make_settings(origin_url, tmp_path, **overrides)
-        runtime = EdgeRuntime(settings, settings.name or EDGE_NAME)
-        app: web.Application = create_edge_app(settings, settings.name, runtime)
-        server = TestServer(app, host="127.0.0.1", port=port, **server_handler_args(settings))
-        await server.start_server()
-        servers.append(server)
-        if not with_admin:
-            return server
-        admin = TestServer(create_admin_app(settings, runtime), host="127.0.0.1")
-        await admin.start_server()
-        servers.append(admin)
-        return server, admin
+        edge = await start_in_process(settings, settings.name or EDGE_NAME, port)
+        edges.append(edge)
+        return (edge, InProcessAdmin(edge.worker)) if with_admin else edge
 
     yield start
-    for server in reversed(servers):
-        await server.close()
+    for edge in reversed(edges):
+        await edge.close()
 
 
 @pytest.fixture
-async def edge(origin: OriginStubServer, start_edge: EdgeFactory) -> TestServer:
-    server: TestServer = await start_edge(origin.url)
+async def edge(origin: OriginStubServer, start_edge: EdgeFactory) -> InProcessEdge:
+    server: InProcessEdge = await start_edge(origin.url)
     return server
 
 

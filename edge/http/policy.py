@@ -656,6 +656,41 @@ def serve_decision(
     return decide(Action.REVALIDATE, stale_detail)
 
 
+@dataclass(frozen=True, slots=True)
+class HitWindow:
+    """When a request with no cache directives of its own is a fresh hit on a stored response.
+
+    Precomputed once per stored response, so a hit compares one number with the clock instead of
+    re-deciding: for ``response_time <= now < fresh_until``, :func:`serve_decision` for a plain
+    GET/HEAD says FRESH_HIT, ``current_age = now + age_offset`` (RFC 9111 §4.2.3, whose constant
+    terms are folded into ``age_offset``) and ``ttl = lifetime - current_age``.
+    """
+
+    fresh_until: float
+    age_offset: float
+    lifetime: float
+    response_time: float
+
+
+def hit_window(entry: StoredEntry, config: PolicyConfig = DEFAULT_CONFIG) -> HitWindow | None:
+    """The fresh-hit window of a stored response (RFC 9111 §4.2), or None if a plain request can never
+    be a fresh hit on it (response no-cache or no-cache fields, §5.2.2.4; invalidated, §4.4)."""
+    in_force = response_directives(entry.headers, config)
+    directives = in_force.directives
+    if directives.no_cache or _has_no_cache_fields(directives, entry.headers):
+        return None
+    if entry.invalidated_at is not None and entry.invalidated_at >= entry.response_time:
+        return None
+    lifetime = _lifetime(entry.status, entry.headers, entry.response_time, in_force, config).seconds
+    initial_age = current_age(entry.headers, entry.request_time, entry.response_time, entry.response_time)
+    return HitWindow(
+        fresh_until=entry.response_time + lifetime - initial_age,
+        age_offset=initial_age - entry.response_time,
+        lifetime=lifetime,
+        response_time=entry.response_time,
+    )
+
+
 def must_revalidate_or_504(entry: StoredEntry, config: PolicyConfig = DEFAULT_CONFIG) -> bool:
     """True when the stored response may never be served stale, so a failed revalidation is a 504.
 
@@ -712,6 +747,7 @@ __all__ = [
     "RFC9110_FINAL_STATUSES",
     "STALE_IF_ERROR_STATUSES",
     "Action",
+    "HitWindow",
     "Lifetime",
     "PolicyConfig",
     "ResponseDirectives",
@@ -723,6 +759,7 @@ __all__ = [
     "current_age",
     "freshness_lifetime",
     "heuristic_lifetime",
+    "hit_window",
     "is_error_status",
     "must_revalidate_or_504",
     "parse_age",

@@ -33,7 +33,7 @@ import socket
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import httptools
 
@@ -190,9 +190,8 @@ class HttpProtocol(asyncio.Protocol):
 
     # -- connection --------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-        self.flow = FlowControl(transport)
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's transports are not subclasses
+        self.flow = FlowControl(self.transport)
         peername = transport.get_extra_info("peername")
         self.peer = peername[0] if isinstance(peername, tuple) else None
         self.tls = transport.get_extra_info("sslcontext") is not None

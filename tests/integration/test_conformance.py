@@ -31,11 +31,10 @@ import pytest_asyncio
 from aiohttp.test_utils import TestServer
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from edge.app import create_edge_app, server_handler_args
-from edge.runtime import EdgeRuntime
 from origin_stub import OriginStubServer
 from tests.conftest import EDGE_NAME, make_settings, raw_exchange
 from tests.integration.test_cache import script, seen_requests
+from tests.support.edge import start_in_process
 
 SID = "t"  # the script id of the tests that have an origin and edge of their own
 BASE = f"/s/{SID}"
@@ -1349,9 +1348,7 @@ async def shared(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[tupl
     origin = OriginStubServer(host="127.0.0.1", port=0)
     await origin.start()
     settings = make_settings(origin.url, tmp_path_factory.mktemp("conformance"))
-    app = create_edge_app(settings, settings.name, EdgeRuntime(settings, settings.name or EDGE_NAME))
-    edge = TestServer(app, host="127.0.0.1", **server_handler_args(settings))
-    await edge.start_server()
+    edge = await start_in_process(settings, settings.name or EDGE_NAME)
     try:
         yield origin, edge
     finally:

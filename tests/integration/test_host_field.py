@@ -10,7 +10,7 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 
-from edge.cache import CacheHandler
+from edge.cache import fill as fills
 from origin_stub import OriginStubServer
 from tests.conftest import EdgeFactory, EdgeProcess, launch_edge
 from tests.integration.test_cache import origin_count
@@ -98,17 +98,17 @@ async def test_a_fill_that_never_runs_releases_its_waiters_and_the_key(
     origin: OriginStubServer, start_edge: EdgeFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Any failure between "fill registered" and "fill running" ends the fill with an error response."""
-    original = CacheHandler._run_fill
+    original = fills.run
     calls = 0
 
-    async def broken_once(self: CacheHandler, *args: Any, **kwargs: Any) -> None:
+    async def broken_once(*args: Any, **kwargs: Any) -> None:
         nonlocal calls
         calls += 1
         if calls == 1:
             raise RuntimeError("the fill died before it touched anything")
-        await original(self, *args, **kwargs)
+        await original(*args, **kwargs)
 
-    monkeypatch.setattr(CacheHandler, "_run_fill", broken_once)
+    monkeypatch.setattr(fills, "run", broken_once)
     server: TestServer = await start_edge(origin.url)
     url = str(server.make_url("/obj/once?max_age=300&size=16"))
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as client:

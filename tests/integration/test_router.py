@@ -29,7 +29,6 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from edge.admin import create_admin_app
-from edge.app import RUNTIME_KEY
 from edge.router.__main__ import main as router_main
 from edge.router.accesslog import ACCESS_LOGGER
 from edge.router.app import (
@@ -466,7 +465,7 @@ async def test_hysteresis_with_real_edges_going_down_and_up(
         assert headers["Location"] == f"http://127.0.0.1:{virginia_edge.port}/echo/page?x=1"
         assert route_header(headers)["region"] == "us-east"
 
-        runtime = dublin_edge.app[RUNTIME_KEY]  # the same edge's admin API comes back on its port
+        runtime = dublin_edge.runtime  # the same edge's admin API comes back on its port
         admin_app = create_admin_app(runtime.settings, runtime)
         restarted.append(TestServer(admin_app, host="127.0.0.1", port=dublin_admin_port))
         await restarted[-1].start_server()

@@ -80,7 +80,8 @@ async def exchange(
         writer.write(payload)
         await writer.drain()
         if half_close and writer.can_write_eof():
-            writer.write_eof()
+            with contextlib.suppress(OSError):  # the server already closed (a refusal at once): read it
+                writer.write_eof()
         deadline = asyncio.get_running_loop().time() + timeout
         while True:
             remaining = deadline - asyncio.get_running_loop().time()

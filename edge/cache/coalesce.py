@@ -8,9 +8,10 @@ each receives the body *as it arrives*, and a client that disconnects does not s
 is bounded by the slowest reader's lag, not by the body size; once anything was dropped the fill
 stops accepting new readers (they would miss the start) and later requests go their own way.
 
-The fill's producer (the cache driver) decides whether the response may be *shared* at all: a
-response that may not be stored (``private``, ``Set-Cookie``, ``no-store``...) must not be handed
-to other clients either, so waiting readers are released to ask the origin themselves.
+The fill's producer (``edge.cache.fill``) decides what the readers get, as a typed
+:data:`~edge.cache.outcomes.FillOutcome`: a response that may not be stored (``private``,
+``Set-Cookie``, ``no-store``...) must not be handed to other clients either, so waiting readers
+are released to ask the origin themselves.
 """
 
 from __future__ import annotations
@@ -21,23 +22,12 @@ import fcntl
 import hashlib
 import os
 from collections.abc import AsyncIterator, Hashable
-from dataclasses import dataclass, field
+
+from edge.cache.outcomes import FillOutcome, Refreshed, Unshared
 
 
 class FillAborted(Exception):
     """The origin body broke (or the fill was cancelled) after readers started; they must break too."""
-
-
-@dataclass(frozen=True, slots=True)
-class FillHead:
-    """The response head every reader of a shared fill sends to its client."""
-
-    status: int
-    reason: str
-    headers: tuple[tuple[str, str], ...]
-    shared: bool  # False: not shareable; readers other than the owner must fetch on their own
-    kind: str = "response"  # "response" | "not-modified" (a 304 freshened the stored object)
-    extras: dict[str, object] = field(default_factory=dict, compare=False)
 
 
 class Fill:
@@ -49,7 +39,7 @@ class Fill:
         self.key = key
         self.max_unread_bytes = max_unread_bytes
         self.keep_bytes = keep_bytes  # below this the whole body is kept, so latecomers can still join
-        self.head: FillHead | None = None
+        self.outcome: FillOutcome | None = None
         self.head_ready = asyncio.Event()
         self.failure: BaseException | None = None
         self.done = False
@@ -70,8 +60,8 @@ class Fill:
         self._dropped: set[int] = set()  # readers detached for being too slow
 
     # -- producer side ---------------------------------------------------------------------
-    def set_head(self, head: FillHead) -> None:
-        self.head = head
+    def set_outcome(self, outcome: FillOutcome) -> None:
+        self.outcome = outcome
         self.head_ready.set()
 
     def append(self, chunk: bytes) -> None:
@@ -129,14 +119,16 @@ class Fill:
     @property
     def joinable(self) -> bool:
         """New readers may join only while the whole body is still in memory."""
-        return self._base == 0 and self.failure is None and (self.head is None or self.head.shared)
+        outcome = self.outcome
+        private = isinstance(outcome, Unshared) or (isinstance(outcome, Refreshed) and not outcome.storable)
+        return self._base == 0 and self.failure is None and not private
 
     # -- reader side -----------------------------------------------------------------------
-    async def wait_head(self) -> FillHead:
+    async def wait_outcome(self) -> FillOutcome:
         await self.head_ready.wait()
-        if self.head is None:
+        if self.outcome is None:
             raise FillAborted(str(self.failure) if self.failure else "fill failed before headers")
-        return self.head
+        return self.outcome
 
     def open_reader(self) -> int:
         """Register a reader now, so nothing it still needs is trimmed before it starts reading."""

@@ -1,0 +1,72 @@
+"""Everything one worker's cache driver works with, in one place (Varnish's ``struct worker``)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable
+from dataclasses import dataclass, field
+
+from aiohttp import ClientSession
+from yarl import URL
+
+from edge.cache.coalesce import Coalescer, KeyLocks
+from edge.cache.keys import CacheKeys
+from edge.config import CacheSettings, EdgeSettings
+from edge.http import policy
+from edge.metrics import CacheCounters
+from edge.purge import Purger
+from edge.store.tiered import TieredStore
+
+
+def policy_config(settings: CacheSettings) -> policy.PolicyConfig:
+    return policy.PolicyConfig(
+        heuristic_fraction=settings.heuristic_fraction,
+        heuristic_max=settings.heuristic_max,
+        store_set_cookie=settings.store_set_cookie,
+        cdn_cache_control_names=tuple(settings.cdn_cache_control_names),
+        honor_request_directives=settings.honor_request_directives,
+        max_stale_on_error=settings.max_stale_on_error,
+    )
+
+
+@dataclass
+class CacheContext:
+    settings: EdgeSettings
+    node_name: str
+    origin: URL
+    session: ClientSession
+    store: TieredStore
+    purger: Purger
+    keys: CacheKeys
+    key_locks: KeyLocks | None = None
+    counters: CacheCounters = field(default_factory=CacheCounters)
+    coalescer: Coalescer = field(default_factory=Coalescer)
+    hit_for_miss: dict[str, tuple[float, str]] = field(default_factory=dict)
+    background: set[asyncio.Task[None]] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        self.cache_settings = self.settings.cache
+        self.policy = policy_config(self.settings.cache)
+
+    def spawn(self, coroutine: Awaitable[None]) -> asyncio.Task[None]:
+        task: asyncio.Task[None] = asyncio.ensure_future(coroutine)
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
+        return task
+
+    def remember_uncacheable(self, key: str, reason: str) -> None:
+        """Hit-for-miss: requests for ``key`` skip the queue for ``hit_for_miss_ttl`` seconds."""
+        if len(self.hit_for_miss) > 100_000:
+            self.hit_for_miss.clear()
+        self.hit_for_miss[key] = (time.monotonic() + self.cache_settings.hit_for_miss_ttl, reason)
+
+    def uncacheable_reason(self, key: str) -> str | None:
+        remembered = self.hit_for_miss.get(key)
+        if remembered is None:
+            return None
+        until, reason = remembered
+        if until < time.monotonic():
+            del self.hit_for_miss[key]
+            return None
+        return reason

@@ -1,0 +1,221 @@
+"""The edge's service: every request on the public listener, read top to bottom.
+
+    front end ─► fast path (hit.py): a fresh memory hit, answered from the parser callback
+              └► handle(): loop check → PURGE → method
+                   GET/HEAD ─► look_up (lookup.py) ─► match the verdict:
+                                 HIT            serve the stored response (respond.py)
+                                 STALE          serve it, refresh in the background (RFC 5861 §3)
+                                 REVALIDATE     start or join a validation fill, serve its outcome
+                                 MISS / BUSY    start or join a fill, serve its outcome (fill.py)
+                                 HIT_FOR_MISS / PASS   straight to the origin, nothing stored
+                                 ONLY_IF_CACHED 504 (RFC 9111 §5.2.1.7)
+                   other methods ─► forwarded; a success invalidates what it names (RFC 9111 §4.4)
+
+Errors carry who is at fault and a status hint (``edge.errors``) and become responses here only.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import time
+import uuid
+from collections.abc import Sequence
+from typing import assert_never
+
+from edge import faultlog
+from edge.accesslog import AccessLog
+from edge.cache import fill as fills
+from edge.cache import respond, revalidate
+from edge.cache.context import CacheContext
+from edge.cache.hit import SLOW_REQUEST_FIELDS, HitPath
+from edge.cache.lookup import Verdict, look_up
+from edge.errors import ClientFault, EdgeError, LoopDetected
+from edge.forward import origin_target, stripped_fields
+from edge.http import forwarding, invalidation, policy, validation
+from edge.http.cachestatus import CacheStatus
+from edge.http.headers import HeaderList
+from edge.server.exchange import Exchange, RequestHead
+from edge.store.base import CachedObject
+from edge.store.tiered import close_handle
+from edge.upstream import decode_raw_headers
+
+
+class Cache:
+    """The public service of one edge worker (``edge.server.protocol.Service``)."""
+
+    slow_headers = SLOW_REQUEST_FIELDS
+
+    def __init__(self, ctx: CacheContext, access_log: AccessLog | None = None) -> None:
+        self.ctx = ctx
+        self.access_log = access_log
+        self.hit_path = HitPath(ctx, access_log)
+        self.enabled = ctx.settings.cache.enabled
+        self.purge_networks = [ipaddress.ip_network(item, strict=False) for item in ctx.settings.purge_allow]
+        if ctx.store.memory is not None:
+            ctx.store.memory.prepare = self.hit_path.prepare
+
+    # -- the front end's calls -----------------------------------------------------------------
+    def fast(self, head: RequestHead) -> Sequence[bytes] | None:
+        return self.hit_path.fast(head) if self.enabled else None
+
+    async def handle(self, ex: Exchange) -> None:
+        ctx = self.ctx
+        ctx.counters.requests += 1
+        head = ex.head
+        try:
+            received = head.headers
+            if forwarding.is_loop(received, ctx.node_name):
+                raise LoopDetected(f"request loop: it already passed through {ctx.node_name}")
+            if head.method == "PURGE":
+                await self._purge_one_url(ex)
+                return
+            if head.method == "CONNECT":
+                raise ClientFault("CONNECT is not supported: this is a reverse proxy")
+            target = origin_target(head)
+            if ctx.settings.upstream.strip_request_headers and (stripped := stripped_fields(head, ctx.settings)):
+                ctx.counters.count_stripped(stripped)
+            if not self.enabled:
+                await fills.own_request(ctx, ex, target, "bypass", interim=True)
+            elif head.method in ("GET", "HEAD"):
+                await self._cacheable(ex, received, target)
+            else:
+                await self._write_through(ex, received, target)
+        except EdgeError as exc:
+            faultlog.report(head.peer, head.method, head.target, exc.status, exc.reason)
+            if ex.started:
+                ex.abort()
+                return
+            status = CacheStatus(ctx.node_name, fwd="miss", detail=exc.reason[:80])
+            await respond.error(ctx, ex, exc.status, exc.reason, status)
+
+    def completed(self, ex: Exchange) -> None:
+        if self.access_log is None:
+            return
+        head = ex.head
+        sent = 0 if head.method == "HEAD" or ex.status in (204, 304) else ex.bytes_sent
+        self.access_log.record(
+            time.time(), head.peer, head.method, head.raw_target, head.version, ex.status, sent, ex.cache_label,
+            ex.cache_status, ex.origin_ms, (time.perf_counter() - head.started) * 1000, head.referer,
+            head.user_agent,
+        )  # fmt: skip
+
+    def refused(self, peer: str | None, status: int, reason: str, request: str) -> None:
+        faultlog.report(peer, request.split(" ", 1)[0] if request else "-", request, status, reason)
+        self.ctx.counters.count_refused(status)
+        if self.access_log is not None:
+            method, _, rest = request.partition(" ")
+            target = rest.rsplit(" ", 1)[0] if rest else "-"
+            self.access_log.record(time.time(), peer, method or "-", target, (1, 1), status, 0, "-", None, None, 0.0,
+                                   None, None)  # fmt: skip
+
+    # -- GET / HEAD ------------------------------------------------------------------------------
+    async def _cacheable(self, ex: Exchange, received: HeaderList, target: str) -> None:
+        ctx = self.ctx
+        node = ctx.node_name
+        key = ctx.keys.for_request(ex.head, target)
+        lookup = await look_up(ctx, ex, received, key)
+        found = lookup.found
+        try:
+            match lookup.verdict:
+                case Verdict.HIT:
+                    assert found is not None
+                    assert lookup.decision is not None
+                    await self._hit(ex, received, found, lookup.decision)
+                case Verdict.STALE:
+                    assert found is not None
+                    assert lookup.decision is not None
+                    self._refresh_in_background(ex, received, target, key, found)
+                    await self._hit(ex, received, found, lookup.decision)
+                case Verdict.REVALIDATE:
+                    assert found is not None
+                    fill = lookup.fill
+                    collapsed = fill is not None
+                    if fill is None:
+                        request = fills.origin_request(ctx, ex, target, drop=validation.CONDITIONAL_REQUEST_FIELDS)
+                        fill = fills.launch(ctx, ("validate", key, found.meta.variant),
+                                            revalidate.conditional(request, found.meta), received, key, found.meta,
+                                            ex)  # fmt: skip
+                    await fills.serve(ctx, ex, received, target, key, fill, lookup.fwd, collapsed, stale=found)
+                case Verdict.MISS:
+                    ctx.counters.misses += 1
+                    # Range and the client's own conditionals are answered here, from the complete object.
+                    request = fills.origin_request(ctx, ex, target, drop=validation.CONDITIONAL_REQUEST_FIELDS)
+                    fill = fills.launch(ctx, ("fill", key), request, received, key, None, ex)
+                    await fills.serve(ctx, ex, received, target, key, fill, lookup.fwd, False, stale=None)
+                case Verdict.BUSY:
+                    ctx.counters.misses += 1
+                    assert lookup.fill is not None
+                    await fills.serve(ctx, ex, received, target, key, lookup.fill, lookup.fwd, True, stale=None)
+                case Verdict.HIT_FOR_MISS | Verdict.PASS:
+                    ctx.counters.misses += 1
+                    await fills.own_request(ctx, ex, target, lookup.fwd, lookup.detail, interim=True)
+                case Verdict.ONLY_IF_CACHED:
+                    await respond.error(
+                        ctx, ex, 504, "not in cache and the request allows only a cached response (only-if-cached)",
+                        CacheStatus(node, fwd=lookup.fwd, detail="only-if-cached"),
+                    )  # fmt: skip
+                case _:
+                    assert_never(lookup.verdict)
+        finally:
+            close_handle(found)
+
+    async def _hit(self, ex: Exchange, received: HeaderList, found: CachedObject,
+                   decision: policy.ServeDecision) -> None:  # fmt: skip
+        self.ctx.counters.hits += 1
+        ttl = int(decision.ttl) if decision.fresh else min(int(decision.ttl), -max(1, int(decision.staleness)))
+        status = CacheStatus(self.ctx.node_name, hit=True, ttl=ttl)
+        await respond.stored(self.ctx, ex, received, found, decision.age, status)
+
+    def _refresh_in_background(
+        self, ex: Exchange, received: HeaderList, target: str, key: str, found: CachedObject
+    ) -> None:
+        """RFC 5861 §3: serve stale now, revalidate once in the background (collapsed)."""
+        ctx = self.ctx
+        fill_key = ("validate", key, found.meta.variant)
+        joined = fills.join(ctx, fill_key, key)
+        if joined is not None:
+            joined.waiters -= 1  # nobody waits for it here
+            return
+        request = fills.origin_request(ctx, ex, target, drop=validation.CONDITIONAL_REQUEST_FIELDS)
+        fills.launch(ctx, fill_key, revalidate.conditional(request, found.meta), received, key, found.meta, None)
+
+    # -- unsafe and other methods: write-through with invalidation (RFC 9111 §4, §4.4) ----------
+    async def _write_through(self, ex: Exchange, received: HeaderList, target: str) -> None:
+        ctx = self.ctx
+        head = ex.head
+        upstream = await fills.send(ctx, ex, fills.origin_request(ctx, ex, target))
+        if invalidation.is_unsafe(head.method):
+            headers = forwarding.strip_hop_by_hop(decode_raw_headers(upstream.raw_headers))
+            host = head.host.decode("latin-1").strip() if head.host else ctx.origin.raw_authority
+            request_url = f"{head.scheme}://{host}{target}"
+            now = time.time()
+            for url in invalidation.invalidation_targets(head.method, upstream.status, request_url, headers):
+                await ctx.purger.invalidate(ctx.keys.for_url(url), now)  # every worker, before the client hears
+        status = CacheStatus(ctx.node_name, fwd="method", fwd_status=upstream.status, stored=False)
+        await respond.relay(ctx, ex, upstream, status)
+
+    # -- PURGE on the public listener ------------------------------------------------------------
+    async def _purge_one_url(self, ex: Exchange) -> None:
+        """``PURGE /path``: Varnish/Squid-style single-URL purge, from ``purge_allow`` networks only."""
+        ctx = self.ctx
+        try:
+            peer = ipaddress.ip_address((ex.head.peer or "").split("%")[0])
+        except ValueError:
+            peer = None
+        if peer is None or not any(peer in network for network in self.purge_networks):
+            await _json(ex, 403, {"error": "PURGE not allowed from this address"})
+            return
+        if not self.enabled:
+            await _json(ex, 404, {"error": "caching is disabled"})
+            return
+        key = ctx.keys.for_request(ex.head, origin_target(ex.head))
+        soft = (ex.head.header("Soft-Purge") or "").strip() in ("1", "true")
+        record, affected = await ctx.purger.purge("urls", [key], soft, f"l-{uuid.uuid4().hex[:12]}")
+        ctx.counters.purges["urls"] = ctx.counters.purges.get("urls", 0) + 1
+        await _json(ex, 200, {"id": record.purge_id, "seq": record.seq, "kind": "urls", "soft": soft,
+                              "affected": affected, "url": key})  # fmt: skip
+
+
+async def _json(ex: Exchange, status: int, body: dict[str, object]) -> None:
+    await ex.respond(status, [("Content-Type", "application/json; charset=utf-8")], json.dumps(body).encode())

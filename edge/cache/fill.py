@@ -1,0 +1,512 @@
+"""Fills: one origin fetch per key, shared by every request that wants it (Varnish's ``cache_fetch``).
+
+The producer (:func:`run`) is a sequence of explicit steps, each ending in a typed outcome
+(``edge.cache.outcomes``) that every reader receives:
+
+1. another worker may be filling the same key: wait for its record lock, then look again
+   (→ ``StoredElsewhere``);
+2. ask the origin (timed for Server-Timing and the latency histogram);
+3. a validation answered 304: freshen the stored response (→ ``Refreshed``), or ask again without
+   conditions when the 304 selects nothing stored (RFC 9111 §4.3.4);
+4. a validation answered an error and stale-if-error allows it (→ ``OriginFailed``);
+5. may it be stored (RFC 9111 §3)?  No: ``Unshared`` (and remembered as hit-for-miss);
+6. yes: ``Shared``, and the body streams to the readers while it is written to the tiers, the
+   last chunk held back until the object is published, so a client holding the whole body can count
+   on the next request being a hit.
+
+The readers' side (:func:`serve`) matches on the outcome.  A fill always ends — in an outcome or a
+failure — whatever happens between registering it and running it, so no key is ever left frozen.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterable
+from dataclasses import replace
+from typing import assert_never
+
+from aiohttp import ClientResponse
+
+from edge import faultlog
+from edge.cache import respond, revalidate
+from edge.cache.coalesce import Fill, FillAborted
+from edge.cache.context import CacheContext
+from edge.cache.outcomes import OriginFailed, Refreshed, Shared, StoredElsewhere, Unshared
+from edge.errors import EdgeError, OriginBodyBroken
+from edge.forward import origin_headers, upstream_url
+from edge.http import forwarding, policy, ranges, validation, vary
+from edge.http.cachestatus import CacheStatus, FwdReason
+from edge.http.headers import HeaderList, get_all, get_first, split_all
+from edge.server.exchange import Exchange
+from edge.store.base import BodyChecksum, CachedObject, StoredMeta, StoreWriter
+from edge.store.tiered import close_handle
+from edge.upstream import OriginRequest, decode_raw_headers, iter_body, send_to_origin
+
+log = logging.getLogger("edge.fill")
+
+# Uncacheable for these reasons now means uncacheable for a while: requests skip the queue.
+HIT_FOR_MISS_REASONS = frozenset(
+    {"private", "no-store", "set-cookie", "vary-star", "too-large", "no-freshness-info",
+     "must-understand-unknown-status", "status"}
+)  # fmt: skip
+
+
+def entry_of(meta: StoredMeta) -> policy.StoredEntry:
+    return policy.StoredEntry(
+        status=meta.status,
+        headers=meta.headers,
+        request_time=meta.request_time,
+        response_time=meta.response_time,
+        invalidated_at=meta.response_time if meta.invalidated else None,
+    )
+
+
+def surrogate_keys(headers: HeaderList) -> tuple[str, ...]:
+    """Tags for purging: ``Surrogate-Key`` is space-separated, ``Cache-Tag`` comma-separated."""
+    tags: list[str] = []
+    for value in get_all(headers, "surrogate-key"):
+        tags.extend(value.split())
+    tags.extend(split_all(headers, "cache-tag"))
+    return tuple(dict.fromkeys(tag for tag in tags if tag))
+
+
+def ttl_of(ctx: CacheContext, meta: StoredMeta) -> int:
+    return int(policy.serve_decision("GET", (), entry_of(meta), time.time(), ctx.policy).ttl)
+
+
+# -- asking the origin ---------------------------------------------------------------------------
+
+
+def origin_request(
+    ctx: CacheContext, ex: Exchange, target: str, *, method: str | None = None, drop: Iterable[str] = ()
+) -> OriginRequest:
+    """The client's request as the origin receives it (``drop``: fields the cache answers itself)."""
+    return OriginRequest(
+        method=method or ex.head.method,
+        url=upstream_url(ctx.origin, target),
+        headers=origin_headers(ex.head, ctx.settings, ctx.origin, ctx.node_name, drop),
+        body=ex.body_chunks() if ex.body is not None else None,
+    )
+
+
+async def send(ctx: CacheContext, ex: Exchange, request: OriginRequest, *, interim: bool = True) -> ClientResponse:
+    """Send to the origin on behalf of one client, timing it for Server-Timing and the access log."""
+    started = time.monotonic()
+    upstream = await send_to_origin(ctx.session, request, on_interim=ex.interim if interim else None)
+    elapsed = time.monotonic() - started
+    ex.origin_ms = elapsed * 1000
+    ctx.counters.observe_origin(elapsed)
+    return upstream
+
+
+async def own_request(
+    ctx: CacheContext, ex: Exchange, target: str, fwd: FwdReason, why: str | None = None, *, interim: bool = False
+) -> None:
+    """This request goes to the origin alone: nothing is stored or shared."""
+    upstream = await send(ctx, ex, origin_request(ctx, ex, target), interim=interim)
+    status = CacheStatus(ctx.node_name, fwd=fwd, fwd_status=upstream.status, stored=False, detail=why or None)
+    await respond.relay(ctx, ex, upstream, status)
+
+
+# -- starting and joining fills ------------------------------------------------------------------
+
+
+def join(ctx: CacheContext, fill_key: tuple[str, ...], key: str) -> Fill | None:
+    """Share an in-flight fill, unless a purge or invalidation since it started may concern this key."""
+    fill = ctx.coalescer.join(fill_key)
+    if fill is not None and ctx.purger.view.any_since(fill.start_seq, fill.started_at, key):
+        fill.waiters -= 1
+        return None
+    return fill
+
+
+def launch(
+    ctx: CacheContext,
+    fill_key: tuple[str, ...],
+    request: OriginRequest,
+    received: HeaderList,
+    key: str,
+    validating: StoredMeta | None,
+    owner: Exchange | None,
+) -> Fill:
+    """Register a shared fill and start its task; whatever happens, the fill ends and leaves the key.
+
+    The origin request is built *before* the fill is registered, so a request that cannot be
+    forwarded never leaves a registered fill behind; if the task never gets to run (cancelled at
+    shutdown) or crashes, its done-callback fails the fill, releasing every waiter with an error.
+    """
+    settings = ctx.cache_settings
+    fill = ctx.coalescer.start(fill_key, settings.collapse_max_unread_bytes, settings.memory_max_object_bytes)
+    fill.start_seq = ctx.purger.view.applied_seq
+    fill.started_at = time.time()
+    try:
+        task = ctx.spawn(run(ctx, fill, request, received, key, validating, owner))
+    except BaseException as exc:
+        fill.fail(exc)
+        ctx.coalescer.finish(fill)
+        raise
+
+    def settle(done: asyncio.Task[None]) -> None:
+        crashed = None if done.cancelled() else done.exception()
+        if crashed is not None:
+            log.error("fill for %s crashed", key[:200], exc_info=crashed)  # our bug: keep the traceback
+        unfinished = fill.outcome is None or (isinstance(fill.outcome, Shared) and not fill.done)
+        if unfinished and fill.failure is None:
+            fill.fail(EdgeError("the shared fetch for this URL ended without an answer"))
+        ctx.coalescer.finish(fill)
+
+    task.add_done_callback(settle)
+    return fill
+
+
+# -- the producer --------------------------------------------------------------------------------
+
+
+async def run(
+    ctx: CacheContext,
+    fill: Fill,
+    request: OriginRequest,
+    received: HeaderList,
+    key: str,
+    validating: StoredMeta | None,
+    owner: Exchange | None,
+) -> None:
+    upstream: ClientResponse | None = None
+    handed_over = False
+    locked = False
+    try:
+        # 1. Another worker may be filling this key.
+        if validating is None and ctx.key_locks is not None:
+            locked = True
+            if await ctx.key_locks.acquire(key, ctx.cache_settings.cross_worker_wait) and await _fresh_copy_stored(
+                ctx, key, received
+            ):
+                fill.set_outcome(StoredElsewhere())
+                fill.finish()
+                return
+        # 2. Ask the origin.
+        request_time = time.time()
+        upstream = await send_to_origin(ctx.session, request, on_interim=owner.interim if owner else None)
+        response_time = time.time()
+        ctx.counters.observe_origin(response_time - request_time)
+        fill.origin_ms = (response_time - request_time) * 1000
+        headers = forwarding.strip_hop_by_hop(decode_raw_headers(upstream.raw_headers))
+        # 3. A 304 to our validation.
+        if validating is not None and upstream.status == 304:
+            if revalidate.selects(validating, headers):
+                refreshed = revalidate.refreshed(ctx, validating, received, headers, request_time, response_time)
+                if refreshed.storable:
+                    await ctx.store.update_meta(refreshed.meta)
+                fill.set_outcome(refreshed)  # only now: whoever sees the answer also finds the refreshed entry
+                fill.finish()
+                return
+            upstream.release()
+            upstream = None
+            request_time = time.time()
+            upstream = await send_to_origin(ctx.session, revalidate.unconditional(request))
+            response_time = time.time()
+            headers = forwarding.strip_hop_by_hop(decode_raw_headers(upstream.raw_headers))
+        status = upstream.status
+        # 4. An error answering a validation, and the stored copy may stand in.
+        if (
+            validating is not None
+            and policy.is_error_status(status)
+            and policy.can_serve_stale_on_error(entry_of(validating), received, time.time(), ctx.policy)
+        ):
+            fill.set_outcome(OriginFailed(status))
+            fill.finish()
+            return
+        # 5. May it be stored?
+        decision = policy.storable("GET", status, received, headers, ctx.policy)
+        store, why = decision.store, decision.reason
+        vary_names = vary.vary_fields(headers)
+        if store and vary_names is None:
+            store, why = False, "vary-star"
+        declared = upstream.content_length
+        if store and declared is not None and declared > ctx.cache_settings.max_object_bytes:
+            store, why = False, "too-large"
+        if not store:
+            if why in HIT_FOR_MISS_REASONS:
+                ctx.remember_uncacheable(key, why)
+            handed_over = owner is not None  # the owner relays it; a background refresh has nobody to
+            fill.set_outcome(Unshared(status, upstream.reason or "", tuple(headers), why, upstream))
+            return
+        # 6. Stored and shared.
+        stored_headers = respond.without_fields(headers, (*decision.strip_fields, *respond.FRAMING_FIELDS))
+        fill.set_outcome(Shared(status, upstream.reason or "", tuple(headers)))
+        fields = vary_names or ()
+        secondary = vary.secondary_key(fields, received)
+        variant = vary.variant_id(secondary) if fields else ""
+        meta = StoredMeta(
+            key=key, variant=variant, status=status, reason=upstream.reason or "", headers=tuple(stored_headers),
+            request_time=request_time, response_time=response_time, size=0, checksum="", vary=tuple(fields),
+            secondary=secondary, tags=surrogate_keys(headers), stored_at=fill.started_at,
+        )  # fmt: skip
+        await _store_body(ctx, fill, upstream, meta)
+    except EdgeError as exc:
+        fill.fail(exc)
+    except Exception as exc:  # never leave readers hanging on an unexpected failure
+        log.exception("fill for %s failed", key[:200])
+        fill.fail(exc)
+    finally:
+        ctx.coalescer.finish(fill)
+        if locked and ctx.key_locks is not None:
+            ctx.key_locks.release(key)
+        if upstream is not None and not handed_over:
+            upstream.release() if upstream.content.at_eof() else upstream.close()
+
+
+async def _fresh_copy_stored(ctx: CacheContext, key: str, received: HeaderList) -> bool:
+    """After waiting for another worker's fill: is a fresh copy now in the tiers?"""
+    found = await ctx.store.lookup(key, received)
+    close_handle(found.obj)
+    obj = ctx.purger.visible(found.obj)
+    if obj is None:
+        return False
+    reuse = policy.serve_decision("GET", received, entry_of(obj.meta), time.time(), ctx.policy)
+    return reuse.action is policy.Action.FRESH_HIT
+
+
+async def _store_body(ctx: CacheContext, fill: Fill, upstream: ClientResponse, meta: StoredMeta) -> None:
+    """Stream the body into the fill (for readers) and into the tiers (for later hits).
+
+    A body that outgrows ``max_object_bytes`` or a disk that fails stops the storing, never the
+    relaying; a purge or invalidation that arrived while the fill ran keeps it out of the tiers.
+    """
+    settings = ctx.cache_settings
+    key, variant = meta.key, meta.variant
+    writer = ctx.store.disk.writer(key, variant) if ctx.store.disk is not None else None
+    memory_copy: bytearray | None = bytearray() if ctx.store.memory is not None else None
+    checksum = BodyChecksum()
+    held: bytes | None = None
+    storing = True
+    try:
+        async for chunk in iter_body(upstream):
+            if held is not None:
+                fill.append(held)
+                await fill.wait_for_room(ctx.settings.upstream.read_timeout)
+            held = chunk
+            checksum.update(chunk)
+            ctx.counters.bytes_from_origin += len(chunk)
+            if not storing:
+                continue
+            if checksum.size > settings.max_object_bytes:
+                storing, memory_copy = False, None
+                await _abort(writer)
+                writer = None
+                continue
+            if memory_copy is not None:
+                if len(memory_copy) + len(chunk) <= ctx.store.memory_max_object_bytes:
+                    memory_copy.extend(chunk)
+                else:
+                    memory_copy = None
+            if writer is not None:
+                try:
+                    await writer.write(chunk)
+                except OSError as exc:
+                    log.warning("disk write for %s failed (%s); relaying without storing", key[:200], exc)
+                    await _abort(writer)
+                    writer = None
+    except OriginBodyBroken as exc:
+        if held is not None:
+            fill.append(held)
+        await _abort(writer)
+        fill.fail(exc)
+        return
+    purges = ctx.purger
+    await purges.sync()
+    if storing and purges.view.purged_since(fill.start_seq, fill.started_at, key, meta.tags):
+        storing = False  # a purge arrived while this fill ran: its content must not be stored
+        await _abort(writer)
+    if storing:
+        final = replace(meta, size=checksum.size, checksum=checksum.hexdigest())
+        if writer is not None and not await writer.commit(final):
+            log.warning("disk tier refused %s", key[:200])
+        if memory_copy is not None and ctx.store.memory is not None:
+            await ctx.store.memory.put(final, bytes(memory_copy))
+        await purges.sync()
+        if purges.view.purged_since(fill.start_seq, fill.started_at, key, meta.tags):
+            await ctx.store.delete(key, variant)  # the purge landed between check and publish
+        await _enforce_variant_cap(ctx, key)
+    if held is not None:
+        fill.append(held)
+    fill.finish()
+
+
+async def _abort(writer: StoreWriter | None) -> None:
+    if writer is not None:
+        try:
+            await writer.abort()
+        except OSError as exc:
+            log.warning("aborting a disk write failed: %s", exc)
+
+
+async def _enforce_variant_cap(ctx: CacheContext, key: str) -> None:
+    metas = await ctx.store.all_variants(key)
+    if len(metas) <= ctx.cache_settings.max_variants:
+        return
+    candidates = [vary.StoredVariant(m.variant, m.vary, m.secondary, None, m.response_time) for m in metas]
+    for variant in vary.variants_to_evict(candidates, ctx.cache_settings.max_variants):
+        await ctx.store.delete(key, variant)
+
+
+# -- the readers ---------------------------------------------------------------------------------
+
+
+async def serve(
+    ctx: CacheContext,
+    ex: Exchange,
+    received: HeaderList,
+    target: str,
+    key: str,
+    fill: Fill,
+    fwd: FwdReason,
+    collapsed: bool,
+    stale: CachedObject | None,
+) -> None:
+    """Answer one request from a fill it started or joined (``stale``: the object being revalidated)."""
+    reader = fill.open_reader()
+    reader_open = True
+    node = ctx.node_name
+    try:
+        try:
+            outcome = await fill.wait_outcome()
+            if not collapsed:
+                ex.origin_ms = fill.origin_ms
+        except FillAborted:
+            await _fill_failed(ctx, ex, received, fill, fwd, stale)
+            return
+        match outcome:
+            case Refreshed(meta=meta, storable=storable) if storable or not collapsed:
+                assert stale is not None
+                refreshed = CachedObject(meta, body=stale.body, path=stale.path, offset=stale.offset, tier=stale.tier,
+                                         extras=stale.extras)  # fmt: skip
+                ctx.counters.hits += 1
+                status = CacheStatus(node, fwd=fwd, fwd_status=304, collapsed=collapsed or None, ttl=ttl_of(ctx, meta))
+                age = policy.current_age(meta.headers, meta.request_time, meta.response_time, time.time())
+                await respond.stored(ctx, ex, received, refreshed, age, status)
+            case Refreshed():
+                fill.close_reader(reader)
+                reader_open = False
+                await own_request(ctx, ex, target, fwd, "not-shareable")
+            case StoredElsewhere():
+                fill.close_reader(reader)
+                reader_open = False
+                found = await ctx.store.lookup(key, received)
+                obj = ctx.purger.visible(found.obj)
+                try:
+                    if obj is None:
+                        await own_request(ctx, ex, target, fwd)
+                        return
+                    ctx.counters.hits += 1
+                    age = policy.current_age(obj.meta.headers, obj.meta.request_time, obj.meta.response_time,
+                                             time.time())  # fmt: skip
+                    status = CacheStatus(node, hit=True, ttl=ttl_of(ctx, obj.meta), collapsed=True)
+                    await respond.stored(ctx, ex, received, obj, age, status)
+                finally:
+                    close_handle(found.obj)
+            case OriginFailed(status=origin_status):
+                assert stale is not None
+                await serve_stale_on_error(ctx, ex, received, stale, origin_status)
+            case Unshared(upstream=upstream, why=why) if upstream is not None and not collapsed:
+                fill.close_reader(reader)
+                reader_open = False
+                status = CacheStatus(node, fwd=fwd, fwd_status=outcome.status, stored=False, detail=why or None)
+                await respond.relay(ctx, ex, upstream, status)
+            case Unshared(why=why):
+                fill.close_reader(reader)
+                reader_open = False
+                await own_request(ctx, ex, target, fwd, why)  # not shareable: this waiter asks on its own
+            case Shared():
+                reader_open = False
+                await _stream_shared(ctx, ex, received, target, key, fill, reader, outcome, fwd, collapsed)
+            case _:
+                assert_never(outcome)
+    finally:
+        if reader_open:
+            fill.close_reader(reader)
+
+
+async def _stream_shared(
+    ctx: CacheContext,
+    ex: Exchange,
+    received: HeaderList,
+    target: str,
+    key: str,
+    fill: Fill,
+    reader: int,
+    outcome: Shared,
+    fwd: FwdReason,
+    collapsed: bool,
+) -> None:
+    method = ex.head.method
+    status = CacheStatus(ctx.node_name, fwd=fwd, fwd_status=outcome.status, stored=True, collapsed=collapsed or None)
+    wants_range = ranges.range_value(received, method) is not None
+    conditional = (
+        None if wants_range
+        else validation.evaluate_client_conditionals(method, received, outcome.status, outcome.headers)
+    )  # fmt: skip
+    if wants_range or conditional is not None:
+        # Answered from the complete stored object once the fill is done.
+        fill.close_reader(reader)
+        await fill.wait_done()
+        found = await ctx.store.lookup(key, received)
+        try:
+            if found.obj is not None:
+                meta = found.obj.meta
+                age = policy.current_age(meta.headers, meta.request_time, meta.response_time, time.time())
+                await respond.stored(ctx, ex, received, found.obj, age, status)
+                return
+        finally:
+            close_handle(found.obj)
+        if fill.failure is not None:
+            raise OriginBodyBroken(str(fill.failure))
+        await own_request(ctx, ex, target, fwd)
+        return
+    headers = respond.client_headers(ctx, outcome.headers, keep_age=True)
+    declared = get_first(outcome.headers, "content-length")
+    length = int(declared) if declared is not None and declared.strip().isdigit() else None
+    headers = respond.finish_headers(ctx, ex, outcome.status, headers, status)
+    # The head goes out with the first bytes, i.e. once they are stored.
+    await ex.start(outcome.status, outcome.reason or None, headers, length=length, defer=True)
+    if method != "HEAD":
+        try:
+            async for chunk in fill.body(reader):
+                await ex.write(chunk)
+        except FillAborted as exc:
+            faultlog.report(ex.head.peer, method, ex.head.target, 502, str(exc))
+            ex.abort()
+            return
+    else:
+        fill.close_reader(reader)
+    await ex.end()
+
+
+async def _fill_failed(
+    ctx: CacheContext, ex: Exchange, received: HeaderList, fill: Fill, fwd: FwdReason, stale: CachedObject | None
+) -> None:
+    """No outcome: the origin is unreachable (or the fill broke). Stale may stand in (RFC 9111 §4.2.4)."""
+    if stale is not None and policy.can_serve_stale_on_error(entry_of(stale.meta), received, time.time(), ctx.policy):
+        await serve_stale_on_error(ctx, ex, received, stale, None)
+        return
+    if stale is not None and policy.must_revalidate_or_504(entry_of(stale.meta), ctx.policy):
+        await respond.error(ctx, ex, 504, "origin unreachable and the stored response must be revalidated",
+                            CacheStatus(ctx.node_name, fwd=fwd, detail="must-revalidate"))  # fmt: skip
+        return
+    failure = fill.failure
+    if isinstance(failure, EdgeError):
+        raise failure
+    raise EdgeError(str(failure) if failure else "the shared fetch failed")
+
+
+async def serve_stale_on_error(
+    ctx: CacheContext, ex: Exchange, received: HeaderList, stale: CachedObject, origin_status: int | None
+) -> None:
+    """RFC 5861 §4 / RFC 9111 §4.2.4: the origin failed and the stored response may stand in."""
+    meta = stale.meta
+    age = policy.current_age(meta.headers, meta.request_time, meta.response_time, time.time())
+    status = CacheStatus(ctx.node_name, fwd="stale", fwd_status=origin_status, ttl=ttl_of(ctx, meta),
+                         detail="stale-if-error")  # fmt: skip
+    await respond.stored(ctx, ex, received, stale, age, status)

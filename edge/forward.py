@@ -1,0 +1,66 @@
+"""What the origin sees of a client's request (RFC 9110 §7.6), and nothing a client can use to poison.
+
+Hop-by-hop fields are dropped, ``Via`` grows, ``X-Forwarded-For``/``-Proto`` are the edge's own,
+and nothing the client sends may change the origin's answer unless the cache key covers it: the
+client's ``Host`` travels (as ``Host`` and ``X-Forwarded-Host``) only with ``preserve_host``, where
+it is part of the key, and the override fields of ``upstream.strip_request_headers`` never travel.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from urllib.parse import urlsplit
+
+from yarl import URL
+
+from edge.config import EdgeSettings
+from edge.errors import ClientFault
+from edge.http import forwarding
+from edge.server.exchange import RequestHead
+
+# Fields the edge writes itself (hop-by-hop ones are dropped anyway); Expect is answered by our
+# own front end (100 Continue) when the body is first read.
+_REWRITTEN = ("host", "expect", "x-forwarded-proto", "x-forwarded-host", "x-forwarded-for")
+
+
+def origin_target(head: RequestHead) -> str:
+    """The request target as origin-form: path and query byte-for-byte as the client sent them."""
+    raw = head.target
+    if raw.startswith("/"):
+        return raw
+    if raw == "*":
+        raise ClientFault("asterisk-form request targets are not forwarded")
+    parts = urlsplit(raw)
+    if parts.scheme.lower() in ("http", "https") and parts.netloc:
+        return (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    raise ClientFault(f"unsupported request target {raw[:100]!r}")
+
+
+def upstream_url(origin: URL, target: str) -> URL:
+    return URL(str(origin).rstrip("/") + target, encoded=True)
+
+
+def origin_headers(
+    head: RequestHead, settings: EdgeSettings, origin: URL, node_name: str, drop: Iterable[str] = ()
+) -> list[tuple[str, str]]:
+    """The client's header lines as the origin receives them."""
+    upstream = settings.upstream
+    received = head.headers
+    host = head.host.decode("latin-1").strip(" \t") if head.host is not None else ""
+    headers = forwarding.strip_hop_by_hop(received, extra=(*_REWRITTEN, *upstream.strip_request_headers, *drop))
+    keyed_host = host if upstream.preserve_host and host else None
+    headers.insert(0, ("Host", keyed_host or origin.raw_authority or ""))
+    forwarded_for = forwarding.forwarded_for_value(received, head.peer)
+    if forwarded_for:
+        headers.append(("X-Forwarded-For", forwarded_for))
+    headers.append(("X-Forwarded-Proto", head.scheme))
+    forwarded_host = keyed_host or settings.public_host
+    if forwarded_host:
+        headers.append(("X-Forwarded-Host", forwarded_host))
+    return forwarding.append_via(headers, head.version, node_name)
+
+
+def stripped_fields(head: RequestHead, settings: EdgeSettings) -> list[str]:
+    """Names of the override fields the client sent that the origin will not see (logs, counters)."""
+    stripped = set(settings.upstream.strip_request_headers)
+    return sorted({name.decode("latin-1").lower() for name, _ in head.raw_headers} & stripped)

@@ -1,0 +1,249 @@
+"""Counters of one edge worker, and how they become ``/stats`` and Prometheus metrics.
+
+The request path only increments plain integers on a per-worker object (no locks, no labels, no
+``prometheus_client`` objects on the hot path).  Each worker publishes a snapshot of them every
+second to ``stats/<pid>.json`` in the cache directory; an admin request, whichever worker it lands
+on, sums the live workers' snapshots, and ``prometheus_client`` collectors turn the sums into metric
+families at scrape time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+
+from edge.config import EdgeSettings
+
+if TYPE_CHECKING:
+    from edge.runtime import EdgeRuntime
+
+STATS_INTERVAL_S = 1.0
+
+ORIGIN_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+@dataclass(slots=True)
+class CacheCounters:
+    """Per-worker counters exposed by /stats and /metrics (summed over workers there)."""
+
+    requests: int = 0
+    hits: int = 0
+    misses: int = 0
+    bytes_from_cache: int = 0
+    bytes_from_origin: int = 0
+    by_status: dict[str, int] = field(default_factory=dict)
+    purges: dict[str, int] = field(default_factory=dict)
+    by_code_class: dict[str, int] = field(default_factory=dict)
+    origin_latency_buckets: list[int] = field(default_factory=lambda: [0] * (len(ORIGIN_LATENCY_BUCKETS) + 1))
+    origin_latency_sum: float = 0.0
+    origin_latency_count: int = 0
+    refused: dict[str, int] = field(default_factory=dict)  # by status, before the request reached the cache
+    stripped_headers: dict[str, int] = field(default_factory=dict)  # override fields removed, by name
+
+    def count(self, label: str) -> None:
+        self.by_status[label] = self.by_status.get(label, 0) + 1
+
+    def count_refused(self, status: int) -> None:
+        label = str(status)
+        self.refused[label] = self.refused.get(label, 0) + 1
+
+    def count_stripped(self, names: list[str]) -> None:
+        for name in names:
+            self.stripped_headers[name] = self.stripped_headers.get(name, 0) + 1
+
+    def observe_origin(self, seconds: float) -> None:
+        index = next((i for i, bound in enumerate(ORIGIN_LATENCY_BUCKETS) if seconds <= bound), -1)
+        self.origin_latency_buckets[index] += 1
+        self.origin_latency_sum += seconds
+        self.origin_latency_count += 1
+
+
+
+def stats_dir(settings: EdgeSettings) -> Path:
+    return Path(settings.cache_dir) / "stats"
+
+
+def worker_snapshot(runtime: EdgeRuntime) -> dict[str, Any]:
+    """This worker's counters, as written to ``stats/<pid>.json`` for the others to sum."""
+    snapshot: dict[str, Any] = {"pid": os.getpid(), "time": time.time()}
+    cache = runtime.cache
+    if cache is None:
+        return snapshot
+    counters = cache.counters
+    snapshot.update(
+        requests=counters.requests,
+        hits=counters.hits,
+        misses=counters.misses,
+        bytes_from_cache=counters.bytes_from_cache,
+        bytes_from_origin=counters.bytes_from_origin,
+        collapsed=cache.coalescer.collapsed_total,
+        by_status=dict(counters.by_status),
+        by_code_class=dict(counters.by_code_class),
+        purges=dict(counters.purges),
+        origin_latency_buckets=list(counters.origin_latency_buckets),
+        origin_latency_sum=counters.origin_latency_sum,
+        origin_latency_count=counters.origin_latency_count,
+        tiers={tier.name: tier.stats() for tier in cache.store.tiers},
+    )
+    return snapshot
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def collect_worker_stats(settings: EdgeSettings, runtime: EdgeRuntime) -> list[dict[str, Any]]:
+    """Every live worker's last snapshot (this worker's fresh)."""
+    snapshots = {os.getpid(): worker_snapshot(runtime)}
+    directory = stats_dir(settings)
+    if directory.is_dir():
+        for path in directory.glob("*.json"):
+            with contextlib.suppress(OSError, ValueError):
+                data = json.loads(path.read_text())
+                pid = int(data.get("pid", 0))
+                if pid and pid not in snapshots and _alive(pid):
+                    snapshots[pid] = data
+    return list(snapshots.values())
+
+
+def summarize(snapshots: list[dict[str, Any]]) -> dict[str, Any]:
+    def total(name: str) -> int:
+        return sum(int(item.get(name, 0)) for item in snapshots)
+
+    requests, hits = total("requests"), total("hits")
+    from_cache, from_origin = total("bytes_from_cache"), total("bytes_from_origin")
+    tiers: dict[str, dict[str, int]] = {}
+    for item in snapshots:
+        for name, values in item.get("tiers", {}).items():
+            merged = tiers.setdefault(name, {})
+            for counter, value in values.items():
+                if name == "disk" and counter in ("objects", "bytes", "ready"):
+                    merged[counter] = max(merged.get(counter, 0), int(value))  # shared tier: same totals
+                else:
+                    merged[counter] = merged.get(counter, 0) + int(value)
+    by_status: dict[str, int] = {}
+    by_code: dict[str, int] = {}
+    purges: dict[str, int] = {}
+    for item in snapshots:
+        for label, count in item.get("by_status", {}).items():
+            by_status[label] = by_status.get(label, 0) + int(count)
+        for label, count in item.get("by_code_class", {}).items():
+            by_code[label] = by_code.get(label, 0) + int(count)
+        for kind, count in item.get("purges", {}).items():
+            purges[kind] = purges.get(kind, 0) + int(count)
+    return {
+        "workers": len(snapshots),
+        "requests": requests,
+        "hits": hits,
+        "misses": total("misses"),
+        "hit_ratio": round(hits / requests, 4) if requests else None,
+        "bytes_from_cache": from_cache,
+        "bytes_from_origin": from_origin,
+        "byte_hit_ratio": round(from_cache / (from_cache + from_origin), 4) if from_cache + from_origin else None,
+        "collapsed": total("collapsed"),
+        "by_cache_status": by_status,
+        "by_code_class": by_code,
+        "purges": purges,
+        "tiers": tiers,
+        "evictions": sum(values.get("evictions", 0) for values in tiers.values()),
+        "corrupt_discarded": sum(values.get("corrupt_discarded", 0) for values in tiers.values()),
+    }
+
+
+
+class StatsCollector:
+    """Turns the summed worker snapshots into Prometheus metric families at scrape time."""
+
+    def __init__(self, snapshots: list[dict[str, Any]], edge: str) -> None:
+        self.snapshots = snapshots
+        self.edge = edge
+
+    def describe(self) -> list[Any]:
+        return []
+
+    def collect(self) -> Any:
+        summary = summarize(self.snapshots)
+        requests = CounterMetricFamily(
+            "edgecache_requests", "Requests by cache status (X-Cache value)", labels=["edge", "cache_status"]
+        )
+        for label, count in summary["by_cache_status"].items():
+            requests.add_metric([self.edge, label], count)
+        yield requests
+        responses = CounterMetricFamily(
+            "edgecache_responses", "Responses by status class (5xx = origin failures, 504s...)", labels=["edge", "code"]
+        )
+        for label, count in summary["by_code_class"].items():
+            responses.add_metric([self.edge, label], count)
+        yield responses
+        served = CounterMetricFamily("edgecache_bytes_served", "Body bytes sent to clients", labels=["edge", "source"])
+        served.add_metric([self.edge, "cache"], summary["bytes_from_cache"])
+        served.add_metric([self.edge, "origin"], summary["bytes_from_origin"])
+        yield served
+        collapsed = CounterMetricFamily("edgecache_collapsed_requests", "Requests that joined a fill", labels=["edge"])
+        collapsed.add_metric([self.edge], summary["collapsed"])
+        yield collapsed
+        purges = CounterMetricFamily("edgecache_purges", "Purges applied by kind", labels=["edge", "kind"])
+        for kind, count in summary["purges"].items():
+            purges.add_metric([self.edge, kind], count)
+        yield purges
+        objects = GaugeMetricFamily("edgecache_tier_objects", "Objects per tier", labels=["edge", "tier"])
+        size = GaugeMetricFamily("edgecache_tier_bytes", "Bytes per tier", labels=["edge", "tier"])
+        evictions = CounterMetricFamily("edgecache_evictions", "Evictions per tier", labels=["edge", "tier"])
+        corrupt = CounterMetricFamily("edgecache_corrupt_discarded", "Corrupt objects found", labels=["edge", "tier"])
+        for tier, values in summary["tiers"].items():
+            objects.add_metric([self.edge, tier], values.get("objects", 0))
+            size.add_metric([self.edge, tier], values.get("bytes", 0))
+            evictions.add_metric([self.edge, tier], values.get("evictions", 0))
+            corrupt.add_metric([self.edge, tier], values.get("corrupt_discarded", 0))
+        yield from (objects, size, evictions, corrupt)
+        workers = GaugeMetricFamily("edgecache_workers_alive", "Worker processes answering", labels=["edge"])
+        workers.add_metric([self.edge], summary["workers"])
+        yield workers
+        buckets = [0] * (len(ORIGIN_LATENCY_BUCKETS) + 1)
+        latency_sum = 0.0
+        for item in self.snapshots:
+            for index, count in enumerate(item.get("origin_latency_buckets", [])):
+                if index < len(buckets):
+                    buckets[index] += int(count)
+            latency_sum += float(item.get("origin_latency_sum", 0.0))
+        cumulative, running = [], 0
+        for bound, count in zip([*map(str, ORIGIN_LATENCY_BUCKETS), "+Inf"], buckets, strict=True):
+            running += count
+            cumulative.append((bound, running))
+        latency = HistogramMetricFamily(
+            "edgecache_origin_latency_seconds", "Time from request to origin response headers", labels=["edge"]
+        )
+        latency.add_metric([self.edge], cumulative, latency_sum)
+        yield latency
+
+
+
+async def publish_stats_forever(settings: EdgeSettings, runtime: EdgeRuntime) -> None:
+    directory = stats_dir(settings)
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{os.getpid()}.json"
+    try:
+        while True:
+            temporary = path.with_suffix(".tmp")
+            temporary.write_text(json.dumps(worker_snapshot(runtime)))
+            os.replace(temporary, path)
+            await asyncio.sleep(STATS_INTERVAL_S)
+    finally:
+        with contextlib.suppress(OSError):
+            path.unlink()
+
+

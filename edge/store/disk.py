@@ -45,7 +45,10 @@ Invariants, and why they give "concurrent fills leave exactly one valid object; 
    other process's journal (``_sync_index``). So a purge still finds every object whose commit returned
    before the purge began, whichever worker stored it and whether or not that worker is still alive.
    Rows are only ingested if their object is still the published one, so a late row never brings
-   back a deleted, evicted or replaced object. ``stats()`` counts queued rows as objects already.
+   back a deleted, evicted or replaced object; and deletions (purges, evictions) unlink files first,
+   then prune only the rows that no longer describe a published object, so a fill that published
+   meanwhile keeps its row. If this process's own rows cannot be written, a purge fails instead of
+   running on an index that lacks them. ``stats()`` counts queued rows as objects already.
 
 I/O and the event loop: meta files are ~0.5-2 KiB (an inline one up to ~6 KiB), so ``get``/``variants``
 read them (and list the per-key fan-out directory, and ``stat`` large bodies) directly on the loop.
@@ -751,13 +754,14 @@ class DiskStore:
         await self.flush_rows()  # so the rows removed below are not still queued (exact totals)
         khash = key_hash(key)
         folder = self._folder(khash)
+        current = self._object_is_current
         if variant is not None:
             stems = [f"{khash}.{variant_hash(variant)}"]
             removed = await asyncio.to_thread(self._delete_stems_sync, folder, stems)
-            await self._index_best_effort(lambda: self._index.remove([(khash, variant_hash(variant))]))
+            await self._index_best_effort(lambda: self._index.prune([(khash, variant_hash(variant))], current))
         else:
             removed = await asyncio.to_thread(self._delete_key_sync, folder, khash)
-            await self._index_best_effort(lambda: self._index.remove_key(khash))
+            await self._index_best_effort(lambda: self._index.prune((), current, key_hash=khash))
         self._counters["deleted"] += removed
         return removed
 
@@ -796,7 +800,7 @@ class DiskStore:
         removed = 0
         for shard in await asyncio.to_thread(self._shards_on_disk):
             removed += await asyncio.to_thread(self._clear_shard_sync, shard)
-        await self._index_best_effort(lambda: self._index.remove_all())
+        await self._index_best_effort(lambda: self._index.prune((), self._object_is_current))
         self._accesses.clear()
         self._counters["deleted"] += removed
         return removed
@@ -846,7 +850,11 @@ class DiskStore:
         headroom (``max_bytes`` less 1/64, so the fills that follow do not each evict); returns how many went."""
         self._require_started()
         async with self._evict_lock:
-            await self.flush_rows()
+            # Every process's journal first: rows of objects a killed worker stored count too.
+            try:
+                await self._sync_index()
+            except sqlite3.Error as error:
+                log.warning("disk cache index error before eviction: %s", error)
             low_water = self.max_bytes - self.max_bytes // _EVICT_HEADROOM
             victims = await self._index_best_effort(
                 lambda: self._index.take_lru(self.max_bytes, self._take_accesses(), low_water)
@@ -854,6 +862,10 @@ class DiskStore:
             if not victims:
                 return 0
             await asyncio.to_thread(self._unlink_victims_sync, victims)
+            # A journal row ingested between choosing the victims and unlinking them may have put a row
+            # back: prune what no longer describes a published object.
+            idents = [row.ident for row in victims]
+            await self._index_best_effort(lambda: self._index.prune(idents, self._object_is_current))
             self._counters["evictions"] += len(victims)
             await self._index_best_effort(lambda: self._index.totals())
             return len(victims)
@@ -1113,7 +1125,9 @@ class DiskStore:
             by_folder.setdefault(self._folder(row.key_hash), []).append(f"{row.key_hash}.{row.variant_hash}")
         for folder, stems in by_folder.items():
             removed += await asyncio.to_thread(self._delete_stems_sync, folder, stems)
-        await self._index_best_effort(lambda: self._index.remove([row.ident for row in rows]))
+        idents = [row.ident for row in rows]
+        if idents:
+            await self._index_best_effort(lambda: self._index.prune(idents, self._object_is_current))
         self._counters["deleted"] += removed
         return removed
 
@@ -1226,7 +1240,14 @@ class DiskStore:
         guarantee purges need: see ``edge.store.index``). Journals of dead processes are unlinked once
         ingested. Raises what the index raises (a purge must not pretend it found everything).
         """
-        await self.flush_rows()
+        for _attempt in range(3):
+            await self.flush_rows()
+            if not self._journal.pending()[0]:
+                break
+        else:
+            # Our own rows could not be written (the index is locked or failing): a purge that went
+            # ahead would not see them, so it fails instead of pretending it found everything.
+            raise sqlite3.OperationalError("the disk cache index cannot take this process's queued rows")
         rows, orphaned = await asyncio.to_thread(read_journals, self._journals, self._journal.own_paths())
         ingested = False
         try:

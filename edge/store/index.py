@@ -265,6 +265,35 @@ class SqliteIndex:
 
         return await self._run(remove)
 
+    async def prune(
+        self, idents: Iterable[ObjectHash], is_current: Callable[[IndexRow], bool], *, key_hash: str | None = None
+    ) -> Totals:
+        """Delete the rows of ``idents`` (or of every variant of ``key_hash``) whose object is no longer
+        the published one, checked inside the write transaction (as ``ingest`` does).
+
+        Deletions unlink files first and then prune: a row describing what was unlinked goes, while a
+        row a concurrent fill wrote for its newer object (published between the unlink and this
+        transaction) stays — removing rows by key alone would lose it, and later purges would miss it.
+        """
+        pairs = list(idents)
+
+        def prune() -> Totals:
+            with self._transaction() as conn:
+                if key_hash is not None:
+                    found = conn.execute(f"{_SELECT_ROWS} WHERE key_hash = ?", (key_hash,)).fetchall()
+                elif pairs:
+                    found = [
+                        values for pair in pairs
+                        for values in conn.execute(f"{_SELECT_ROWS} WHERE key_hash = ? AND variant_hash = ?", pair)
+                    ]  # fmt: skip
+                else:
+                    found = conn.execute(_SELECT_ROWS).fetchall()
+                stale = [row.ident for row in map(_row, found) if not is_current(row)]
+                conn.executemany("DELETE FROM objects WHERE key_hash = ? AND variant_hash = ?", stale)
+                return self._totals_sync(conn)
+
+        return await self._run(prune)
+
     async def remove_key(self, key_hash: str) -> Totals:
         def remove() -> Totals:
             with self._transaction() as conn:

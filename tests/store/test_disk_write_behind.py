@@ -509,3 +509,80 @@ def test_rows_queued_by_a_process_that_died_are_ingested(tmp_path: Path) -> None
             await store.close()
 
     asyncio.run(check())
+
+
+# -- races found in review: deletions, index failures and evictions against concurrent fills ---------
+
+
+async def test_a_refill_between_unlink_and_row_removal_keeps_its_row(open_store: OpenStore) -> None:
+    """A purge removes the rows of what it unlinked, not every row of the key: a fill published in
+    between keeps its row, so a later prefix or tag purge still finds it."""
+    purger = await open_store(**LAZY)
+    filler = await open_store(**LAZY)
+    first = b"v1"
+    assert await filler.put(make_meta("https://b/x", first, tags=("t",)), first)
+    await filler.flush_rows()
+    real_prune = purger._index.prune
+
+    async def refill_then_prune(*args: object, **kwargs: object) -> index_module.Totals:
+        newer = b"v2-newer"
+        assert await filler.put(make_meta("https://b/x", newer, tags=("t",)), newer)  # committed after the unlink
+        await filler.flush_rows()  # ... and indexed
+        return await real_prune(*args, **kwargs)  # type: ignore[arg-type]
+
+    purger._index.prune = refill_then_prune  # type: ignore[method-assign]
+    await purger.delete("https://b/x", "")
+    purger._index.prune = real_prune  # type: ignore[method-assign]
+    assert await filler.get("https://b/x", "") is not None  # the newer object survived the older purge
+    assert await purger.delete_prefix("https://b/") == 1  # and a later purge finds it
+    assert await filler.get("https://b/x", "") is None
+
+
+async def test_a_purge_fails_rather_than_miss_rows_it_could_not_write(
+    open_store: OpenStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = await open_store(**LAZY)
+    body = b"hello"
+    assert await store.put(make_meta("https://a/x", body, tags=("t",)), body)
+    real_ingest = store._index.ingest
+    failures = {"left": 1}
+
+    async def locked_once(rows: object, current: object) -> index_module.Totals:
+        if failures["left"]:
+            failures["left"] -= 1
+            raise sqlite3.OperationalError("database is locked")
+        return await real_ingest(rows, current)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(store._index, "ingest", locked_once)
+    assert await store.delete_prefix("https://a/") == 1  # retried, then found
+    assert await store.get("https://a/x", "") is None
+
+    failures["left"] = 10
+    assert await store.put(make_meta("https://a/y", body, tags=("t",)), body)
+    with pytest.raises(sqlite3.OperationalError):
+        await store.delete_prefix("https://a/")  # never "0 purged" while a published object is unindexed
+
+
+async def test_an_evicted_object_is_not_brought_back_by_a_late_row(open_store: OpenStore) -> None:
+    evictor = await open_store(max_bytes=50_000, **LAZY)
+    other = await open_store(max_bytes=50_000, **LAZY)
+    old = body_for("e", 20_000)
+    assert await other.put(make_meta("https://c/old", old), old)
+    await evictor.delete_prefix("https://nothing/")  # ingests other's journal row (other keeps it queued)
+    loop = asyncio.get_running_loop()
+    real_unlink = evictor._unlink_victims_sync
+
+    def flush_in_between(victims: list[IndexRow]) -> None:
+        # other's flush of its still-queued row lands between choosing the victims and unlinking them
+        asyncio.run_coroutine_threadsafe(other.flush_rows(), loop).result()
+        real_unlink(victims)
+
+    evictor._unlink_victims_sync = flush_in_between  # type: ignore[method-assign]
+    for index in range(2):
+        body = body_for(f"n{index}", 20_000)
+        assert await evictor.put(make_meta(f"https://c/new{index}", body), body)
+    evictor._unlink_victims_sync = real_unlink  # type: ignore[method-assign]
+    assert evictor.stats()["evictions"] >= 1
+    rows = index_rows(evictor.directory)
+    assert "https://c/old" not in rows  # no row for a file that is gone
+    assert await evictor.get("https://c/old", "") is None

@@ -36,10 +36,12 @@ class LineWriter:
         path: Path | None = None,
         logger: logging.Logger | None = None,
         interval: float = FLUSH_INTERVAL_S,
+        fd: int | None = None,
     ) -> None:
         self.formatter = formatter
         self.path = path
         self.logger = logger
+        self.stream_fd = fd
         self.interval = interval
         self.pending: list[Any] = []
         self._fd = -1
@@ -51,7 +53,7 @@ class LineWriter:
         if self.logger is not None:
             return
         if self.path is None:
-            self._fd = sys.stdout.fileno()
+            self._fd = sys.stdout.fileno() if self.stream_fd is None else self.stream_fd
         else:
             self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
 

@@ -17,10 +17,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import settings as hypothesis_settings
 
 from edge.config import EdgeSettings
 from origin_stub import OriginStubServer
 from tests.support.edge import InProcessAdmin, InProcessEdge, start_in_process
+
+# Properties, not timings: on two shared cores an example may take longer than hypothesis's 200 ms.
+hypothesis_settings.register_profile("edgecache", deadline=None)
+hypothesis_settings.load_profile("edgecache")
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 EDGE_NAME = "test-edge"

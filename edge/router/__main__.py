@@ -27,10 +27,10 @@ from aiohttp import web
 from edge import signals
 from edge.accesslog import reopen_log_files
 from edge.config import ConfigError
-from edge.router.accesslog import ACCESS_LOGGER
-from edge.router.app import ROUTER_KEY, RouterParts, create_router_admin_app, create_router_app, open_router_parts
+from edge.router.app import RouterParts, create_router, create_router_admin_app, open_router_parts
 from edge.router.config import RouterSettings, load_router_settings
 from edge.router.geo import GeoDatabaseError
+from edge.router.redirect import RedirectService, serve_redirects
 from edge.tls import server_ssl_context
 
 log = logging.getLogger("edge.router")
@@ -110,22 +110,13 @@ OVERRIDES = (
 
 
 def configure_logging(settings: RouterSettings) -> None:
+    """The application log on stderr; access lines are written by the redirect listener itself."""
     logging.basicConfig(
         level=settings.log_level.upper(),
         format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s",
         stream=sys.stderr,
         force=True,
     )
-    access = logging.getLogger(ACCESS_LOGGER)
-    access.handlers.clear()
-    access.propagate = False
-    if settings.access_log:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        access.addHandler(handler)
-        access.setLevel(logging.INFO)
-    else:
-        access.setLevel(logging.CRITICAL + 1)
 
 
 def _url(address: Any, scheme: str = "http") -> str:
@@ -151,13 +142,13 @@ def _ssl_context(settings: RouterSettings) -> ssl.SSLContext | None:
 
 
 async def serve(settings: RouterSettings, parts: RouterParts) -> None:
-    """Run both apps until SIGTERM/SIGINT; SIGHUP reloads the geo database."""
+    """Run both listeners until SIGTERM/SIGINT/SIGQUIT; SIGHUP reloads the geo database."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
-    app = create_router_app(
+    router = create_router(
         settings, inventory=parts.inventory, locator=parts.locator, coverage=parts.coverage, health=parts.health
     )
-    router = app[ROUTER_KEY]
+    service: RedirectService | None = None
 
     def reload_geodb() -> None:
         try:
@@ -165,23 +156,38 @@ async def serve(settings: RouterSettings, parts: RouterParts) -> None:
         except GeoDatabaseError as exc:
             log.error("geo database reload failed; keeping the one in use: %s", exc)
 
-    signals.install(loop, stop.set, reload=reload_geodb, reopen_logs=reopen_log_files)
-    public_runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
+    def reopen_logs() -> None:
+        reopen_log_files()
+        if service is not None and service.access_log is not None:
+            service.access_log.reopen()
+
+    signals.install(loop, stop.set, reload=reload_geodb, reopen_logs=reopen_logs)
     admin_runner = web.AppRunner(create_router_admin_app(router), access_log=None, shutdown_timeout=1.0)
-    await public_runner.setup()  # starts the health checker: the first round completes here
+    listener = None
+    await router.start()  # the first health round completes here
     try:
         if stop.is_set():  # told to stop while the first health round ran: never start listening
             return
         await admin_runner.setup()
-        public_url = await _start_site(public_runner, settings.listen_address, _ssl_context(settings))
+        host, port = settings.listen_address
+        ssl_context = _ssl_context(settings)
+        try:
+            listener, service = await serve_redirects(router, host, port, ssl_context)
+        except OSError as exc:
+            raise ListenError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+        public_url = _url(listener.server.sockets[0].getsockname(), "https" if ssl_context else "http")
         admin_url = await _start_site(admin_runner, settings.admin_address)
         print(f"router listening on {public_url} (admin {admin_url}), {len(parts.inventory.edges)} edges", flush=True)
         healthy = sum(1 for ok in parts.health.healthy_map().values() if ok)
         log.info("%d of %d edges healthy after the first check", healthy, len(parts.inventory.edges))
         await stop.wait()
     finally:
+        if listener is not None:
+            await listener.close(2.0)
+        if service is not None and service.access_log is not None:
+            service.access_log.close()
         await admin_runner.cleanup()
-        await public_runner.cleanup()
+        await router.close()
 
 
 def main(argv: list[str] | None = None) -> None:

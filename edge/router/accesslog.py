@@ -15,9 +15,9 @@ Two formats (``log_format``):
     192.0.2.7 - - [01/May/2024:12:00:00 +0000] "GET /a?b HTTP/1.1" 302 123 "-" "curl/8.5.0" \
 edge=eu-west-1 region=eu-west rule=distance src=xff geo=IE/EU/Dublin us=41
 
-Lines go to the ``edge.router.access`` logger (``python -m edge.router`` sends it to stderr,
-message only), so tests can capture them and an operator can route them like any other log.
-The line is built only when the logger would emit it.
+``python -m edge.router`` writes the lines to stderr (or ``access_log_file``) in batches
+(``edge.accesslog.LineWriter``), formatted when written; in-process tests send them to the
+``edge.router.access`` logger instead.
 """
 
 from __future__ import annotations
@@ -74,9 +74,9 @@ class AccessLogger:
         line = self.json_line(record) if self.format == "json" else self.combined_line(record)
         self.logger.info(line)
 
-    def _stamps(self) -> tuple[str, str, int]:
-        """ISO-8601 and CLF renderings of the current second (cached: one strftime per second)."""
-        now = time.time()
+    def _stamps(self, when: float | None = None) -> tuple[str, str, int]:
+        """ISO-8601 and CLF renderings of a second (cached: one strftime per second)."""
+        now = time.time() if when is None else when
         second = int(now)
         if second != self._second:
             moment = time.gmtime(second)
@@ -85,8 +85,8 @@ class AccessLogger:
             self._clf = time.strftime("%d/%b/%Y:%H:%M:%S +0000", moment)
         return self._iso, self._clf, int((now - second) * 1000)
 
-    def json_line(self, record: AccessRecord) -> str:
-        iso, _, millis = self._stamps()
+    def json_line(self, record: AccessRecord, when: float | None = None) -> str:
+        iso, _, millis = self._stamps(when)
         decision, location = record.decision, record.location
         return json.dumps(
             {
@@ -113,8 +113,8 @@ class AccessLogger:
             separators=(",", ":"),
         )
 
-    def combined_line(self, record: AccessRecord) -> str:
-        _, clf, _ = self._stamps()
+    def combined_line(self, record: AccessRecord, when: float | None = None) -> str:
+        _, clf, _ = self._stamps(when)
         decision, location = record.decision, record.location
         client = "-" if record.client.address is None else str(record.client.address)
         source = "xff" if record.client.source == "x-forwarded-for" else "peer"

@@ -1,6 +1,6 @@
-"""The router's two aiohttp apps: the public redirector and the admin side that explains it.
+"""The router: the routing core, and the admin app (aiohttp) that explains it.
 
-**Public side** (:func:`create_router_app`) — every method, every path:
+**Public side** (``edge.router.redirect``, on our own front end) — every method, every path:
 
 1. the client address: the socket peer, or ``X-Forwarded-For`` when the peer is a trusted proxy
    (:func:`edge.router.clientip.client_address`);
@@ -26,33 +26,32 @@ request writes one access-log line (:mod:`edge.router.accesslog`).
 - ``GET /metrics`` — Prometheus text from the router's own ``CollectorRegistry``;
 - ``GET /geodb`` — the database in use; ``POST /geodb/reload`` — reopen it (as SIGHUP does).
 
-Both apps share one :class:`Router` (state under a typed ``AppKey``); the public app owns the
-resources: its ``cleanup_ctx`` starts the health checker and, on shutdown, stops it and closes
-the geo database.
+Both sides share one :class:`Router` (:func:`create_router`); its owner starts the health checker
+(:meth:`Router.start`) and, on shutdown, stops it and closes the geo database (:meth:`Router.close`).
 """
 
 from __future__ import annotations
 
-import html
+import bisect
 import json
 import logging
 import math
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler
 from lru import LRU
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
 
 from edge.admin import token_matches
 from edge.config import ConfigError
 from edge.controlplane.app import register_control_plane
 from edge.controlplane.models import ControlPlaneSettings
 from edge.inventory import Inventory, InventoryError, load_inventory
-from edge.router.accesslog import AccessLogger, AccessRecord
 from edge.router.clientip import ClientAddress, IPAddress, IPNetwork, client_address, parse_address
 from edge.router.config import RouterSettings
 from edge.router.coverage import CoverageError, CoverageMap, CoverageZone, load_coverage
@@ -66,8 +65,8 @@ __all__ = [
     "Router",
     "RouterMetrics",
     "RouterParts",
+    "create_router",
     "create_router_admin_app",
-    "create_router_app",
     "open_router_parts",
     "request_target",
 ]
@@ -133,27 +132,20 @@ def request_target(raw_path: str) -> tuple[str | None, str]:
 
 
 class RouterMetrics:
-    """The router's Prometheus metrics, in a registry of their own (one per router, not global)."""
+    """The router's Prometheus metrics, in a registry of their own (one per router, not global).
+
+    What every request touches — redirects by edge/region/rule/status, 503s, the decision-time
+    histogram — is plain integers, turned into metric families when ``/metrics`` is scraped
+    (``_RequestCollector``); the rest are ordinary ``prometheus_client`` objects.
+    """
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
-        self.redirects = Counter(
-            "edgecache_router_redirects_total",
-            "Clients redirected, by edge, region, selection rule and status (302/307).",
-            ["edge", "region", "rule", "status"],
-            registry=self.registry,
-        )
-        self.unavailable = Counter(
-            "edgecache_router_unavailable_total",
-            "Requests answered 503 because no edge was healthy.",
-            registry=self.registry,
-        )
-        self.decision_seconds = Histogram(
-            "edgecache_router_decision_seconds",
-            "Time to decide one request: geo lookup, coverage zone and edge selection.",
-            buckets=DECISION_BUCKETS,
-            registry=self.registry,
-        )
+        self.redirect_counts: dict[tuple[str, str, str, int], int] = {}
+        self.unavailable = 0
+        self.decision_buckets = [0] * (len(DECISION_BUCKETS) + 1)
+        self.decision_sum = 0.0
+        self.registry.register(_RequestCollector(self))
         self.edge_up = Gauge(
             "edgecache_router_edge_up",
             "1 when the router considers the edge healthy (state up), else 0.",
@@ -177,17 +169,50 @@ class RouterMetrics:
             "Build time of the geo database in use (seconds since the epoch).",
             registry=self.registry,
         )
-        self._redirect_children: dict[tuple[str, str, str, int], Any] = {}
 
     def redirected(self, edge: str, region: str, rule: str, status: int) -> None:
         key = (edge, region, rule, status)
-        child = self._redirect_children.get(key)
-        if child is None:
-            child = self._redirect_children[key] = self.redirects.labels(edge, region, rule, str(status))
-        child.inc()
+        counts = self.redirect_counts
+        counts[key] = counts.get(key, 0) + 1
+
+    def observe_decision(self, seconds: float) -> None:
+        self.decision_buckets[bisect.bisect_left(DECISION_BUCKETS, seconds)] += 1
+        self.decision_sum += seconds
 
     def render(self) -> bytes:
         return bytes(generate_latest(self.registry))
+
+
+class _RequestCollector:
+    def __init__(self, metrics: RouterMetrics) -> None:
+        self.metrics = metrics
+
+    def describe(self) -> list[Any]:
+        return []
+
+    def collect(self) -> Iterator[Any]:
+        metrics = self.metrics
+        redirects = CounterMetricFamily(
+            "edgecache_router_redirects",
+            "Clients redirected, by edge, region, selection rule and status (302/307).",
+            labels=["edge", "region", "rule", "status"],
+        )
+        for (edge, region, rule, status), count in sorted(metrics.redirect_counts.items()):
+            redirects.add_metric([edge, region, rule, str(status)], count)
+        yield redirects
+        yield CounterMetricFamily(
+            "edgecache_router_unavailable", "Requests answered 503 because no edge was healthy.",
+            value=metrics.unavailable,
+        )  # fmt: skip
+        cumulative, running = [], 0
+        for bound, count in zip([*map(str, DECISION_BUCKETS), "+Inf"], metrics.decision_buckets, strict=True):
+            running += count
+            cumulative.append((bound, running))
+        yield HistogramMetricFamily(
+            "edgecache_router_decision_seconds",
+            "Time to decide one request: geo lookup, coverage zone and edge selection.",
+            buckets=cumulative, sum_value=metrics.decision_sum,
+        )  # fmt: skip
 
 
 # --- the routing core --------------------------------------------------------------------------
@@ -329,6 +354,14 @@ class Router:
         location, zone = self.place(address)
         return Resolved(client, location, zone, str(address))
 
+    async def start(self) -> None:
+        """Start health checking; returns once the first round is done."""
+        await self.health.start()
+
+    async def close(self) -> None:
+        await self.health.stop()
+        self.locator.close()
+
     def reload_geodb(self) -> None:
         """Reopen the geo database (after ``geoipupdate`` replaced it); keep the old one on failure."""
         try:
@@ -436,97 +469,13 @@ def open_router_parts(settings: RouterSettings) -> RouterParts:
     return RouterParts(inventory, locator, coverage, health_checker(settings, inventory))
 
 
-# --- the public app ----------------------------------------------------------------------------
+# --- the router as a whole -----------------------------------------------------------------------
 
-ROUTER_KEY = web.AppKey("router", Router)
-ACCESS_KEY = web.AppKey("router_access_log", AccessLogger)
-
-
-# What ``web.Response(text=..., content_type=...)`` would have written, set directly.
-HTML_UTF8 = "text/html; charset=utf-8"
-TEXT_UTF8 = "text/plain; charset=utf-8"
 NO_HEALTHY_EDGE = "no healthy edge"  # the reason of every decision when no edge is usable
+ROUTER_KEY = web.AppKey("router", Router)
 
 
-def _redirect_body(location: str) -> str:
-    link = html.escape(location, quote=True)
-    return (
-        "<!DOCTYPE html>\n<html><head><title>Moved</title></head>"
-        f'<body><p>Served from <a href="{link}">{link}</a>.</p></body></html>\n'
-    )
-
-
-async def route_request(request: web.Request) -> web.Response:
-    """Every public request: decide, answer 302/307/503, log.
-
-    The hot path of the router: with neither the access log (or a logger that would write it)
-    nor the debug header, only what the redirect needs is computed — the edge and, for the
-    metrics, the rule: no reason string, no :class:`Decision`, no :class:`RouteResult`.
-    """
-    started = time.perf_counter_ns()
-    router = request.app[ROUTER_KEY]
-    settings = router.settings
-    method = request.method
-    authority, target = request_target(request.raw_path)
-    request_headers = request.headers
-    host: str = authority or request_headers.get(hdrs.HOST) or ""
-    peer = request.remote
-    decided = time.perf_counter()
-    client, location, zone, token = router.resolve(peer, request_headers.getall(X_FORWARDED_FOR, ()))
-    cache_key = host.lower() + target
-    selector = router.selector()
-    decision: Decision | None = None
-    access_log = request.app[ACCESS_KEY] if settings.access_log else None
-    if settings.debug_header or (access_log is not None and access_log.logger.isEnabledFor(logging.INFO)):
-        decision = selector.decide(location, cache_key, zone, token)
-        edge, rule = decision.edge, decision.rule
-    else:
-        chosen = selector.choose(location, cache_key, zone, token)
-        edge, rule = chosen if chosen is not None else (None, "none")
-    decision_seconds = time.perf_counter() - decided
-    router.metrics.decision_seconds.observe(decision_seconds)
-    headers: dict[str, str]
-    redirect: str | None
-    if edge is not None:
-        status = 302 if method in REDIRECT_METHODS else 307
-        redirect = location_url = edge.url + target
-        headers = {hdrs.CACHE_CONTROL: "no-store", hdrs.LOCATION: location_url, hdrs.CONTENT_TYPE: HTML_UTF8}
-        body = _redirect_body(location_url)
-        router.metrics.redirected(edge.name, edge.region, rule, status)
-    else:
-        status, redirect = 503, None
-        reason = NO_HEALTHY_EDGE if decision is None else decision.reason
-        headers = {hdrs.CACHE_CONTROL: "no-store", hdrs.RETRY_AFTER: router.retry_after, hdrs.CONTENT_TYPE: TEXT_UTF8}
-        body = f"503 Service Unavailable: {reason}; try again in {router.retry_after} s.\n"
-        router.metrics.unavailable.inc()
-    if decision is not None and settings.debug_header:
-        result = RouteResult(client, location, zone, cache_key, decision, status, redirect, decision_seconds * 1e6)
-        headers[ROUTE_HEADER] = route_summary(result)
-    encoded = body.encode()
-    response = web.Response(status=status, headers=headers, body=encoded)
-    if decision is not None and access_log is not None:
-        access_log.log(
-            AccessRecord(
-                peer=peer,
-                client=client,
-                location=location,
-                zone=zone,
-                decision=decision,
-                method=method,
-                host=host,
-                target=target,
-                version=f"{request.version.major}.{request.version.minor}",
-                status=status,
-                body_bytes=0 if method == hdrs.METH_HEAD else len(encoded),
-                referer=request_headers.get(hdrs.REFERER),
-                user_agent=request_headers.get(hdrs.USER_AGENT),
-                latency_us=(time.perf_counter_ns() - started) // 1000,
-            )
-        )
-    return response
-
-
-def create_router_app(
+def create_router(
     settings: RouterSettings,
     *,
     inventory: Inventory,
@@ -534,28 +483,13 @@ def create_router_app(
     coverage: CoverageMap | None = None,
     health: HealthChecker | None = None,
     metrics: RouterMetrics | None = None,
-) -> web.Application:
-    """The public redirector.  Owns the resources: starts ``health``, closes ``locator`` on cleanup.
+) -> Router:
+    """The routing core shared by the redirect listener (``edge.router.redirect``) and the admin app.
 
-    Pass the result's ``app[ROUTER_KEY]`` to :func:`create_router_admin_app` for the admin side.
+    Its owner calls :meth:`Router.start` (first health round) and :meth:`Router.close`.
     """
     checker = health if health is not None else health_checker(settings, inventory)
-    router = Router(settings, inventory, locator, coverage, checker, metrics)
-    app = web.Application()
-    app[ROUTER_KEY] = router
-    app[ACCESS_KEY] = AccessLogger(settings.log_format)
-
-    async def resources(app: web.Application) -> AsyncIterator[None]:
-        try:
-            await checker.start()
-            yield
-        finally:
-            await checker.stop()
-            locator.close()
-
-    app.cleanup_ctx.append(resources)
-    app.router.add_route("*", "/{tail:.*}", route_request)
-    return app
+    return Router(settings, inventory, locator, coverage, checker, metrics)
 
 
 # --- the admin app -----------------------------------------------------------------------------
@@ -676,7 +610,7 @@ async def admin_geodb_reload(request: web.Request) -> web.Response:
 
 
 def create_router_admin_app(router: Router) -> web.Application:
-    """The admin side, sharing ``router`` (``public_app[ROUTER_KEY]``) with the public app."""
+    """The admin side, sharing ``router`` with the redirect listener."""
     app = web.Application(middlewares=[require_token])
     app[ROUTER_KEY] = router
     app.router.add_get("/route", admin_route)

@@ -35,7 +35,14 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from edge.config import ConfigError, format_validation_error, is_loopback_host, parse_host_port, read_toml
+from edge.config import (
+    ConfigError,
+    LimitSettings,
+    format_validation_error,
+    is_loopback_host,
+    parse_host_port,
+    read_toml,
+)
 from edge.router.clientip import IPNetwork
 from edge.tls import check_tls_pair
 
@@ -106,6 +113,8 @@ class RouterSettings(BaseModel):
     purge_timeout: Annotated[float, Field(gt=0, le=600)] = 2.0
     purge_retry_interval: Annotated[float, Field(gt=0, le=3600)] = 1.0
     purge_max_records: Annotated[int, Field(ge=1)] | None = 100_000
+    access_log_file: Path | None = None  # default: stderr; SIGUSR1 reopens the file
+    limits: LimitSettings = LimitSettings()  # what one client may send to the redirect listener
 
     @field_validator("trust_proxy", mode="before")
     @classmethod

@@ -32,17 +32,19 @@ from edge.admin import create_admin_app
 from edge.router.__main__ import main as router_main
 from edge.router.accesslog import ACCESS_LOGGER
 from edge.router.app import (
-    ROUTER_KEY,
     Router,
+    create_router,
     create_router_admin_app,
-    create_router_app,
     open_router_parts,
     request_target,
 )
 from edge.router.config import RouterSettings
+from edge.router.redirect import serve_redirects
+from edge.server.protocol import Listener
 from geodb.build import DEFAULT_SOURCE, build, parse_source, read_source
 from origin_stub import OriginStubServer
 from tests.conftest import PROJECT_ROOT, EdgeFactory, raw_exchange
+from tests.support.wait import until
 from tests.unit.test_inventory import THREE_REGION_TOML
 
 EDGE_NAMES = ("us-east-1", "us-east-2", "eu-west-1", "eu-west-2", "ap-southeast-1")
@@ -156,7 +158,7 @@ def geodb_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @dataclass
 class RunningRouter:
-    public: TestServer
+    public: Listener
     admin: TestServer
     router: Router
 
@@ -199,14 +201,14 @@ async def start_router(tmp_path: Path, geodb_file: Path) -> AsyncIterator[Router
         data.update(overrides)
         settings = RouterSettings.model_validate(data)
         parts = open_router_parts(settings)
-        app = create_router_app(
+        router = create_router(
             settings, inventory=parts.inventory, locator=parts.locator, coverage=parts.coverage, health=parts.health
         )
-        public = TestServer(app, host="127.0.0.1")
-        await public.start_server()
-        admin = TestServer(create_router_admin_app(app[ROUTER_KEY]), host="127.0.0.1")
+        await router.start()
+        public, _ = await serve_redirects(router, "127.0.0.1", 0, logger=logging.getLogger(ACCESS_LOGGER))
+        admin = TestServer(create_router_admin_app(router), host="127.0.0.1")
         await admin.start_server()
-        running = RunningRouter(public, admin, app[ROUTER_KEY])
+        running = RunningRouter(public, admin, router)
         started.append(running)
         return running
 
@@ -214,6 +216,7 @@ async def start_router(tmp_path: Path, geodb_file: Path) -> AsyncIterator[Router
     for running in reversed(started):
         await running.admin.close()
         await running.public.close()
+        await running.router.close()
 
 
 @pytest.fixture
@@ -629,8 +632,12 @@ async def test_access_log_line_per_request(
     await get(
         client, router.url + "/p?q=1", headers={"X-Forwarded-For": "192.0.2.7", "User-Agent": 'ua "quoted"'}
     )
-    lines = [record.getMessage() for record in caplog.records if record.name == ACCESS_LOGGER]
-    assert len(lines) == 1
+
+    def lines() -> list[str]:
+        return [record.getMessage() for record in caplog.records if record.name == ACCESS_LOGGER]
+
+    await until(lambda: len(lines()) == 1, timeout=5, what="the batched access-log line")
+    lines = lines()
     if log_format == "json":
         entry = json.loads(lines[0])
         assert entry["client"] == "192.0.2.7"
@@ -662,6 +669,7 @@ async def test_access_log_can_be_off(
     status, headers, _ = await get(client, router.url + "/p", headers={"X-Forwarded-For": "192.0.2.7"})
     assert status == 302
     assert "X-Edge-Route" not in headers
+    await asyncio.sleep(0.3)  # nothing must happen during this interval: longer than a log flush
     assert not [record for record in caplog.records if record.name == ACCESS_LOGGER]
 
 
@@ -779,7 +787,7 @@ async def test_cli_serves_reloads_and_stops(
     await wait_for(lambda: "geo database reloaded" in stderr_path.read_text(), "reload message")
     status, _, _ = await get(client, url + "/cli", headers={"X-Forwarded-For": "203.0.113.9"})
     assert status == 302  # still serving after the reload
-    assert '"target":"/cli?x=1"' in stderr_path.read_text()  # the access log line
+    await wait_for(lambda: '"target":"/cli?x=1"' in stderr_path.read_text(), "the batched access-log line")
 
     os.kill(process.pid, signal.SIGTERM)
     assert await asyncio.wait_for(process.wait(), 15) == 0

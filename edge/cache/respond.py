@@ -163,15 +163,15 @@ async def stored(
         await ex.respond(code, headers, body, reason)
         return
     await ex.start(code, reason, headers, length=end - first)
-    await _file_body(ex, found, first, end)
+    await _file_body(ctx, ex, found, first, end)
     await ex.end()
 
 
-async def _file_body(ex: Exchange, found: CachedObject, start: int, end: int) -> None:
+async def _file_body(ctx: CacheContext, ex: Exchange, found: CachedObject, start: int, end: int) -> None:
     if end <= start or ex.head.method == "HEAD":
         return
     try:
-        await ex.sendfile(body_fd(found), found.offset + start, end - start)
+        await ex.sendfile(body_fd(found), found.offset + start, end - start, zero_copy=ctx.settings.sendfile)
     except OSError as exc:
         if isinstance(exc, ConnectionError):
             raise
@@ -203,7 +203,7 @@ async def _multipart(
             if found.body is not None:
                 await ex.write(found.body[part.first : part.last + 1])
             else:
-                await _file_body(ex, found, part.first, part.last + 1)
+                await _file_body(ctx, ex, found, part.first, part.last + 1)
     await ex.end()
 
 

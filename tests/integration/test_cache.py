@@ -376,3 +376,25 @@ async def test_cache_disabled_forwards_everything(origin: OriginStubServer, star
         await fetch(server, "/obj/nocache?size=5&max_age=60")
     assert await origin_count(origin, "/obj/nocache") == 2
     assert os.environ.get("PYTEST_CURRENT_TEST")
+
+
+@pytest.mark.parametrize("zero_copy", [False, True])
+async def test_disk_hits_arrive_whole_to_fast_and_slow_readers(
+    origin: OriginStubServer, start_edge: EdgeFactory, zero_copy: bool
+) -> None:
+    """A body larger than the memory tier's objects is sent from disk, copied or with sendfile, with
+    backpressure: a reader that stalls gets the same bytes as one that reads at once."""
+    size = 3 * 1024 * 1024 + 17
+    server = await start_edge(origin.url, sendfile=zero_copy, cache={"memory_max_object_bytes": 1024 * 1024})
+    path = f"/obj/big?size={size}&max_age=600"
+    assert (await fetch(server, path))[1]["X-Cache"] == "MISS"
+    status, headers, body, _ = await fetch(server, path)
+    assert (status, headers["X-Cache"], body) == (200, "HIT", expected_body("big", size))
+    async with aiohttp.ClientSession(read_bufsize=4096) as client, client.get(url(server, path)) as resp:
+        assert resp.headers["X-Cache"] == "HIT"
+        received = bytearray()
+        while chunk := await resp.content.read(65536):
+            received += chunk
+            if len(received) < 1024 * 1024:
+                await asyncio.sleep(0.002)  # pacing a slow reader, not waiting for anything
+    assert bytes(received) == expected_body("big", size)

@@ -35,7 +35,7 @@ from edge.store.disk import DiskStore
 from edge.store.memory import MemoryStore
 from edge.store.tiered import TieredStore
 from edge.tls import server_ssl_context
-from edge.upstream import create_origin_session
+from edge.upstream import OriginPool
 
 log = logging.getLogger("edge.worker")
 
@@ -75,6 +75,7 @@ class EdgeWorker:
         self.runtime = runtime or EdgeRuntime(settings, node_name)
         self.runtime.request_reload = request_reload
         self.session: ClientSession | None = None
+        self.pool: OriginPool | None = None
         self.context: CacheContext | None = None
         self.service: Cache | None = None
         self.access_log: AccessLog | None = None
@@ -88,7 +89,8 @@ class EdgeWorker:
         """Open the stores, then listen (``public``/``admin``: inherited sockets; else new ports on ``host``)."""
         settings = self.settings
         cache = settings.cache
-        self.session = create_origin_session(settings.upstream)
+        self.session = ClientSession()  # the control plane's client (catch-up), not the origin's
+        self.pool = OriginPool(URL(settings.origin), settings.upstream)
         cache_dir = Path(settings.cache_dir)
         memory = MemoryStore(cache.memory_max_bytes, cache.memory_max_object_bytes) if cache.memory_max_bytes else None
         disk: DiskStore | None = None
@@ -103,11 +105,12 @@ class EdgeWorker:
             settings=settings,
             node_name=self.node_name,
             origin=origin,
-            session=self.session,
+            pool=self.pool,
             store=store,
             purger=Purger(PurgeLog(cache_dir / "purge"), store),
             keys=CacheKeys(cache, origin, settings.upstream.preserve_host),
-            key_locks=KeyLocks(str(cache_dir / "fill.locks")) if cache.enabled else None,
+            # Collapsing across workers needs a lock per key in a shared file; one worker needs none.
+            key_locks=KeyLocks(str(cache_dir / "fill.locks")) if cache.enabled and settings.workers > 1 else None,
         )
         self.runtime.cache = self.context
         if settings.access_log != "off":
@@ -172,6 +175,8 @@ class EdgeWorker:
             self.access_log.close()
         if self.session is not None:
             await self.session.close()
+        if self.pool is not None:
+            await self.pool.close()
 
 
 async def serve_worker(settings: EdgeSettings, node_name: str, public: socket.socket, admin: socket.socket) -> None:

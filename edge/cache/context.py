@@ -7,7 +7,6 @@ import time
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
 
-from aiohttp import ClientSession
 from yarl import URL
 
 from edge.cache.coalesce import Coalescer, KeyLocks
@@ -17,6 +16,7 @@ from edge.http import policy
 from edge.metrics import CacheCounters
 from edge.purge import Purger
 from edge.store.tiered import TieredStore
+from edge.upstream import OriginPool
 
 
 def policy_config(settings: CacheSettings) -> policy.PolicyConfig:
@@ -35,7 +35,7 @@ class CacheContext:
     settings: EdgeSettings
     node_name: str
     origin: URL
-    session: ClientSession
+    pool: OriginPool
     store: TieredStore
     purger: Purger
     keys: CacheKeys

@@ -52,8 +52,6 @@ class Cache:
         self.hit_path = HitPath(ctx, access_log)
         self.enabled = ctx.settings.cache.enabled
         self.purge_networks = [ipaddress.ip_network(item, strict=False) for item in ctx.settings.purge_allow]
-        if ctx.store.memory is not None:
-            ctx.store.memory.prepare = self.hit_path.prepare
 
     # -- the front end's calls -----------------------------------------------------------------
     def fast(self, head: RequestHead) -> Sequence[bytes] | None:

@@ -27,8 +27,6 @@ from collections.abc import Iterable
 from dataclasses import replace
 from typing import assert_never
 
-from aiohttp import ClientResponse
-
 from edge import faultlog
 from edge.cache import respond, revalidate
 from edge.cache.coalesce import Fill, FillAborted
@@ -42,7 +40,7 @@ from edge.http.headers import HeaderList, get_all, get_first, split_all
 from edge.server.exchange import Exchange
 from edge.store.base import BodyChecksum, CachedObject, StoredMeta, StoreWriter
 from edge.store.tiered import close_handle
-from edge.upstream import OriginRequest, decode_raw_headers, iter_body, send_to_origin
+from edge.upstream import OriginRequest, OriginResponse, decode_raw_headers, iter_body, send_to_origin
 
 log = logging.getLogger("edge.fill")
 
@@ -91,10 +89,10 @@ def origin_request(
     )
 
 
-async def send(ctx: CacheContext, ex: Exchange, request: OriginRequest, *, interim: bool = True) -> ClientResponse:
+async def send(ctx: CacheContext, ex: Exchange, request: OriginRequest, *, interim: bool = True) -> OriginResponse:
     """Send to the origin on behalf of one client, timing it for Server-Timing and the access log."""
     started = time.monotonic()
-    upstream = await send_to_origin(ctx.session, request, on_interim=ex.interim if interim else None)
+    upstream = await send_to_origin(ctx.pool, request, on_interim=ex.interim if interim else None)
     elapsed = time.monotonic() - started
     ex.origin_ms = elapsed * 1000
     ctx.counters.observe_origin(elapsed)
@@ -173,7 +171,7 @@ async def run(
     validating: StoredMeta | None,
     owner: Exchange | None,
 ) -> None:
-    upstream: ClientResponse | None = None
+    upstream: OriginResponse | None = None
     handed_over = False
     locked = False
     try:
@@ -188,7 +186,7 @@ async def run(
                 return
         # 2. Ask the origin.
         request_time = time.time()
-        upstream = await send_to_origin(ctx.session, request, on_interim=owner.interim if owner else None)
+        upstream = await send_to_origin(ctx.pool, request, on_interim=owner.interim if owner else None)
         response_time = time.time()
         ctx.counters.observe_origin(response_time - request_time)
         fill.origin_ms = (response_time - request_time) * 1000
@@ -205,7 +203,7 @@ async def run(
             upstream.release()
             upstream = None
             request_time = time.time()
-            upstream = await send_to_origin(ctx.session, revalidate.unconditional(request))
+            upstream = await send_to_origin(ctx.pool, revalidate.unconditional(request))
             response_time = time.time()
             headers = forwarding.strip_hop_by_hop(decode_raw_headers(upstream.raw_headers))
         status = upstream.status
@@ -255,7 +253,7 @@ async def run(
         if locked and ctx.key_locks is not None:
             ctx.key_locks.release(key)
         if upstream is not None and not handed_over:
-            upstream.release() if upstream.content.at_eof() else upstream.close()
+            upstream.release()
 
 
 async def _fresh_copy_stored(ctx: CacheContext, key: str, received: HeaderList) -> bool:
@@ -269,7 +267,7 @@ async def _fresh_copy_stored(ctx: CacheContext, key: str, received: HeaderList) 
     return reuse.action is policy.Action.FRESH_HIT
 
 
-async def _store_body(ctx: CacheContext, fill: Fill, upstream: ClientResponse, meta: StoredMeta) -> None:
+async def _store_body(ctx: CacheContext, fill: Fill, upstream: OriginResponse, meta: StoredMeta) -> None:
     """Stream the body into the fill (for readers) and into the tiers (for later hits).
 
     A body that outgrows ``max_object_bytes`` or a disk that fails stops the storing, never the
@@ -329,7 +327,8 @@ async def _store_body(ctx: CacheContext, fill: Fill, upstream: ClientResponse, m
         await purges.sync()
         if purges.view.purged_since(fill.start_seq, fill.started_at, key, meta.tags):
             await ctx.store.delete(key, variant)  # the purge landed between check and publish
-        await _enforce_variant_cap(ctx, key)
+        if meta.vary:
+            await _enforce_variant_cap(ctx, key)  # only responses with Vary make more than one variant
     if held is not None:
         fill.append(held)
     fill.finish()

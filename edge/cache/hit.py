@@ -1,7 +1,7 @@
 """The hit fast path: a fresh memory hit answered synchronously, from the parser callback, in one write.
 
-Everything a hit sends except a short dynamic tail is computed once, when the object enters the
-memory tier (:meth:`HitPath.prepare`): the status line and header block, the ``Cache-Status`` prefix,
+Everything a hit sends except a short dynamic tail is computed once, on the first hit of an object
+in the memory tier (:meth:`HitPath.prepare`): the status line and header block, the ``Cache-Status`` prefix,
 the fresh-hit window (``edge.http.policy.hit_window``).  A hit is then: the memoised key → "did
 another worker publish a purge?" (one read of shared memory) → the memory tier → "invalidated since
 stored?" (one read of shared memory) → one comparison with the clock → one ``writelines``.  Anything
@@ -35,6 +35,7 @@ SLOW_REQUEST_FIELDS = frozenset(
 )  # fmt: skip
 _NO_FAST_STATUSES = frozenset({204, 304})
 _KEEP_ALIVE_10 = b"Connection: keep-alive\r\n"
+_UNSET = object()
 _CLOSE = b"Connection: close\r\n"
 
 
@@ -98,7 +99,11 @@ class HitPath:
         obj = self.memory.get_now(key)
         if obj is None:
             return None
-        hot = obj.hot
+        extras = obj.extras  # a memory object is never mutated, but its extras may cache derived data
+        hot = extras.get("hot", _UNSET)
+        if hot is _UNSET:
+            assert obj.body is not None
+            hot = extras["hot"] = self.prepare(obj.meta, obj.body)  # on the first hit: misses never pay
         if not isinstance(hot, HotEntry):
             return None
         if hot.stored_at < purger.opened_at and not purger.caught_up.is_set():

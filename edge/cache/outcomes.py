@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from aiohttp import ClientResponse
-
 from edge.store.base import StoredMeta
+from edge.upstream import OriginResponse
 
 Headers = tuple[tuple[str, str], ...]
 
@@ -29,7 +28,7 @@ class Unshared:
     reason: str
     headers: Headers
     why: str
-    upstream: ClientResponse | None = field(default=None, compare=False)
+    upstream: OriginResponse | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,8 +13,6 @@ import logging
 import time
 from collections.abc import Iterable, Sequence
 
-from aiohttp import ClientResponse
-
 from edge import faultlog
 from edge.cache.context import CacheContext
 from edge.errors import OriginBodyBroken
@@ -24,7 +22,7 @@ from edge.http.headers import HeaderList, get_first
 from edge.server.exchange import Exchange
 from edge.store.base import CachedObject
 from edge.store.tiered import body_fd
-from edge.upstream import decode_raw_headers, iter_body
+from edge.upstream import OriginResponse, decode_raw_headers, iter_body
 
 log = logging.getLogger("edge.respond")
 
@@ -210,7 +208,7 @@ async def _multipart(
 # -- relaying the origin -------------------------------------------------------------------------
 
 
-async def relay(ctx: CacheContext, ex: Exchange, upstream: ClientResponse, status: CacheStatus | None) -> None:
+async def relay(ctx: CacheContext, ex: Exchange, upstream: OriginResponse, status: CacheStatus | None) -> None:
     """Stream an origin response straight to the client (not shared, not stored).
 
     A body the origin cuts short cuts the client's connection too: a short body must never look
@@ -234,4 +232,4 @@ async def relay(ctx: CacheContext, ex: Exchange, upstream: ClientResponse, statu
                 return
         await ex.end()
     finally:
-        upstream.release() if upstream.content.at_eof() else upstream.close()
+        upstream.release()

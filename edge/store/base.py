@@ -52,7 +52,6 @@ class CachedObject:
     offset: int = 0  # where the body starts inside ``path``
     tier: str = "memory"
     extras: dict[str, object] = field(default_factory=dict, compare=False)
-    hot: object = field(default=None, compare=False)  # what a memory hit sends, precomputed (edge.cache.hit)
 
 
 class StoreWriter(Protocol):

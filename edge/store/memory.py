@@ -17,7 +17,7 @@ Rules this module keeps:
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import replace
 
 from lru import LRU
@@ -40,15 +40,11 @@ class MemoryStore:
 
     name = "memory"
 
-    def __init__(
-        self, max_bytes: int, max_object_bytes: int, prepare: Callable[[StoredMeta, bytes], object] | None = None
-    ) -> None:
+    def __init__(self, max_bytes: int, max_object_bytes: int) -> None:
         if max_bytes <= 0 or max_object_bytes <= 0:
             raise ValueError("max_bytes and max_object_bytes must be positive")
         self.max_bytes = max_bytes
         self.max_object_bytes = min(max_object_bytes, max_bytes)
-        # Computes what a hit on an object sends (status line, header block...) once, when it is stored.
-        self.prepare = prepare
         self._lru: LRU[ObjectId, CachedObject] = LRU(_LRU_COUNT_LIMIT)
         self._costs: dict[ObjectId, int] = {}
         self._by_key: dict[str, dict[str, StoredMeta]] = {}
@@ -155,8 +151,6 @@ class MemoryStore:
         return True
 
     def _insert(self, obj: CachedObject, cost: int) -> None:
-        if self.prepare is not None and obj.body is not None:
-            obj = replace(obj, hot=self.prepare(obj.meta, obj.body))
         ident = (obj.meta.key, obj.meta.variant)
         self._lru[ident] = obj
         self._costs[ident] = cost

@@ -16,19 +16,19 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m edge.demo
+	$(PY) -m demo
 
 test: $(STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider
 
 lint: $(STAMP)
-	$(PY) -m ruff check edge origin_stub geodb tests deploy/k8s/generate.py
-	$(PY) -m mypy --strict edge origin_stub geodb deploy/k8s/generate.py
+	$(PY) -m ruff check edge origin_stub geodb bench demo tests deploy/k8s/generate.py
+	$(PY) -m mypy --strict edge origin_stub geodb bench demo deploy/k8s/generate.py
 
 bench: $(STAMP)
-	$(PY) -m edge.bench
-	$(PY) -m edge.purgebench
-	$(PY) -m edge.router.bench
+	$(PY) -m bench.edge_bench
+	$(PY) -m bench.purge_bench
+	$(PY) -m bench.router_bench
 
 geodb: $(STAMP)
 	$(PY) -m geodb.build --source geodb/source.csv --out geodb/demo-city.mmdb

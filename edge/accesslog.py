@@ -22,7 +22,7 @@ from typing import Any, Literal
 AccessLogFormat = Literal["json", "combined", "off"]
 ACCESS_LOGGER_NAME = "edge.access"
 FLUSH_INTERVAL_S = 0.1
-MAX_PENDING = 4096
+MAX_PENDING = 128  # a flush formats this many lines at most: about a millisecond, not a latency spike
 
 log = logging.getLogger("edge.accesslog")
 

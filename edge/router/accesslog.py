@@ -22,12 +22,12 @@ edge=eu-west-1 region=eu-west rule=distance src=xff geo=IE/EU/Dublin us=41
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import dataclass
 from typing import Literal
 
+from edge.accesslog import json_string
 from edge.router.clientip import ClientAddress
 from edge.router.coverage import CoverageZone
 from edge.router.geo import GeoResult
@@ -56,6 +56,7 @@ class AccessRecord:
     referer: str | None
     user_agent: str | None
     latency_us: int
+    client_text: str | None = None  # str(client.address), when the caller already has it (it is not free)
 
 
 class AccessLogger:
@@ -88,35 +89,26 @@ class AccessLogger:
     def json_line(self, record: AccessRecord, when: float | None = None) -> str:
         iso, _, millis = self._stamps(when)
         decision, location = record.decision, record.location
-        return json.dumps(
-            {
-                "time": f"{iso}.{millis:03d}Z",
-                "client": None if record.client.address is None else str(record.client.address),
-                "source": record.client.source,
-                "peer": record.peer,
-                "method": record.method,
-                "host": record.host,
-                "target": record.target,
-                "status": record.status,
-                "edge": None if decision.edge is None else decision.edge.name,
-                "region": decision.region,
-                "rule": decision.rule,
-                "geo": location.source,
-                "country": location.country,
-                "continent": location.continent,
-                "city": location.city,
-                "zone": None if record.zone is None else record.zone.label,
-                "reason": decision.reason,
-                "latency_us": record.latency_us,
-            },
-            ensure_ascii=False,
-            separators=(",", ":"),
+        address = record.client.address
+        client = record.client_text or (None if address is None else str(address))
+        zone = record.zone
+        return (
+            f'{{"time":"{iso}.{millis:03d}Z","client":{json_string(client)},'
+            f'"source":{json_string(record.client.source)},"peer":{json_string(record.peer)},'
+            f'"method":{json_string(record.method)},"host":{json_string(record.host)},'
+            f'"target":{json_string(record.target)},"status":{record.status},'
+            f'"edge":{json_string(None if decision.edge is None else decision.edge.name)},'
+            f'"region":{json_string(decision.region)},"rule":{json_string(decision.rule)},'
+            f'"geo":{json_string(location.source)},"country":{json_string(location.country)},'
+            f'"continent":{json_string(location.continent)},"city":{json_string(location.city)},'
+            f'"zone":{json_string(None if zone is None else zone.label)},"reason":{json_string(decision.reason)},'
+            f'"latency_us":{record.latency_us}}}'
         )
 
     def combined_line(self, record: AccessRecord, when: float | None = None) -> str:
         _, clf, _ = self._stamps(when)
         decision, location = record.decision, record.location
-        client = "-" if record.client.address is None else str(record.client.address)
+        client = record.client_text or ("-" if record.client.address is None else str(record.client.address))
         source = "xff" if record.client.source == "x-forwarded-for" else "peer"
         geo = "/".join(part or "-" for part in (location.country, location.continent, location.city))
         request_line = _quote(f"{record.method} {record.target} HTTP/{record.version}")

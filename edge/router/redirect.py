@@ -175,6 +175,7 @@ class RedirectService:
             version=version, status=status, body_bytes=body_bytes,
             referer=referer.decode("latin-1") if referer is not None else None,
             user_agent=user_agent.decode("latin-1") if user_agent is not None else None, latency_us=latency,
+            client_text=token,
         )  # fmt: skip
         line: str = (
             self.formatter.json_line(record, when) if self.formatter.format == "json"

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 BODY_HIGH_WATER = 256 * 1024  # request body bytes queued unread before the connection stops reading
 BODY_LOW_WATER = 64 * 1024
 SENDFILE_MAX = 4 * 1024 * 1024
-COPY_CHUNK = 128 * 1024  # bytes read and written per step when a body on disk is copied
+COPY_CHUNK = 64 * 1024  # bytes read and written per step when a body on disk is copied
 _NO_BODY_STATUSES = frozenset({204, 304})
 _FRAMING = frozenset({"content-length", "transfer-encoding", "connection", "keep-alive"})
 

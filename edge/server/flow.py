@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import asyncio
 
-WRITE_HIGH_WATER = 256 * 1024
-WRITE_LOW_WATER = 64 * 1024
+WRITE_HIGH_WATER = 64 * 1024  # a slow client holds at most this much of our memory (plus one chunk)
+WRITE_LOW_WATER = 16 * 1024
 
 
 class ClientGone(ConnectionError):

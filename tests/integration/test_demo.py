@@ -75,7 +75,7 @@ def test_demo_end_to_end_and_clean_stop(tmp_path: Path) -> None:
     edge_base, admin_base = free_block(3), free_block(3)
     process = subprocess.Popen(
         [
-            sys.executable, "-m", "edge.demo",
+            sys.executable, "-m", "demo",
             "--origin-port", str(origin_port), "--router-port", str(router_port),
             "--router-admin-port", str(router_admin_port),
             "--edge-port", str(edge_base), "--admin-port", str(admin_base),
@@ -133,7 +133,7 @@ def test_ctrl_c_during_start_up_stops_everything(tmp_path: Path, after_s: float)
     edge_base, admin_base = free_block(3), free_block(3)
     process = subprocess.Popen(
         [
-            sys.executable, "-m", "edge.demo",
+            sys.executable, "-m", "demo",
             "--origin-port", str(origin_port), "--router-port", str(router_port),
             "--router-admin-port", str(router_admin_port),
             "--edge-port", str(edge_base), "--admin-port", str(admin_base),
@@ -154,7 +154,7 @@ def test_ctrl_c_during_start_up_stops_everything(tmp_path: Path, after_s: float)
 
 def test_start_up_waits_give_way_to_ctrl_c_at_once(tmp_path: Path) -> None:
     """A component that never turns ready (the stall once seen under load) does not delay Ctrl-C."""
-    from edge.demo import Component, Interrupted, wait_until_ready
+    from demo.launcher import Component, Interrupted, wait_until_ready
 
     silent = socket.socket()
     silent.bind(("127.0.0.1", 0))

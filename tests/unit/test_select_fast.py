@@ -16,8 +16,8 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from bench.router_bench import client_addresses
 from edge.inventory import EdgeEntry, Inventory
-from edge.router.bench import client_addresses
 from edge.router.clientip import parse_address
 from edge.router.config import DEFAULT_GEODB
 from edge.router.coverage import CoverageZone

@@ -119,7 +119,7 @@ def env_int(name: str, default: int) -> int:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m edge.demo", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m demo", description=__doc__)
     parser.add_argument("--host", default=os.environ.get("DEMO_HOST", "127.0.0.1"))
     parser.add_argument("--origin-port", type=int, default=env_int("DEMO_ORIGIN_PORT", 8000))
     parser.add_argument("--router-port", type=int, default=env_int("DEMO_ROUTER_PORT", 8080))

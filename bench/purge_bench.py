@@ -22,7 +22,7 @@ from pathlib import Path
 
 import aiohttp
 
-from edge.bench import free_port, wait_http
+from bench.edge_bench import free_port, wait_http
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -74,7 +74,7 @@ async def measure(router_admin: str, edges: list[str], count: int, budget_s: flo
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m edge.purgebench", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m bench.purge_bench", description=__doc__)
     parser.add_argument("--purges", type=int, default=200)
     parser.add_argument("--budget", type=float, default=120.0, help="seconds at most for the purge loop")
     args = parser.parse_args(argv)

@@ -1,0 +1,1 @@
+"""``make demo``: a local multi-region CDN on loopback. Not part of the runtime package."""

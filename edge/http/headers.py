@@ -15,16 +15,22 @@ HeaderList = Sequence[tuple[str, str]]
 
 
 def get_all(headers: HeaderList, name: str) -> list[str]:
-    """Every value of ``name`` in order, one per field line (RFC 9110 §5.2)."""
+    """Every value of ``name`` in order, one per field line (RFC 9110 §5.2).
+
+    The length is compared before the case-folded name: the rules ask for a dozen fields per
+    response, and lower-casing every line's name for each of them showed up in miss profiles.
+    """
     wanted = name.lower()
-    return [value for key, value in headers if key.lower() == wanted]
+    size = len(wanted)
+    return [value for key, value in headers if len(key) == size and key.lower() == wanted]
 
 
 def get_first(headers: HeaderList, name: str) -> str | None:
     """The first line's value, for singleton fields such as ``Date`` or ``ETag``."""
     wanted = name.lower()
+    size = len(wanted)
     for key, value in headers:
-        if key.lower() == wanted:
+        if len(key) == size and key.lower() == wanted:
             return value
     return None
 
@@ -39,7 +45,8 @@ def get_joined(headers: HeaderList, name: str) -> str | None:
 
 def has(headers: HeaderList, name: str) -> bool:
     wanted = name.lower()
-    return any(key.lower() == wanted for key, _ in headers)
+    size = len(wanted)
+    return any(len(key) == size and key.lower() == wanted for key, _ in headers)
 
 
 def split_list(value: str) -> list[str]:

@@ -29,6 +29,7 @@ bench: $(STAMP)
 	$(PY) -m bench.edge_bench
 	$(PY) -m bench.purge_bench
 	$(PY) -m bench.router_bench
+	$(PY) -m bench.router_bench --access-log
 
 geodb: $(STAMP)
 	$(PY) -m geodb.build --source geodb/source.csv --out geodb/demo-city.mmdb

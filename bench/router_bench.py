@@ -37,6 +37,7 @@ import random
 import re
 import shutil
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -224,6 +225,76 @@ def cpu_seconds(pid: int) -> float:
     text = Path(f"/proc/{pid}/stat").read_text()
     fields = text[text.rindex(")") + 2 :].split()
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds of ``pid`` and its children (nginx: master and workers)."""
+    total = 0.0
+    pending = [pid]
+    while pending:
+        current = pending.pop()
+        with contextlib.suppress(OSError):
+            total += cpu_seconds(current)
+            children = Path(f"/proc/{current}/task/{current}/children").read_text().split()
+            pending.extend(int(child) for child in children)
+    return total
+
+
+NGINX_REDIRECT_CONF = """\
+# nginx answering every request with a static redirect: the ceiling a redirector on this machine
+# can be compared with (same wrk script, same core).
+{user}
+worker_processes 1;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    {access_log}
+    keepalive_requests 1000000;
+    server {{
+        listen 127.0.0.1:{port} backlog=4096;
+        location / {{ return 302 http://127.0.0.1:8101$request_uri; }}
+    }}
+}}
+"""
+
+
+@contextlib.contextmanager
+def running_nginx(
+    workdir: Path, access_log: bool, cpus: set[int] | None
+) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    binary = shutil.which("nginx")
+    if binary is None:
+        raise RuntimeError("nginx is not installed")
+    prefix = workdir / "nginx"
+    prefix.mkdir(parents=True, exist_ok=True)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    log_line = f"access_log {prefix}/access.log combined;" if access_log else "access_log off;"
+    user = "user root;" if os.geteuid() == 0 else ""
+    (prefix / "nginx.conf").write_text(
+        NGINX_REDIRECT_CONF.format(user=user, dir=prefix, port=port, access_log=log_line), encoding="utf-8"
+    )
+    process = subprocess.Popen(
+        [binary, "-p", str(prefix), "-e", str(prefix / "error.log"), "-c", "nginx.conf", "-g", "daemon off;"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, text=True,
+        preexec_fn=_pinned(cpus),  # no threads in this process: preexec_fn is safe
+    )  # fmt: skip
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                    break
+            except OSError:
+                if time.monotonic() > deadline or process.poll() is not None:
+                    raise RuntimeError("nginx did not start") from None
+                time.sleep(0.05)
+        yield process, url
+    finally:
+        stop_process(process)
 
 
 def decision_histogram(admin_url: str) -> tuple[float, float]:
@@ -604,6 +675,19 @@ def run_router_bench(
                 )
                 for key, value in figures.items():
                     per_round.setdefault(key, []).append(value)
+        if wrk and shutil.which("nginx"):
+            nginx_rounds: dict[str, list[float]] = {}
+            with running_nginx(workdir, access_log, router_cpus) as (nginx, nginx_url):
+                run_wrk(wrk, nginx_url, script, warmup, connections, load_cpus)
+                for index in range(rounds):
+                    cpu0 = tree_cpu_seconds(nginx.pid)
+                    load = run_wrk(wrk, nginx_url, script, seconds, connections, load_cpus)
+                    cpu = tree_cpu_seconds(nginx.pid) - cpu0
+                    nginx_rounds.setdefault("nginx_per_s", []).append(load.requests / load.seconds)
+                    nginx_rounds.setdefault("nginx_per_cpu_s", []).append(load.requests / cpu if cpu else 0.0)
+                    nginx_rounds.setdefault("nginx_p99_ms", []).append(load.p99_ms)
+                    log(f"nginx round {index + 1}/{rounds}: {load.requests / load.seconds:.0f}/s")
+            per_round.update(nginx_rounds)
     result = {key: _median(values) for key, values in per_round.items()}
     result.update(decision_costs())
     result["connections"] = float(connections)
@@ -630,6 +714,15 @@ def render(result: dict[str, float], seconds: float, rounds: int, access_log: bo
         f"  latency p99 (ms)            {p99:>10.2f}   (target <= {TARGET_P99_MS:g} ms: "
         f"{'met' if p99 <= TARGET_P99_MS else 'not met'})",
         f"  non-302 answers / errors    {result['bad']:>10.0f}",
+        *(
+            [
+                f"  nginx return 302 (/s)       {result['nginx_per_s']:>10.0f}   (same script, same core; "
+                f"{result['nginx_per_cpu_s']:.0f}/CPU-s, p99 {result['nginx_p99_ms']:.2f} ms)",
+                f"  router/nginx per CPU-second {per_core / result['nginx_per_cpu_s']:>10.2f}x",
+            ]
+            if result.get("nginx_per_cpu_s")
+            else ["  nginx                       (not installed: no comparison)"]
+        ),
         f"  decision in router (us)     {result['decision_us']:>10.1f}   (mean, router's own histogram)",
         f"  lookup, hot path (us)       {result['lookup_us']:>10.1f}   (in-process: memos + Selector.choose)",
         f"  lookup, new client (us)     {result['lookup_us_first_visit']:>10.1f}   (in-process: client + geo + choose)",

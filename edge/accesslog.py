@@ -116,7 +116,7 @@ class LineWriter:
             self._fd = -1
 
 
-class _Clock:
+class Clock:
     """ISO-8601 and CLF renderings of one second, cached (one strftime per second)."""
 
     def __init__(self) -> None:
@@ -170,7 +170,7 @@ class AccessLog(LineWriter):
 
     def __init__(self, log_format: Literal["json", "combined"], path: Path | None = None) -> None:
         self.format = log_format
-        self._clock = _Clock()
+        self._clock = Clock()
         super().__init__(self._json if log_format == "json" else self._combined, path)
 
     def record(

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
 from edge.config import EdgeSettings
+from edge.store.disk import pid_alive
 
 if TYPE_CHECKING:
     from edge.runtime import EdgeRuntime
@@ -96,16 +97,6 @@ def worker_snapshot(runtime: EdgeRuntime) -> dict[str, Any]:
     return snapshot
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def collect_worker_stats(settings: EdgeSettings, runtime: EdgeRuntime) -> list[dict[str, Any]]:
     """Every live worker's last snapshot (this worker's fresh)."""
     snapshots = {os.getpid(): worker_snapshot(runtime)}
@@ -115,7 +106,7 @@ def collect_worker_stats(settings: EdgeSettings, runtime: EdgeRuntime) -> list[d
             with contextlib.suppress(OSError, ValueError):
                 data = json.loads(path.read_text())
                 pid = int(data.get("pid", 0))
-                if pid and pid not in snapshots and _alive(pid):
+                if pid and pid not in snapshots and pid_alive(pid):
                     snapshots[pid] = data
     return list(snapshots.values())
 

@@ -27,7 +27,7 @@ import time
 from dataclasses import dataclass
 from typing import Literal
 
-from edge.accesslog import json_string
+from edge.accesslog import Clock, json_string
 from edge.router.clientip import ClientAddress
 from edge.router.coverage import CoverageZone
 from edge.router.geo import GeoResult
@@ -65,9 +65,7 @@ class AccessLogger:
     def __init__(self, log_format: Literal["json", "combined"] = "json", logger: logging.Logger | None = None) -> None:
         self.format = log_format
         self.logger = logger or logging.getLogger(ACCESS_LOGGER)
-        self._second = -1
-        self._iso = ""
-        self._clf = ""
+        self._clock = Clock()
 
     def log(self, record: AccessRecord) -> None:
         if not self.logger.isEnabledFor(logging.INFO):
@@ -78,13 +76,8 @@ class AccessLogger:
     def _stamps(self, when: float | None = None) -> tuple[str, str, int]:
         """ISO-8601 and CLF renderings of a second (cached: one strftime per second)."""
         now = time.time() if when is None else when
-        second = int(now)
-        if second != self._second:
-            moment = time.gmtime(second)
-            self._second = second
-            self._iso = time.strftime("%Y-%m-%dT%H:%M:%S", moment)
-            self._clf = time.strftime("%d/%b/%Y:%H:%M:%S +0000", moment)
-        return self._iso, self._clf, int((now - second) * 1000)
+        self._clock.at(now)
+        return self._clock.iso, self._clock.clf, int((now - int(now)) * 1000)
 
     def json_line(self, record: AccessRecord, when: float | None = None) -> str:
         iso, _, millis = self._stamps(when)

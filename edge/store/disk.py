@@ -474,7 +474,8 @@ def _unlink(path: str) -> bool:
     return True
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this PID exists (for files named after their writer's PID)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -1441,7 +1442,7 @@ class DiskStore:
             path = f"{self._tmp}/{name}"
             pid_text = name.split(".", 1)[0]
             try:
-                stale = not pid_text.isdigit() or not _pid_alive(int(pid_text))
+                stale = not pid_text.isdigit() or not pid_alive(int(pid_text))
                 stale = stale or now - os.stat(path).st_mtime > self.temp_grace
             except FileNotFoundError:
                 continue

@@ -39,8 +39,8 @@ def unconditional(request: OriginRequest) -> OriginRequest:
 
 
 def selects(validating: StoredMeta, headers: HeaderList) -> bool:
-    """Do the 304's validators select the stored response it answers (§4.3.4)?"""
-    return bool(validation.select_for_304([validating.headers], headers, [validating.response_time]))
+    """Does the 304 freshen the stored response our conditional request named (§4.3.4)?"""
+    return validation.answers_own_validation(validating.headers, headers, validating.response_time)
 
 
 def refreshed(

@@ -15,11 +15,13 @@ Rules implemented here, in the order the RFCs state them:
   received value" — a leap second ``:60`` becomes ``:59``.
 * Times are epoch seconds (floats) in UTC; local time zones never take part (RFC 9111 §4.2).
 
-Leniency we allow because recipients "are encouraged to be robust" (RFC 9110 §5.6.7) and it cannot
-turn garbage into a date: any run of spaces/tabs where the grammar has one SP, surrounding
-whitespace, a one-digit day, long or short day names in any format, a four-digit year in the RFC
-850 form.  The day name is checked to be a day name but not cross-checked against the date (many
-origins get it wrong, and the date fields alone are unambiguous).
+Nothing else: RFC 9110 §5.6.7 allows exactly these three grammars, each with single spaces where
+it has ``SP``, a two-digit day (asctime: a space and one digit), long day names only in the RFC 850
+form and short ones in the others, a two-digit RFC 850 year.  ``Thu, 18  Aug  2050 02:01:18 GMT``
+or ``Thu, 18-Aug-2050 02:01:18 GMT`` is not a date, and an invalid ``Expires`` means "already
+expired" (RFC 9111 §5.3).  Only the whitespace around the whole value is ignored (it is not part of
+a field value).  The day name is checked to be the right kind of day name but not cross-checked
+against the date (many origins get it wrong, and the date fields alone are unambiguous).
 """
 
 from __future__ import annotations
@@ -41,25 +43,22 @@ _MONTHS = {
 _MONTH_NAMES = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 _DAY_NAMES = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 
-_DAY = r"(?P<dayname>[a-z]{3,9})"
+_SHORT_DAY = r"(?P<dayname>[a-z]{3})"
+_LONG_DAY = r"(?P<dayname>[a-z]{6,9})"
 _MONTH = r"(?P<month>[a-z]{3})"
 _TIME = r"(?P<hour>[0-9]{2}):(?P<minute>[0-9]{2}):(?P<second>[0-9]{2})"
-_WS = r"[ \t]+"
 
 # IMF-fixdate = day-name "," SP date1 SP time-of-day SP GMT ; date1 = day SP month SP year
 _IMF_FIXDATE = re.compile(
-    rf"{_DAY},[ \t]*(?P<day>[0-9]{{1,2}}){_WS}{_MONTH}{_WS}(?P<year>[0-9]{{4}}){_WS}{_TIME}{_WS}gmt",
-    re.ASCII | re.IGNORECASE,
+    rf"{_SHORT_DAY}, (?P<day>[0-9]{{2}}) {_MONTH} (?P<year>[0-9]{{4}}) {_TIME} gmt", re.ASCII | re.IGNORECASE
 )
 # rfc850-date = day-name-l "," SP date2 SP time-of-day SP GMT ; date2 = day "-" month "-" 2DIGIT
 _RFC850 = re.compile(
-    rf"{_DAY},[ \t]*(?P<day>[0-9]{{1,2}})-{_MONTH}-(?P<year>[0-9]{{2}}|[0-9]{{4}}){_WS}{_TIME}{_WS}gmt",
-    re.ASCII | re.IGNORECASE,
+    rf"{_LONG_DAY}, (?P<day>[0-9]{{2}})-{_MONTH}-(?P<year>[0-9]{{2}}) {_TIME} gmt", re.ASCII | re.IGNORECASE
 )
 # asctime-date = day-name SP date3 SP time-of-day SP year ; date3 = month SP ( 2DIGIT / ( SP DIGIT ) )
 _ASCTIME = re.compile(
-    rf"{_DAY}{_WS}{_MONTH}{_WS}(?P<day>[0-9]{{1,2}}){_WS}{_TIME}{_WS}(?P<year>[0-9]{{4}})",
-    re.ASCII | re.IGNORECASE,
+    rf"{_SHORT_DAY} {_MONTH} (?P<day>[0-9]{{2}}| [0-9]) {_TIME} (?P<year>[0-9]{{4}})", re.ASCII | re.IGNORECASE
 )
 
 # datetime's range, in epoch seconds: 0001-01-01T00:00:00Z .. 9999-12-31T23:59:59Z.
@@ -90,8 +89,8 @@ def _resolve_two_digit_year(yy: int, now: float | None) -> int:
 def parse_http_date(value: str, now: float | None = None) -> float | None:
     """Parse an HTTP-date (RFC 9110 §5.6.7) into epoch seconds, or ``None`` when it is not one.
 
-    Accepts IMF-fixdate, RFC 850 and asctime as recipients MUST; matches case-insensitively and
-    rejects any zone but GMT as RFC 9111 §4.2 asks of caches.  ``now`` (epoch seconds) anchors the
+    Accepts exactly IMF-fixdate, RFC 850 and asctime, as recipients MUST; matches case-insensitively
+    and rejects any zone but GMT as RFC 9111 §4.2 asks of caches.  ``now`` (epoch seconds) anchors the
     RFC 850 two-digit-year rule; the caller passes the time the message was received.  Never
     raises: a cache must treat an unparseable Expires as "already expired" (RFC 9111 §5.3), which
     the caller does on ``None``.  Memoised: stored responses repeat the same dates.
@@ -116,18 +115,18 @@ def _parse_http_date_memo(value: str, now: float | None) -> float | None:
         return None
 
     dayname = match["dayname"].lower()
-    if dayname not in _SHORT_DAYS and dayname not in _LONG_DAYS:
+    if dayname not in (_LONG_DAYS if fmt == "rfc850" else _SHORT_DAYS):
         return None
     month = _MONTHS.get(match["month"].lower())
     if month is None:
         return None
     year_text = match["year"]
     year = int(year_text)
-    if fmt == "rfc850" and len(year_text) == 2:
+    if fmt == "rfc850":
         year = _resolve_two_digit_year(year, now)
     if year < 1:
         return None
-    day = int(match["day"])
+    day = int(match["day"].strip())
     if not 1 <= day <= calendar.monthrange(year, month)[1]:
         return None
     hour, minute, second = int(match["hour"]), int(match["minute"]), int(match["second"])

@@ -240,6 +240,20 @@ def _recency(headers: HeaderList, response_time: float, index: int) -> tuple[flo
     return (date if date is not None else response_time, response_time, index)
 
 
+def answers_own_validation(validated: HeaderList, response_304_headers: HeaderList, response_time: float) -> bool:
+    """Does a 304 freshen the one stored response whose validators this cache sent (RFC 9111 §4.3.4)?
+
+    When the conditional request was built from exactly one stored response, a 304 refers to that
+    response.  §4.3.4's rules select it when the 304's validators match it, and never when they
+    contradict it; a 304 that carries no validator at all answers the request that was sent, so it
+    freshens that response too — RFC 9110 §15.4.5 asks origins to repeat the validators, but many
+    omit them, and treating such a 304 as a mismatch costs a second, unconditional request.
+    """
+    if select_for_304([validated], response_304_headers, [response_time]):
+        return True
+    return stored_etag(response_304_headers) is None and _first_date(response_304_headers, "last-modified") is None
+
+
 def select_for_304(
     stored_responses: Sequence[HeaderList],
     response_304_headers: HeaderList,

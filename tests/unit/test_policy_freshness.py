@@ -131,6 +131,22 @@ def with_date(*pairs: tuple[str, str]) -> list[tuple[str, str]]:
         ),
         pytest.param(
             200,
+            with_date(("Expires", "Thu, 18  Aug  2050 02:01:18 GMT")),
+            T0,
+            DEFAULT_CONFIG,
+            Lifetime(0, "expires-invalid", False),
+            id="9110-5.6.7-expires-double-spaces-invalid",
+        ),
+        pytest.param(
+            200,
+            with_date(("Expires", "Thu, 18-Aug-2050 02:01:18 GMT")),
+            T0,
+            DEFAULT_CONFIG,
+            Lifetime(0, "expires-invalid", False),
+            id="9110-5.6.7-expires-dashes-4digit-year-invalid",
+        ),
+        pytest.param(
+            200,
             with_date(("Expires", date(-60))),
             T0,
             DEFAULT_CONFIG,

@@ -12,6 +12,7 @@ from edge.http.dates import format_http_date
 from edge.http.headers import HeaderList
 from edge.http.validation import (
     EntityTag,
+    answers_own_validation,
     conditional_headers,
     evaluate_client_conditionals,
     last_modified_is_strong,
@@ -542,3 +543,27 @@ def test_evaluate_client_conditionals_never_raises(
     assert result in (None, 304, 412)
     if not as_origin:
         assert result != 412
+
+
+@pytest.mark.parametrize(
+    ("stored", "answer", "expected"),
+    [
+        pytest.param([("ETag", '"a"')], [("ETag", '"a"')], True, id="9111-4.3.4-same-strong-etag"),
+        pytest.param([("ETag", '"a"')], [("ETag", '"b"')], False, id="9111-4.3.4-other-strong-etag"),
+        pytest.param([("ETag", 'W/"a"')], [("ETag", 'W/"b"')], False, id="9111-4.3.4-other-weak-etag"),
+        pytest.param([("ETag", '"a"')], [], True, id="edge-4.3.4-no-validator-answers-our-request"),
+        pytest.param([("ETag", '"a"')], [("Cache-Control", "max-age=60")], True, id="edge-no-validator-new-fields"),
+        pytest.param(
+            [("Last-Modified", "Sun, 06 Nov 1994 08:49:37 GMT")], [], True, id="edge-no-validator-last-modified-stored"
+        ),
+        pytest.param(
+            [("ETag", '"a"')], [("Last-Modified", "Sun, 06 Nov 1994 08:49:37 GMT")], False,
+            id="9111-4.3.4-validator-that-matches-nothing",
+        ),
+    ],
+)
+def test_a_304_answers_the_conditional_request_we_built(
+    stored: list[tuple[str, str]], answer: list[tuple[str, str]], expected: bool
+) -> None:
+    """The edge builds each conditional request from one stored response; the 304 refers to it."""
+    assert answers_own_validation(stored, answer, 0.0) is expected

@@ -32,11 +32,11 @@ from edge.cache.hit import SLOW_REQUEST_FIELDS, HitPath
 from edge.cache.lookup import Verdict, look_up
 from edge.errors import ClientFault, EdgeError, LoopDetected
 from edge.forward import origin_target, stripped_fields
-from edge.http import forwarding, invalidation, policy, validation
+from edge.http import forwarding, invalidation, policy, validation, vary
 from edge.http.cachestatus import CacheStatus
 from edge.http.headers import HeaderList
 from edge.server.exchange import Exchange, RequestHead
-from edge.store.base import CachedObject
+from edge.store.base import CachedObject, StoredMeta
 from edge.store.tiered import close_handle
 from edge.upstream import decode_raw_headers
 
@@ -183,13 +183,32 @@ class Cache:
         ctx = self.ctx
         head = ex.head
         upstream = await fills.send(ctx, ex, fills.origin_request(ctx, ex, target))
+        headers = forwarding.strip_hop_by_hop(decode_raw_headers(upstream.raw_headers))
+        host = head.host.decode("latin-1").strip() if head.host else ctx.origin.raw_authority
+        request_url = f"{head.scheme}://{host}{target}"
+        now = time.time()
         if invalidation.is_unsafe(head.method):
-            headers = forwarding.strip_hop_by_hop(decode_raw_headers(upstream.raw_headers))
-            host = head.host.decode("latin-1").strip() if head.host else ctx.origin.raw_authority
-            request_url = f"{head.scheme}://{host}{target}"
-            now = time.time()
             for url in invalidation.invalidation_targets(head.method, upstream.status, request_url, headers):
                 await ctx.purger.invalidate(ctx.keys.for_url(url), now)  # every worker, before the client hears
+        if head.method == "POST" and self.enabled:
+            decision = policy.post_response_storable(upstream.status, request_url, received, headers, ctx.policy)
+            fields = vary.vary_fields(headers)
+            if decision.store and fields is not None:
+                # RFC 9110 §9.3.3: this answer is what a GET of the target URI returns now.
+                key = ctx.keys.for_request(head, target)
+                stored_at = max(time.time(), ctx.purger.log.invalidated_at(key) + 1e-6)
+                secondary = vary.secondary_key(fields, received)
+                meta = StoredMeta(
+                    key=key, variant=vary.variant_id(secondary) if fields else "", vary=fields, secondary=secondary,
+                    status=upstream.status, reason=upstream.reason or "",
+                    headers=tuple(respond.without_fields(headers, (*decision.strip_fields, *respond.FRAMING_FIELDS))),
+                    request_time=now, response_time=now, size=0, checksum="", tags=fills.surrogate_keys(headers),
+                    stored_at=stored_at,
+                )  # fmt: skip
+                status = CacheStatus(ctx.node_name, fwd="method", fwd_status=upstream.status, stored=True,
+                                     detail="post-content-location")  # fmt: skip
+                await fills.relay_and_store(ctx, ex, upstream, status, meta)
+                return
         status = CacheStatus(ctx.node_name, fwd="method", fwd_status=upstream.status, stored=False)
         await respond.relay(ctx, ex, upstream, status)
 

@@ -334,6 +334,56 @@ async def _store_body(ctx: CacheContext, fill: Fill, upstream: OriginResponse, m
     fill.finish()
 
 
+async def relay_and_store(
+    ctx: CacheContext, ex: Exchange, upstream: OriginResponse, status: CacheStatus, meta: StoredMeta
+) -> None:
+    """Send an origin response to its one client while storing it (not shared: a POST's answer that
+    RFC 9110 §9.3.3 lets later GETs reuse).  Stored only if it arrives whole and fits."""
+    settings = ctx.cache_settings
+    writer = ctx.store.disk.writer(meta.key, meta.variant) if ctx.store.disk is not None else None
+    memory_copy: bytearray | None = bytearray() if ctx.store.memory is not None else None
+    checksum = BodyChecksum()
+    storing = True
+    try:
+        headers = respond.client_headers(ctx, decode_raw_headers(upstream.raw_headers), keep_age=True)
+        headers = respond.finish_headers(ctx, ex, upstream.status, forwarding.strip_hop_by_hop(headers), status)
+        await ex.start(upstream.status, upstream.reason, headers, length=upstream.content_length)
+        try:
+            async for chunk in iter_body(upstream):
+                checksum.update(chunk)
+                ctx.counters.bytes_from_origin += len(chunk)
+                if storing and checksum.size > settings.max_object_bytes:
+                    storing, memory_copy = False, None
+                    await _abort(writer)
+                    writer = None
+                if storing:
+                    if memory_copy is not None:
+                        if len(memory_copy) + len(chunk) <= ctx.store.memory_max_object_bytes:
+                            memory_copy.extend(chunk)
+                        else:
+                            memory_copy = None
+                    if writer is not None:
+                        await writer.write(chunk)
+                await ex.write(chunk)
+        except OriginBodyBroken as exc:
+            await _abort(writer)
+            faultlog.report(ex.head.peer, ex.head.method, ex.head.target, 502, exc.reason)
+            ex.abort()
+            return
+        await ex.end()
+        if storing:
+            final = replace(meta, size=checksum.size, checksum=checksum.hexdigest())
+            if writer is not None and not await writer.commit(final):
+                log.warning("disk tier refused %s", meta.key[:200])
+            writer = None
+            if memory_copy is not None and ctx.store.memory is not None:
+                await ctx.store.memory.put(final, bytes(memory_copy))
+    finally:
+        if writer is not None:
+            await _abort(writer)
+        upstream.release()
+
+
 async def _abort(writer: StoreWriter | None) -> None:
     if writer is not None:
         try:

@@ -45,7 +45,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
+from urllib.parse import urljoin
 
+from edge.http import cachekey
 from edge.http.cachecontrol import (
     DELTA_SECONDS_INFINITY,
     CacheControl,
@@ -280,6 +282,37 @@ def storable(
     if status in config.heuristic_statuses:
         return StoreDecision(True, "heuristic", strip)
     return refuse("no-freshness-info")
+
+
+def post_response_storable(
+    status: int,
+    request_url: str,
+    request_headers: HeaderList,
+    response_headers: HeaderList,
+    config: PolicyConfig = DEFAULT_CONFIG,
+) -> StoreDecision:
+    """May the response to a POST be stored for later GETs of the target URI? RFC 9111 §2, RFC 9110 §9.3.3.
+
+    "Responses to POST requests are only cacheable when they include explicit freshness
+    information ... and a Content-Location header field that has the same value as the POST's
+    target URI"; such a response is then what a GET of that URI would return.  Reasons:
+    ``content-location`` (absent, unparseable, or naming another URI), ``no-explicit-freshness``,
+    then every rule of :func:`storable` for a GET.
+    """
+    refuse_strip = StoreDecision(False, "content-location")
+    locations = [value.strip(" \t") for value in get_all(response_headers, "content-location")]
+    if len(locations) != 1 or not locations[0]:
+        return refuse_strip
+    try:
+        same = cachekey.normalize_url(urljoin(request_url, locations[0])) == cachekey.normalize_url(request_url)
+    except ValueError:
+        return refuse_strip
+    if not same:
+        return refuse_strip
+    decision = storable("GET", status, request_headers, response_headers, config)
+    if decision.store and decision.reason != "explicit-freshness":
+        return StoreDecision(False, "no-explicit-freshness", decision.strip_fields)
+    return decision
 
 
 # ---------------------------------------------------------------------------------------------
@@ -763,6 +796,7 @@ __all__ = [
     "is_error_status",
     "must_revalidate_or_504",
     "parse_age",
+    "post_response_storable",
     "request_allows_store",
     "request_directives",
     "response_directives",

@@ -19,8 +19,21 @@ with ``", "`` (RFC 9110 §5.3).  For the fields whose grammar we know and whose 
 case-insensitive we go further (see ``_KNOWN_LIST_FIELDS``): split the list honouring quoted
 strings, remove optional whitespace around ``,`` and ``;``, drop empty list members and empty
 parameters, lower-case what the grammar defines as case-insensitive, and write qvalues canonically
-(``q=0.50`` → ``q=0.5``, ``q=1.000`` → ``q=1``).  We never *reorder* members: RFC 9110 §12.4.2 makes
-equal-qvalue ties order-dependent for some servers, so order is not provably insignificant.
+(``q=0.50`` → ``q=0.5``, ``q=1.000`` → ``q=1``).
+
+Where a field's preference is given by qvalues and nothing else, member order is not part of its
+meaning, so we put the members in a canonical order (``_WEIGHTED_FIELDS``):
+
+- ``Accept-Encoding`` (RFC 9110 §12.5.3): a content-coding is acceptable or not by its qvalue and
+  "the acceptable content-coding with the highest non-zero qvalue is preferred" — order plays no
+  part at all.  Members are sorted by descending qvalue, then name; ``q=1`` (the default) is
+  dropped; a coding listed twice keeps its first weight.  ``gzip, br`` ≡ ``br;q=1, gzip``.
+- ``Accept-Language`` (RFC 9110 §12.5.4, RFC 4647): qvalues rank the ranges, but servers break
+  equal-qvalue ties by order (§12.4.2 warns of it), so members are sorted by descending qvalue
+  *stably*: ``fr;q=0.5, en`` ≡ ``en, fr;q=0.5``, while ``en, fr`` and ``fr, en`` stay different.
+
+Members that are not well-formed (a quoted string, an invalid qvalue) leave the field's order as
+it is: being too strict costs a vary-miss, being too lax serves one client another's variant.
 
 Unknown fields (``User-Agent``, ``Cookie``, ``X-Device`` ...) get only the safe treatment: being
 too strict costs a vary-miss, being too lax serves one client another client's variant.
@@ -66,6 +79,9 @@ _KNOWN_LIST_FIELDS: dict[str, str] = {
     "accept-charset": "all",
     "accept": "media",
 }
+# Fields whose members' order carries no meaning beyond their qvalues: "any" = ties too,
+# "stable" = equal qvalues keep their order (see the module docstring).
+_WEIGHTED_FIELDS: dict[str, str] = {"accept-encoding": "any", "accept-language": "stable"}
 
 
 def _is_token(text: str) -> bool:
@@ -175,8 +191,43 @@ def normalize_field_value(name: str, values: Sequence[str]) -> str | None:
         return combined
     # Split the *combined* value rather than each line so that a malformed member (an unclosed
     # quote) swallows the same text whichever way the lines were presented: idempotence.
-    members = (_normalize_member(member, mode) for member in split_list(combined))
-    return ", ".join(member for member in members if member)  # ";" alone is an empty element
+    members = [member for member in (_normalize_member(m, mode) for m in split_list(combined)) if member]
+    ordering = _WEIGHTED_FIELDS.get(name.lower())
+    if ordering is not None:
+        members = _by_weight(members, ordering == "any")
+    return ", ".join(members)  # ";" alone is an empty element
+
+
+def _by_weight(members: list[str], ties_unordered: bool) -> list[str]:
+    """Normalised members in canonical order by qvalue (see the module docstring); unchanged when
+    any member is not ``value[;q=qvalue]``."""
+    weighted: list[tuple[float, str]] = []
+    seen: set[str] = set()
+    for member in members:
+        value, _, params = member.partition(";")
+        if '"' in member or not value:
+            return members
+        if params:
+            name, eq, q = params.partition("=")
+            if name != "q" or not eq or not _QVALUE.fullmatch(q) or ";" in q:
+                return members
+            weight = float(q)
+        else:
+            weight = 1.0
+        if ties_unordered and value in seen:
+            continue  # a coding listed twice: its first weight counts
+        seen.add(value)
+        weighted.append((weight, value))
+    if ties_unordered:
+        weighted.sort(key=lambda item: (-item[0], item[1]))
+    else:
+        weighted.sort(key=lambda item: -item[0])  # stable: equal weights keep their order
+    return [value if weight == 1.0 else f"{value};q={_canonical_qvalue(_format_weight(weight))}"
+            for weight, value in weighted]  # fmt: skip
+
+
+def _format_weight(weight: float) -> str:
+    return f"{weight:.3f}"
 
 
 def secondary_key(fields: Sequence[str], request_headers: HeaderList) -> SecondaryKey:

@@ -1103,6 +1103,68 @@ SCENARIOS = [
     ),
     pytest.param(
         scenario(
+            [resp("Cache-Control: max-age=3600", "Date: {now-100}")],
+            step("If-Modified-Since: {now-50}", status=304, origin=1, sent=(("If-Modified-Since", None),)),
+            step("If-Modified-Since: {now-200}", status=200, origin=1),
+        ),
+        id="9111-4.3.2-if-modified-since-on-a-miss-falls-back-to-date",
+    ),
+    pytest.param(
+        scenario(
+            [resp("Cache-Control: max-age=3600", "Content-Location: {base}", status=200, body="posted"),
+             resp("Cache-Control: max-age=3600", body="from-get")],
+            step(method="POST", body="posted", origin=1, cs=("fwd=method", "stored")),
+            step(body="posted", origin=1, cs=HIT),
+        ),
+        id="9110-9.3.3-post-with-content-location-reused-for-get",
+    ),
+    pytest.param(
+        scenario(
+            [resp("Cache-Control: max-age=3600", "Content-Location: http://{edge}{base}", body="posted"),
+             resp("Cache-Control: max-age=3600", body="from-get")],
+            step(method="POST", body="posted", origin=1),
+            step(body="posted", origin=1, cs=HIT),
+        ),
+        id="9110-9.3.3-post-with-absolute-content-location",
+    ),
+    pytest.param(
+        scenario(
+            [resp("Cache-Control: max-age=3600", "Content-Location: {base}/other", body="posted"),
+             resp("Cache-Control: max-age=3600", body="from-get")],
+            step(method="POST", body="posted", origin=1),
+            step(body="from-get", origin=2),
+        ),
+        id="9110-9.3.3-post-content-location-elsewhere-not-stored",
+    ),
+    pytest.param(
+        scenario(
+            [resp("Content-Location: {base}", "Last-Modified: {now-86400}", body="posted"),
+             resp("Cache-Control: max-age=3600", body="from-get")],
+            step(method="POST", body="posted", origin=1),
+            step(body="from-get", origin=2),
+        ),
+        id="9110-9.3.3-post-without-explicit-freshness-not-stored",
+    ),
+    pytest.param(
+        scenario(
+            [resp("Cache-Control: max-age=3600", "Vary: Accept-Encoding", body="v")],
+            step("Accept-Encoding: gzip, br", origin=1),
+            step("Accept-Encoding: BR;q=1.0 ,gzip", origin=1, cs=HIT),
+        ),
+        id="9111-4.1-equivalent-accept-encoding-shares-a-variant",
+    ),
+    pytest.param(
+        scenario(
+            [resp("Cache-Control: max-age=3600", "Vary: Accept-Language", body="v"),
+             resp("Cache-Control: max-age=3600", "Vary: Accept-Language", body="w")],
+            step("Accept-Language: en-US,en;q=0.9", origin=1),
+            step("Accept-Language: en;q=0.90, EN-us", origin=1, body="v", cs=HIT),
+            step("Accept-Language: en, en-US", origin=2, body="w"),
+        ),
+        id="9111-4.1-equivalent-accept-language-shares-a-variant",
+    ),
+    pytest.param(
+        scenario(
             [resp("Cache-Control: max-age=3600", 'ETag: "a"', body="one")],
             step('If-None-Match: "a"', status=304, origin=1),
             step(status=200, body="one", origin=1, cs=HIT),

@@ -75,7 +75,7 @@ class UpstreamSettings(StrictModel):
     @classmethod
     def _field_names(cls, value: list[str]) -> list[str]:
         for name in value:
-            if not name or any(c.isspace() or c in ':\r\n' for c in name):
+            if not name or any(c.isspace() or c in ":\r\n" for c in name):
                 raise ValueError(f"not a header field name: {name!r}")
         return [name.lower() for name in value]
 
@@ -129,6 +129,18 @@ class CacheSettings(StrictModel):
     sort_query: bool = False
     drop_query_params: list[str] = Field(default_factory=list)
     expose_surrogate_keys: bool = False
+    # Partial content (README "Ranges, parts and slices"): what a Range request that misses fetches
+    # ("part": only its range, stored as a part; "whole": the complete response), and the slice size
+    # in bytes large files are fetched and stored in (0: no slicing).
+    range_miss: Literal["part", "whole"] = "part"
+    slice_size: Annotated[int, Field(ge=0)] = 0
+
+    @field_validator("slice_size")
+    @classmethod
+    def _slice_size(cls, value: int) -> int:
+        if 0 < value < 1024:
+            raise ValueError("slice_size is 0 (off) or at least 1024 bytes")
+        return value
 
 
 def default_workers() -> int:
@@ -223,9 +235,7 @@ class EdgeSettings(StrictModel):
     def _exposed_admin_needs_token(self) -> EdgeSettings:
         host, _ = self.admin_address
         if not self.admin_token and not is_loopback_host(host):
-            raise ValueError(
-                f"admin_token: required when admin_listen ({self.admin_listen}) is not a loopback address"
-            )
+            raise ValueError(f"admin_token: required when admin_listen ({self.admin_listen}) is not a loopback address")
         return self
 
     @property
@@ -310,9 +320,7 @@ def load_settings(
     data = _merge(data, _env_overrides(env))
     data = _merge(data, {key: value for key, value in (cli_overrides or {}).items() if value is not None})
     sources = ", ".join(
-        part
-        for part in (str(config_file) if config_file else "", "environment", "command line")
-        if part
+        part for part in (str(config_file) if config_file else "", "environment", "command line") if part
     )
     try:
         return EdgeSettings.model_validate(data)

@@ -389,7 +389,7 @@ class Purger:
             return await disk.delete_tags(record.values)
         affected = 0
         for key, variant in await disk.objects_matching(record.kind, record.values):
-            for meta in await disk.variants(key):
+            for meta in [*await disk.variants(key), *await disk.parts(key)]:
                 if meta.variant == variant and await disk.update_meta(replace(meta, invalidated=True)):
                     affected += 1
         return affected

@@ -491,6 +491,14 @@ async def get_counters(request: web.Request) -> web.Response:
     return web.json_response(state.counters_json())
 
 
+async def get_log(request: web.Request) -> web.Response:
+    """``GET /_stub/log?path=/p``: ``[{method, headers}]`` of the requests for ``/p``, oldest first."""
+    path = request.query.get("path")
+    if path is None:
+        return _text(400, "bad parameter: path is required")
+    return web.json_response(request.app[STATE_KEY].log.get(path, []))
+
+
 async def post_reset(request: web.Request) -> web.Response:
     request.app[STATE_KEY].reset()
     return web.json_response({"reset": True})
@@ -572,6 +580,7 @@ async def _count_and_track(request: web.Request, handler: Handler) -> web.Stream
     path, _ = split_target(request)
     if not _is_control(path):
         state.count(path, request.raw_path)
+        state.note(path, request.method, wire_headers(request))
     conn = request.protocol
     state.busy[conn] += 1
     try:
@@ -599,6 +608,7 @@ def create_origin_app() -> web.Application:
     r.add_delete("/_stub/script/{id}", delete_script)
     r.add_get("/_stub/script/{id}/requests", get_script_requests)
     r.add_get("/_stub/counters", get_counters)
+    r.add_get("/_stub/log", get_log)
     r.add_post("/_stub/reset", post_reset)
     r.add_post("/_stub/refuse", post_refuse)
     return app

@@ -65,10 +65,22 @@ class StubState:
     # Connections with a handler running; refusing closes the others at once (see app.py).
     busy: Counter[object] = field(default_factory=Counter)
 
+    # Every data-plane request's method and header lines by path (the last LOG_PER_PATH of each), so
+    # a test can see what reached the origin for /obj and /echo too (Range, Accept-Encoding...).
+    log: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+
+    LOG_PER_PATH = 1000
+
     def count(self, path: str, target: str) -> None:
         self.total += 1
         self.paths[path] += 1
         self.targets[target] += 1
+
+    def note(self, path: str, method: str, headers: list[list[str]]) -> None:
+        entries = self.log.setdefault(path, [])
+        entries.append({"method": method, "headers": headers})
+        if len(entries) > self.LOG_PER_PATH:
+            del entries[0]
 
     def counters_json(self) -> dict[str, Any]:
         return {"total": self.total, "paths": dict(self.paths), "requests": dict(self.targets)}
@@ -80,3 +92,4 @@ class StubState:
         self.targets.clear()
         self.scripts.clear()
         self.recorded.clear()
+        self.log.clear()

@@ -21,7 +21,7 @@ import contextlib
 import fcntl
 import hashlib
 import os
-from collections.abc import AsyncIterator, Hashable
+from collections.abc import AsyncGenerator, Hashable
 
 from edge.cache.outcomes import FillOutcome, Refreshed, Unshared
 
@@ -142,7 +142,7 @@ class Fill:
         if self._cursors.pop(reader, None) is not None:
             self._trim()
 
-    async def body(self, reader: int) -> AsyncIterator[bytes]:
+    async def body(self, reader: int) -> AsyncGenerator[bytes]:
         """The body from ``reader``'s position (the first byte for a reader opened before any
         trimming), as it arrives; raises FillAborted if the origin broke.  Closes the reader."""
         try:
@@ -197,9 +197,7 @@ class Coalescer:
         self.collapsed_total += 1
         return fill
 
-    def start(
-        self, key: Hashable, max_unread_bytes: int = 64 * 1024 * 1024, keep_bytes: int = 8 * 1024 * 1024
-    ) -> Fill:
+    def start(self, key: Hashable, max_unread_bytes: int = 64 * 1024 * 1024, keep_bytes: int = 8 * 1024 * 1024) -> Fill:
         fill = Fill(key, max_unread_bytes, keep_bytes)
         self._fills[key] = fill
         return fill

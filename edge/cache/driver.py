@@ -26,7 +26,7 @@ from typing import assert_never
 from edge import faultlog
 from edge.accesslog import AccessLog
 from edge.cache import fill as fills
-from edge.cache import respond, revalidate
+from edge.cache import partial, respond, revalidate, slices
 from edge.cache.context import CacheContext
 from edge.cache.hit import SLOW_REQUEST_FIELDS, HitPath
 from edge.cache.lookup import Verdict, look_up
@@ -145,6 +145,11 @@ class Cache:
                     ctx.counters.misses += 1
                     assert lookup.fill is not None
                     await fills.serve(ctx, ex, received, target, key, lookup.fill, lookup.fwd, True, stale=None)
+                case Verdict.PARTIAL:
+                    if ctx.cache_settings.slice_size > 0:
+                        await slices.serve(ctx, ex, received, target, key, lookup.fwd)
+                    else:
+                        await partial.serve(ctx, ex, received, target, key, lookup.fwd)
                 case Verdict.HIT_FOR_MISS | Verdict.PASS:
                     ctx.counters.misses += 1
                     await fills.own_request(ctx, ex, target, lookup.fwd, lookup.detail, interim=True)

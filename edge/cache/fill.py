@@ -21,20 +21,21 @@ failure — whatever happens between registering it and running it, so no key is
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
 import time
 from collections.abc import Iterable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import assert_never
 
 from edge import faultlog
-from edge.cache import respond, revalidate
+from edge.cache import combine, respond, revalidate
 from edge.cache.coalesce import Fill, FillAborted
 from edge.cache.context import CacheContext
-from edge.cache.outcomes import OriginFailed, Refreshed, Shared, StoredElsewhere, Unshared
+from edge.cache.outcomes import FillOutcome, OriginFailed, Refreshed, Shared, StoredElsewhere, Unshared
 from edge.errors import EdgeError, OriginBodyBroken
 from edge.forward import origin_headers, upstream_url
-from edge.http import forwarding, policy, ranges, validation, vary
+from edge.http import forwarding, parts, policy, ranges, validation, vary
 from edge.http.cachestatus import CacheStatus, FwdReason
 from edge.http.headers import HeaderList, get_all, get_first, split_all
 from edge.server.exchange import Exchange
@@ -43,6 +44,25 @@ from edge.store.tiered import close_handle
 from edge.upstream import OriginRequest, OriginResponse, decode_raw_headers, iter_body, send_to_origin
 
 log = logging.getLogger("edge.fill")
+
+
+class FillKind(enum.Enum):
+    COMPLETE = "complete"
+    """The complete response (no Range is sent)."""
+    RANGE = "range"
+    """A client's range, forwarded: a single-part 206 is stored as a part (RFC 9111 §3.3)."""
+    SLICE = "slice"
+    """One slice of ``cache.slice_size`` bytes, stored as a part addressed by its index."""
+
+
+@dataclass(frozen=True, slots=True)
+class FillSpec:
+    kind: FillKind = FillKind.COMPLETE
+    slice_size: int = 0
+    index: int = 0
+
+
+COMPLETE = FillSpec()
 
 # Uncacheable for these reasons now means uncacheable for a while: requests skip the queue.
 HIT_FOR_MISS_REASONS = frozenset(
@@ -128,6 +148,7 @@ def launch(
     key: str,
     validating: StoredMeta | None,
     owner: Exchange | None,
+    spec: FillSpec = COMPLETE,
 ) -> Fill:
     """Register a shared fill and start its task; whatever happens, the fill ends and leaves the key.
 
@@ -140,7 +161,7 @@ def launch(
     fill.start_seq = ctx.purger.view.applied_seq
     fill.started_at = time.time()
     try:
-        task = ctx.spawn(run(ctx, fill, request, received, key, validating, owner))
+        task = ctx.spawn(run(ctx, fill, request, received, key, validating, owner, spec))
     except BaseException as exc:
         fill.fail(exc)
         ctx.coalescer.finish(fill)
@@ -170,13 +191,14 @@ async def run(
     key: str,
     validating: StoredMeta | None,
     owner: Exchange | None,
+    spec: FillSpec = COMPLETE,
 ) -> None:
     upstream: OriginResponse | None = None
     handed_over = False
     locked = False
     try:
         # 1. Another worker may be filling this key.
-        if validating is None and ctx.key_locks is not None:
+        if validating is None and spec.kind is FillKind.COMPLETE and ctx.key_locks is not None:
             locked = True
             if await ctx.key_locks.acquire(key, ctx.cache_settings.cross_worker_wait) and await _fresh_copy_stored(
                 ctx, key, received
@@ -216,8 +238,18 @@ async def run(
             fill.set_outcome(OriginFailed(status))
             fill.finish()
             return
-        # 5. May it be stored?
-        decision = policy.storable("GET", status, received, headers, ctx.policy)
+        # 5. May it be stored?  A part only as the part it says it is (RFC 9111 §3.3).
+        part: parts.ContentRange | None = None
+        if spec.kind is not FillKind.COMPLETE and status in (206, 416):
+            part = parts.single_part(status, headers)
+            if part is not None and spec.kind is FillKind.SLICE:
+                part = part if parts.slice_matches(spec.index, spec.slice_size, part) else None
+            if part is None:
+                why = "range-not-satisfiable" if status == 416 else "partial-unusable"
+                handed_over = owner is not None
+                fill.set_outcome(Unshared(status, upstream.reason or "", tuple(headers), why, upstream))
+                return
+        decision = policy.storable("GET", status, received, headers, ctx.policy, partial=part is not None)
         store, why = decision.store, decision.reason
         vary_names = vary.vary_fields(headers)
         if store and vary_names is None:
@@ -237,12 +269,22 @@ async def run(
         fields = vary_names or ()
         secondary = vary.secondary_key(fields, received)
         variant = vary.variant_id(secondary) if fields else ""
+        reason = upstream.reason or ""
+        if part is not None and part.whole:
+            # A part holding every byte is the complete response (RFC 9111 §3.4).
+            status, reason = 200, "OK"
+            stored_headers = parts.with_content_range(stored_headers, None)
+        elif part is not None:
+            variant = (
+                parts.slice_variant(spec.slice_size, spec.index) if spec.kind is FillKind.SLICE
+                else parts.part_variant(variant, part.first, part.last)
+            )  # fmt: skip
         meta = StoredMeta(
-            key=key, variant=variant, status=status, reason=upstream.reason or "", headers=tuple(stored_headers),
+            key=key, variant=variant, status=status, reason=reason, headers=tuple(stored_headers),
             request_time=request_time, response_time=response_time, size=0, checksum="", vary=tuple(fields),
             secondary=secondary, tags=surrogate_keys(headers), stored_at=fill.started_at,
         )  # fmt: skip
-        await _store_body(ctx, fill, upstream, meta)
+        await _store_body(ctx, fill, upstream, meta, combine_parts=spec.kind is FillKind.RANGE)
     except EdgeError as exc:
         fill.fail(exc)
     except Exception as exc:  # never leave readers hanging on an unexpected failure
@@ -267,11 +309,16 @@ async def _fresh_copy_stored(ctx: CacheContext, key: str, received: HeaderList) 
     return reuse.action is policy.Action.FRESH_HIT
 
 
-async def _store_body(ctx: CacheContext, fill: Fill, upstream: OriginResponse, meta: StoredMeta) -> None:
+async def _store_body(
+    ctx: CacheContext, fill: Fill, upstream: OriginResponse, meta: StoredMeta, *, combine_parts: bool = False
+) -> None:
     """Stream the body into the fill (for readers) and into the tiers (for later hits).
 
     A body that outgrows ``max_object_bytes`` or a disk that fails stops the storing, never the
     relaying; a purge or invalidation that arrived while the fill ran keeps it out of the tiers.
+    The last chunk reaches readers only once the object is published (and, with
+    ``combine_parts``, combined with the parts next to it), so a client holding the whole body
+    can count on the next request finding it.
     """
     settings = ctx.cache_settings
     key, variant = meta.key, meta.variant
@@ -327,7 +374,12 @@ async def _store_body(ctx: CacheContext, fill: Fill, upstream: OriginResponse, m
         await purges.sync()
         if purges.view.purged_since(fill.start_seq, fill.started_at, key, meta.tags):
             await ctx.store.delete(key, variant)  # the purge landed between check and publish
-        if meta.vary:
+        elif combine_parts and parts.is_part(variant):
+            try:
+                await combine.combine(ctx, final)
+            except Exception:  # the part itself is stored and its readers whole: only combining failed
+                log.exception("combining the parts of %s failed", key[:200])
+        if meta.vary and not parts.is_part(variant):
             await _enforce_variant_cap(ctx, key)  # only responses with Vary make more than one variant
     if held is not None:
         fill.append(held)
@@ -414,19 +466,42 @@ async def serve(
     fwd: FwdReason,
     collapsed: bool,
     stale: CachedObject | None,
+    detail: str | None = None,
 ) -> None:
     """Answer one request from a fill it started or joined (``stale``: the object being revalidated)."""
     reader = fill.open_reader()
+    try:
+        outcome = await fill.wait_outcome()
+        if not collapsed:
+            ex.origin_ms = fill.origin_ms
+    except FillAborted:
+        fill.close_reader(reader)
+        await _fill_failed(ctx, ex, received, fill, fwd, stale)
+        return
+    except BaseException:
+        fill.close_reader(reader)
+        raise
+    await serve_outcome(ctx, ex, received, target, key, fill, reader, outcome, fwd, collapsed, stale, detail)
+
+
+async def serve_outcome(
+    ctx: CacheContext,
+    ex: Exchange,
+    received: HeaderList,
+    target: str,
+    key: str,
+    fill: Fill,
+    reader: int,
+    outcome: FillOutcome,
+    fwd: FwdReason,
+    collapsed: bool,
+    stale: CachedObject | None,
+    detail: str | None = None,
+) -> None:
+    """Answer one request from a fill's outcome, reading its body with ``reader`` (closed here)."""
     reader_open = True
     node = ctx.node_name
     try:
-        try:
-            outcome = await fill.wait_outcome()
-            if not collapsed:
-                ex.origin_ms = fill.origin_ms
-        except FillAborted:
-            await _fill_failed(ctx, ex, received, fill, fwd, stale)
-            return
         match outcome:
             case Refreshed(meta=meta, storable=storable) if storable or not collapsed:
                 assert stale is not None
@@ -470,7 +545,7 @@ async def serve(
                 await own_request(ctx, ex, target, fwd, why)  # not shareable: this waiter asks on its own
             case Shared():
                 reader_open = False
-                await _stream_shared(ctx, ex, received, target, key, fill, reader, outcome, fwd, collapsed)
+                await _stream_shared(ctx, ex, received, target, key, fill, reader, outcome, fwd, collapsed, detail)
             case _:
                 assert_never(outcome)
     finally:
@@ -489,10 +564,14 @@ async def _stream_shared(
     outcome: Shared,
     fwd: FwdReason,
     collapsed: bool,
+    detail: str | None = None,
 ) -> None:
     method = ex.head.method
-    status = CacheStatus(ctx.node_name, fwd=fwd, fwd_status=outcome.status, stored=True, collapsed=collapsed or None)
-    wants_range = ranges.range_value(received, method) is not None
+    # A 206 is the part this request asked for (the fill forwarded its Range and If-Range).
+    partial = outcome.status == 206
+    status = CacheStatus(ctx.node_name, fwd=fwd, fwd_status=outcome.status, stored=True, collapsed=collapsed or None,
+                         detail="partial" if partial else detail)  # fmt: skip
+    wants_range = not partial and ranges.range_value(received, method) is not None
     conditional = (
         None if wants_range
         else validation.evaluate_client_conditionals(method, received, outcome.status, outcome.headers)

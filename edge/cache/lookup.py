@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from edge.cache import fill as fills
 from edge.cache.coalesce import Fill
 from edge.cache.context import CacheContext
-from edge.http import policy
+from edge.http import policy, ranges
 from edge.http.cachestatus import FwdReason
 from edge.http.headers import HeaderList
 from edge.server.exchange import Exchange
@@ -34,6 +34,9 @@ class Verdict(enum.Enum):
     """Nothing usable stored, but a fill for this key is in flight: join it (``fill``)."""
     HIT_FOR_MISS = "hit-for-miss"
     """The key was found uncacheable a moment ago: go to the origin without queueing."""
+    PARTIAL = "partial"
+    """No complete response stored; a range of it, from stored parts or a ranged fill, or its
+    slices (RFC 9111 §3.3-3.4, ``cache.slice_size``)."""
     PASS = "pass"
     """Forward without storing or sharing (a HEAD that misses)."""
     ONLY_IF_CACHED = "only-if-cached"
@@ -65,11 +68,11 @@ async def look_up(ctx: CacheContext, ex: Exchange, received: HeaderList, key: st
         fwd: FwdReason = "vary-miss" if found.key_known else "uri-miss"
         if policy.request_directives(received, ctx.policy).only_if_cached:
             return Lookup(Verdict.ONLY_IF_CACHED, fwd, detail="only-if-cached")
-        return _miss(ctx, ex, key, fwd)
+        return _miss(ctx, ex, received, key, fwd)
     decision = policy.serve_decision(ex.head.method, received, fills.entry_of(obj.meta), now, ctx.policy)
     if decision.action is policy.Action.BYPASS:
         close_handle(obj)
-        return _miss(ctx, ex, key, "miss")
+        return _miss(ctx, ex, received, key, "miss")
     if decision.serve_from_cache:
         verdict = Verdict.STALE if decision.action is policy.Action.STALE_WHILE_REVALIDATE else Verdict.HIT
         return Lookup(verdict, found=obj, decision=decision)
@@ -81,12 +84,15 @@ async def look_up(ctx: CacheContext, ex: Exchange, received: HeaderList, key: st
     return Lookup(Verdict.REVALIDATE, fwd, found=obj, decision=decision, fill=joined)
 
 
-def _miss(ctx: CacheContext, ex: Exchange, key: str, fwd: FwdReason) -> Lookup:
+def _miss(ctx: CacheContext, ex: Exchange, received: HeaderList, key: str, fwd: FwdReason) -> Lookup:
     remembered = ctx.uncacheable_reason(key)
     if ex.head.method == "HEAD":
         return Lookup(Verdict.PASS, fwd, detail="head-miss")
     if remembered is not None:
         return Lookup(Verdict.HIT_FOR_MISS, fwd, detail=remembered)
+    settings = ctx.cache_settings
+    if settings.slice_size > 0 or (settings.range_miss == "part" and ranges.range_value(received) is not None):
+        return Lookup(Verdict.PARTIAL, fwd)
     joined = fills.join(ctx, ("fill", key), key)
     if joined is not None:
         return Lookup(Verdict.BUSY, fwd, fill=joined)

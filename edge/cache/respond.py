@@ -165,6 +165,17 @@ async def stored(
     await ex.end()
 
 
+async def write_stored(ctx: CacheContext, ex: Exchange, found: CachedObject, start: int, end: int) -> None:
+    """Send bytes ``start``..``end`` (exclusive) of a stored body, from memory or its file."""
+    if end <= start or ex.head.method == "HEAD":
+        return
+    ctx.counters.bytes_from_cache += end - start
+    if found.body is not None:
+        await ex.write(found.body if (start, end) == (0, len(found.body)) else found.body[start:end])
+        return
+    await _file_body(ctx, ex, found, start, end)
+
+
 async def _file_body(ctx: CacheContext, ex: Exchange, found: CachedObject, start: int, end: int) -> None:
     if end <= start or ex.head.method == "HEAD":
         return

@@ -130,9 +130,7 @@ class ResponseDirectives:
     targeted: bool
 
 
-def response_directives(
-    response_headers: HeaderList, config: PolicyConfig = DEFAULT_CONFIG
-) -> ResponseDirectives:
+def response_directives(response_headers: HeaderList, config: PolicyConfig = DEFAULT_CONFIG) -> ResponseDirectives:
     """Targeted field if one is valid (RFC 9213 §2.2), else Cache-Control (RFC 9111 §5.2.2).
 
     RFC 9213 §2.2: the cache "MUST ignore the Cache-Control and Expires header fields in that
@@ -192,9 +190,7 @@ class StoreDecision:
     strip_fields: tuple[str, ...] = ()
 
 
-def _strip_fields(
-    directives: CacheControl, response_headers: HeaderList, config: PolicyConfig
-) -> tuple[str, ...]:
+def _strip_fields(directives: CacheControl, response_headers: HeaderList, config: PolicyConfig) -> tuple[str, ...]:
     """Lowercased names of response fields a cache must (or may) leave out of storage (§3.1)."""
     names: list[str] = []
     candidates: list[str] = []
@@ -216,12 +212,15 @@ def storable(
     request_headers: HeaderList,
     response_headers: HeaderList,
     config: PolicyConfig = DEFAULT_CONFIG,
+    *,
+    partial: bool = False,
 ) -> StoreDecision:
     """May this cache store the response? RFC 9111 §3 (+§3.5, §5.2.2.3, §5.2.2.5, §5.2.2.7, RFC 9213).
 
     Checks, in order, each giving its ``reason`` when it refuses:
     ``method`` (§3 "request method is understood": GET and HEAD), ``status`` (§3 "final" —
-    1xx and out-of-range codes), ``partial`` (206: never stored as a complete response; §3.3),
+    1xx and out-of-range codes), ``partial`` (206, unless ``partial``: the caller stores it as a
+    part of its representation, never as a complete response; §3.3),
     ``not-modified`` (304: it freshens a stored response, §4.3.4, it is not one),
     ``request-no-store`` (§5.2.1.5), ``must-understand-unknown-status`` (§5.2.2.3; an understood
     status with must-understand makes no-store ignored), ``no-store`` (§5.2.2.5), ``private``
@@ -243,7 +242,7 @@ def storable(
         return refuse("method")
     if not 200 <= status <= 599:
         return refuse("status")
-    if status == 206:
+    if status == 206 and not partial:
         return refuse("partial")
     if status == 304:
         return refuse("not-modified")
@@ -357,9 +356,7 @@ def freshness_lifetime(
     duplicate Expires lines → 0, §4.2.1 "considered stale") > heuristic (§4.2.2, see
     :func:`heuristic_lifetime`).  The result is clamped to [0, 2^31].
     """
-    return _lifetime(
-        status, response_headers, response_time, response_directives(response_headers, config), config
-    )
+    return _lifetime(status, response_headers, response_time, response_directives(response_headers, config), config)
 
 
 def _lifetime(
@@ -403,15 +400,11 @@ def heuristic_lifetime(
     interval since that time", capped at ``heuristic_max``; without a usable Last-Modified it is
     ``default_ttl`` if configured, else 0.  Otherwise the lifetime is 0 with source ``none``.
     """
-    allowed = (
-        status in config.heuristic_statuses or directives.public or (not config.shared and directives.private)
-    )
+    allowed = status in config.heuristic_statuses or directives.public or (not config.shared and directives.private)
     if not allowed:
         return Lifetime(0.0, "none", False)
     last_modified_text = get_first(response_headers, "Last-Modified")
-    last_modified = (
-        parse_http_date(last_modified_text, now=response_time) if last_modified_text is not None else None
-    )
+    last_modified = parse_http_date(last_modified_text, now=response_time) if last_modified_text is not None else None
     if last_modified is not None:
         interval = _date_value(response_headers, response_time) - last_modified
         seconds = min(interval * config.heuristic_fraction, config.heuristic_max)

@@ -77,6 +77,10 @@ class Store(Protocol):
         """Metadata of every stored variant of ``key`` (cheap: no body I/O)."""
         ...
 
+    async def parts(self, key: str) -> list[StoredMeta]:
+        """Metadata of the stored parts of ``key`` (``edge.http.parts``); ``variants`` omits them."""
+        ...
+
     async def get(self, key: str, variant: str) -> CachedObject | None:
         """The verified object, or None. A corrupt/truncated object is discarded, counted, and None returned."""
         ...

@@ -94,6 +94,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TypeVar
 
+from edge.http.parts import PART_MARK
 from edge.store.base import BodyChecksum, CachedObject, StoredMeta, body_checksum
 from edge.store.index import (
     IndexCorruptError,
@@ -133,7 +134,10 @@ def key_hash(key: str) -> str:
 
 
 def variant_hash(variant: str) -> str:
-    return hashlib.sha256(variant.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+    """32 hex digits; a part's (``edge.http.parts``) starts with ``p`` instead, so listing the
+    complete variants of a key skips a sliced file's thousand parts without reading them."""
+    digest = hashlib.sha256(variant.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+    return "p" + digest[1:] if variant.startswith(PART_MARK) else digest
 
 
 # -- meta file format -------------------------------------------------------------------------------
@@ -615,6 +619,14 @@ class DiskStore:
     # -- reads (the hit path: files only) ------------------------------------------------------
 
     async def variants(self, key: str) -> list[StoredMeta]:
+        """The complete responses stored for ``key`` (parts are listed by :meth:`parts`)."""
+        return await self._list(key, parts=False)
+
+    async def parts(self, key: str) -> list[StoredMeta]:
+        """The parts (``edge.http.parts``) stored for ``key``."""
+        return await self._list(key, parts=True)
+
+    async def _list(self, key: str, *, parts: bool) -> list[StoredMeta]:
         khash = key_hash(key)
         folder = self._folder(khash)
         try:
@@ -622,9 +634,11 @@ class DiskStore:
         except FileNotFoundError:
             return []
         found: list[StoredMeta] = []
-        prefix = khash + "."
+        prefix = khash + (".p" if parts else ".")
         for name in names:
             if not (name.startswith(prefix) and name.endswith(".meta")):
+                continue
+            if not parts and name[len(prefix)] == "p":
                 continue
             stem = name[: -len(".meta")]
             try:
@@ -780,7 +794,11 @@ class DiskStore:
         wanted = list(values)
         rows: list[IndexRow] = []
         if kind == "urls":
-            return [(meta.key, meta.variant) for key in wanted for meta in await self.variants(key)]
+            return [
+                (meta.key, meta.variant)
+                for key in wanted
+                for meta in [*await self.variants(key), *await self.parts(key)]
+            ]
         if kind == "prefix":
             for prefix in wanted:
                 rows.extend(await self._index_required(functools.partial(self._index.find_prefix, prefix)))

@@ -22,6 +22,7 @@ from dataclasses import replace
 
 from lru import LRU
 
+from edge.http.parts import PART_MARK
 from edge.store.base import CachedObject, StoredMeta, body_checksum
 
 _LRU_COUNT_LIMIT = 2**31 - 1  # effectively unbounded: we bound by bytes, not by entries
@@ -57,9 +58,18 @@ class MemoryStore:
     # -- reads ---------------------------------------------------------------------------------
 
     async def variants(self, key: str) -> list[StoredMeta]:
-        """Every held variant of ``key``, without touching recency (listing is not a use)."""
+        """Every held complete variant of ``key``, without touching recency (listing is not a use)."""
         by_variant = self._by_key.get(key)
-        return [by_variant[variant] for variant in sorted(by_variant)] if by_variant else []
+        if not by_variant:
+            return []
+        return [by_variant[variant] for variant in sorted(by_variant) if not variant.startswith(PART_MARK)]
+
+    async def parts(self, key: str) -> list[StoredMeta]:
+        """The parts (``edge.http.parts``) held for ``key``."""
+        by_variant = self._by_key.get(key)
+        if not by_variant:
+            return []
+        return [by_variant[variant] for variant in sorted(by_variant) if variant.startswith(PART_MARK)]
 
     async def get(self, key: str, variant: str) -> CachedObject | None:
         return self.get_now(key, variant)

@@ -102,6 +102,34 @@ class TieredStore:
             return Found(obj, True)
         return Found(None, key_known)
 
+    async def get_variant(self, key: str, variant: str) -> CachedObject | None:
+        """One named object (a part or slice), from memory, else from disk (promoted or opened)."""
+        for tier in self.tiers:
+            obj = await tier.get(key, variant)
+            if obj is None:
+                continue
+            if tier is self.disk:
+                obj = await self._promote_or_open(obj)
+                if obj is None:
+                    continue
+            return obj
+        return None
+
+    async def parts(self, key: str) -> list[StoredMeta]:
+        """Every stored part of ``key``: the disk's (shared by workers), plus what only memory holds."""
+        found: dict[str, StoredMeta] = {}
+        for tier in reversed(self.tiers):
+            for meta in await tier.parts(key):
+                found.setdefault(meta.variant, meta)
+        return list(found.values())
+
+    async def put(self, meta: StoredMeta, body: bytes) -> None:
+        """Store a whole body in every tier it fits (disk first: it is what other workers see)."""
+        if self.disk is not None:
+            await self.disk.put(meta, body)
+        if self.memory is not None and meta.size <= self.memory_max_object_bytes:
+            await self.memory.put(meta, body)
+
     async def _promote_or_open(self, found: CachedObject) -> CachedObject | None:
         meta = found.meta
         if self.memory is not None and meta.size <= self.memory_max_object_bytes:

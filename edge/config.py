@@ -143,6 +143,52 @@ class CacheSettings(StrictModel):
         return value
 
 
+Coding = Literal["br", "zstd", "gzip"]
+CODINGS: tuple[Coding, ...] = ("br", "zstd", "gzip")
+COMPRESSIBLE_TYPES = [
+    "text/*",
+    "application/json",
+    "application/javascript",
+    "application/x-javascript",
+    "application/ecmascript",
+    "application/xml",
+    "application/xhtml+xml",
+    "application/rss+xml",
+    "application/atom+xml",
+    "application/manifest+json",
+    "application/ld+json",
+    "application/wasm",
+    "image/svg+xml",
+    "image/x-icon",
+    "image/vnd.microsoft.icon",
+    "font/ttf",
+    "font/otf",
+    "application/vnd.ms-fontobject",
+    "+json",
+    "+xml",
+]
+
+
+class CompressionSettings(StrictModel):
+    """Compression at the edge (README "Compression"): responses the origin sent uncompressed are
+    encoded once, in the best coding each client accepts, and that variant is stored."""
+
+    enabled: bool = True
+    types: list[str] = Field(default_factory=lambda: list(COMPRESSIBLE_TYPES))
+    min_size: Annotated[int, Field(ge=0)] = 1024
+    algorithms: list[Coding] = Field(default_factory=lambda: list(CODINGS))
+    brotli_quality: Annotated[int, Field(ge=0, le=11)] = 5
+    zstd_level: Annotated[int, Field(ge=1, le=19)] = 6
+    gzip_level: Annotated[int, Field(ge=1, le=9)] = 6
+
+    @field_validator("algorithms")
+    @classmethod
+    def _unique(cls, value: list[Coding]) -> list[Coding]:
+        if len(set(value)) != len(value):
+            raise ValueError("algorithms: each coding at most once (the order is the preference)")
+        return value
+
+
 def default_workers() -> int:
     return os.cpu_count() or 1
 
@@ -179,6 +225,7 @@ class EdgeSettings(StrictModel):
     tls_key: Path | None = None
     upstream: UpstreamSettings = UpstreamSettings()
     cache: CacheSettings = CacheSettings()
+    compression: CompressionSettings = CompressionSettings()
     limits: LimitSettings = LimitSettings()
 
     @field_validator("origin")

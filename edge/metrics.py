@@ -49,6 +49,11 @@ class CacheCounters:
     refused: dict[str, int] = field(default_factory=dict)  # by status, before the request reached the cache
     stripped_headers: dict[str, int] = field(default_factory=dict)  # override fields removed, by name
 
+    compressed: dict[str, int] = field(default_factory=dict)  # responses the edge encoded, by coding
+
+    def count_compressed(self, coding: str) -> None:
+        self.compressed[coding] = self.compressed.get(coding, 0) + 1
+
     def count(self, label: str) -> None:
         self.by_status[label] = self.by_status.get(label, 0) + 1
 
@@ -89,6 +94,7 @@ def worker_snapshot(runtime: EdgeRuntime) -> dict[str, Any]:
         by_status=dict(counters.by_status),
         by_code_class=dict(counters.by_code_class),
         purges=dict(counters.purges),
+        compressed=dict(counters.compressed),
         origin_latency_buckets=list(counters.origin_latency_buckets),
         origin_latency_sum=counters.origin_latency_sum,
         origin_latency_count=counters.origin_latency_count,
@@ -129,7 +135,10 @@ def summarize(snapshots: list[dict[str, Any]]) -> dict[str, Any]:
     by_status: dict[str, int] = {}
     by_code: dict[str, int] = {}
     purges: dict[str, int] = {}
+    compressed: dict[str, int] = {}
     for item in snapshots:
+        for name, count in item.get("compressed", {}).items():
+            compressed[name] = compressed.get(name, 0) + int(count)
         for label, count in item.get("by_status", {}).items():
             by_status[label] = by_status.get(label, 0) + int(count)
         for label, count in item.get("by_code_class", {}).items():
@@ -149,6 +158,7 @@ def summarize(snapshots: list[dict[str, Any]]) -> dict[str, Any]:
         "by_cache_status": by_status,
         "by_code_class": by_code,
         "purges": purges,
+        "compressed": compressed,
         "tiers": tiers,
         "evictions": sum(values.get("evictions", 0) for values in tiers.values()),
         "corrupt_discarded": sum(values.get("corrupt_discarded", 0) for values in tiers.values()),
@@ -191,6 +201,13 @@ class StatsCollector:
         for kind, count in summary["purges"].items():
             purges.add_metric([self.edge, kind], count)
         yield purges
+        compressions = CounterMetricFamily(
+            "edgecache_compressions", "Responses the edge compressed (once, then stored), by coding",
+            labels=["edge", "coding"],
+        )  # fmt: skip
+        for name, count in summary["compressed"].items():
+            compressions.add_metric([self.edge, name], count)
+        yield compressions
         objects = GaugeMetricFamily("edgecache_tier_objects", "Objects per tier", labels=["edge", "tier"])
         size = GaugeMetricFamily("edgecache_tier_bytes", "Bytes per tier", labels=["edge", "tier"])
         evictions = CounterMetricFamily("edgecache_evictions", "Evictions per tier", labels=["edge", "tier"])

@@ -32,9 +32,9 @@ from edge.cache.hit import SLOW_REQUEST_FIELDS, HitPath
 from edge.cache.lookup import Verdict, look_up
 from edge.errors import ClientFault, EdgeError, LoopDetected
 from edge.forward import origin_target, stripped_fields
-from edge.http import forwarding, invalidation, policy, validation, vary
+from edge.http import coding, forwarding, invalidation, policy, validation, vary
 from edge.http.cachestatus import CacheStatus
-from edge.http.headers import HeaderList
+from edge.http.headers import HeaderList, get_all
 from edge.server.exchange import Exchange, RequestHead
 from edge.store.base import CachedObject, StoredMeta
 from edge.store.tiered import close_handle
@@ -51,6 +51,8 @@ class Cache:
         self.access_log = access_log
         self.hit_path = HitPath(ctx, access_log)
         self.enabled = ctx.settings.cache.enabled
+        compression = ctx.settings.compression
+        self.codings: tuple[str, ...] = tuple(compression.algorithms) if compression.enabled else ()
         self.purge_networks = [ipaddress.ip_network(item, strict=False) for item in ctx.settings.purge_allow]
 
     # -- the front end's calls -----------------------------------------------------------------
@@ -76,6 +78,12 @@ class Cache:
             if not self.enabled:
                 await fills.own_request(ctx, ex, target, "bypass", interim=True)
             elif head.method in ("GET", "HEAD"):
+                if self.codings:
+                    # One coding per request, before lookup: equivalent Accept-Encoding values share a
+                    # variant, and the origin is asked for that coding (edge.http.coding).
+                    chosen = coding.preferred(get_all(received, "accept-encoding"), self.codings)
+                    head.replace_header(b"accept-encoding", chosen.encode("ascii"))
+                    received = head.headers
                 await self._cacheable(ex, received, target)
             else:
                 await self._write_through(ex, received, target)
@@ -119,7 +127,7 @@ class Cache:
                 case Verdict.HIT:
                     assert found is not None
                     assert lookup.decision is not None
-                    await self._hit(ex, received, found, lookup.decision)
+                    await self._hit(ex, received, found, lookup.decision, lookup.detail)
                 case Verdict.STALE:
                     assert found is not None
                     assert lookup.decision is not None
@@ -164,10 +172,10 @@ class Cache:
             close_handle(found)
 
     async def _hit(self, ex: Exchange, received: HeaderList, found: CachedObject,
-                   decision: policy.ServeDecision) -> None:  # fmt: skip
+                   decision: policy.ServeDecision, detail: str | None = None) -> None:  # fmt: skip
         self.ctx.counters.hits += 1
         ttl = int(decision.ttl) if decision.fresh else min(int(decision.ttl), -max(1, int(decision.staleness)))
-        status = CacheStatus(self.ctx.node_name, hit=True, ttl=ttl)
+        status = CacheStatus(self.ctx.node_name, hit=True, ttl=ttl, detail=detail)
         await respond.stored(self.ctx, ex, received, found, decision.age, status)
 
     def _refresh_in_background(

@@ -24,18 +24,18 @@ import asyncio
 import enum
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, replace
 from typing import assert_never
 
 from edge import faultlog
-from edge.cache import combine, respond, revalidate
+from edge.cache import combine, compress, respond, revalidate
 from edge.cache.coalesce import Fill, FillAborted
 from edge.cache.context import CacheContext
 from edge.cache.outcomes import FillOutcome, OriginFailed, Refreshed, Shared, StoredElsewhere, Unshared
 from edge.errors import EdgeError, OriginBodyBroken
 from edge.forward import origin_headers, upstream_url
-from edge.http import forwarding, parts, policy, ranges, validation, vary
+from edge.http import coding, forwarding, parts, policy, ranges, validation, vary
 from edge.http.cachestatus import CacheStatus, FwdReason
 from edge.http.headers import HeaderList, get_all, get_first, split_all
 from edge.server.exchange import Exchange
@@ -263,7 +263,22 @@ async def run(
             handed_over = owner is not None  # the owner relays it; a background refresh has nobody to
             fill.set_outcome(Unshared(status, upstream.reason or "", tuple(headers), why, upstream))
             return
-        # 6. Stored and shared.
+        # 6. Stored and shared; compressed first when the client takes a coding the origin did not
+        #    apply (edge.http.coding), so every later client of that coding gets it from storage.
+        codec: compress.Encoder | None = None
+        compression = ctx.settings.compression
+        if compression.enabled and spec.kind is FillKind.COMPLETE:
+            if coding.varies_by_coding(status, received, headers, compression.types):
+                headers = coding.with_vary_accept_encoding(headers)
+                vary_names = vary.vary_fields(headers)
+            wanted = get_first(received, "accept-encoding") or coding.IDENTITY
+            if wanted in compression.algorithms and coding.compressible(
+                status, received, headers, compression.types, compression.min_size, declared
+            ):
+                headers = coding.encoded_headers(headers, wanted)
+                codec = compress.encoder(wanted, compression)
+                fill.detail = "compressed"
+                ctx.counters.count_compressed(wanted)
         stored_headers = respond.without_fields(headers, (*decision.strip_fields, *respond.FRAMING_FIELDS))
         fill.set_outcome(Shared(status, upstream.reason or "", tuple(headers)))
         fields = vary_names or ()
@@ -284,7 +299,7 @@ async def run(
             request_time=request_time, response_time=response_time, size=0, checksum="", vary=tuple(fields),
             secondary=secondary, tags=surrogate_keys(headers), stored_at=fill.started_at,
         )  # fmt: skip
-        await _store_body(ctx, fill, upstream, meta, combine_parts=spec.kind is FillKind.RANGE)
+        await _store_body(ctx, fill, upstream, meta, combine_parts=spec.kind is FillKind.RANGE, codec=codec)
     except EdgeError as exc:
         fill.fail(exc)
     except Exception as exc:  # never leave readers hanging on an unexpected failure
@@ -310,7 +325,13 @@ async def _fresh_copy_stored(ctx: CacheContext, key: str, received: HeaderList) 
 
 
 async def _store_body(
-    ctx: CacheContext, fill: Fill, upstream: OriginResponse, meta: StoredMeta, *, combine_parts: bool = False
+    ctx: CacheContext,
+    fill: Fill,
+    upstream: OriginResponse,
+    meta: StoredMeta,
+    *,
+    combine_parts: bool = False,
+    codec: compress.Encoder | None = None,
 ) -> None:
     """Stream the body into the fill (for readers) and into the tiers (for later hits).
 
@@ -328,13 +349,13 @@ async def _store_body(
     held: bytes | None = None
     storing = True
     try:
-        async for chunk in iter_body(upstream):
+        source = _counted(ctx, iter_body(upstream))
+        async for chunk in compress.encoded(source, codec) if codec is not None else source:
             if held is not None:
                 fill.append(held)
                 await fill.wait_for_room(ctx.settings.upstream.read_timeout)
             held = chunk
             checksum.update(chunk)
-            ctx.counters.bytes_from_origin += len(chunk)
             if not storing:
                 continue
             if checksum.size > settings.max_object_bytes:
@@ -384,6 +405,12 @@ async def _store_body(
     if held is not None:
         fill.append(held)
     fill.finish()
+
+
+async def _counted(ctx: CacheContext, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    async for chunk in chunks:
+        ctx.counters.bytes_from_origin += len(chunk)
+        yield chunk
 
 
 async def relay_and_store(
@@ -570,7 +597,7 @@ async def _stream_shared(
     # A 206 is the part this request asked for (the fill forwarded its Range and If-Range).
     partial = outcome.status == 206
     status = CacheStatus(ctx.node_name, fwd=fwd, fwd_status=outcome.status, stored=True, collapsed=collapsed or None,
-                         detail="partial" if partial else detail)  # fmt: skip
+                         detail="partial" if partial else detail or fill.detail)  # fmt: skip
     wants_range = not partial and ranges.range_value(received, method) is not None
     conditional = (
         None if wants_range

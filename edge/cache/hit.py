@@ -11,6 +11,7 @@ returns None and takes the general path, which is exactly as correct as before.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ from edge.accesslog import AccessLog
 from edge.cache import respond
 from edge.cache.context import CacheContext
 from edge.cache.fill import entry_of
-from edge.http import policy
+from edge.http import coding, policy, vary
 from edge.http.cachestatus import CacheStatus
 from edge.server.exchange import RequestHead
 from edge.server.wire import header_block, http_date, status_line
@@ -34,6 +35,7 @@ SLOW_REQUEST_FIELDS = frozenset(
     }
 )  # fmt: skip
 _NO_FAST_STATUSES = frozenset({204, 304})
+_BY_CODING = ("accept-encoding",)
 _KEEP_ALIVE_10 = b"Connection: keep-alive\r\n"
 _UNSET = object()
 _CLOSE = b"Connection: close\r\n"
@@ -57,10 +59,24 @@ class HitPath:
         self.access_log = access_log
         self.memory = ctx.store.memory
         self.enabled = ctx.store.memory is not None and not ctx.settings.upstream.preserve_host
+        compression = ctx.settings.compression
+        self.codings = tuple(compression.algorithms) if compression.enabled else ()
+        # With compression, an object that varies only by Accept-Encoding is found by the variant id
+        # of the client's coding (as the general path would normalise it): one more dict lookup.
+        self.coding_variants = {
+            name: vary.variant_id(vary.secondary_key(("accept-encoding",), [("Accept-Encoding", name)]))
+            for name in (*self.codings, coding.IDENTITY)
+        }
+        self._variant_for = functools.lru_cache(maxsize=1024)(self._variant_of)
+
+    def _variant_of(self, accept_encoding: bytes | None) -> str:
+        values = [] if accept_encoding is None else [accept_encoding.decode("latin-1")]
+        return self.coding_variants[coding.preferred(values, self.codings)]
 
     def prepare(self, meta: StoredMeta, body: bytes) -> HotEntry | None:
         """What a hit on this object sends, computed once (None: its hits take the general path)."""
-        if meta.vary or meta.status in _NO_FAST_STATUSES or meta.status < 200 or meta.invalidated:
+        varies = meta.vary and (meta.vary != _BY_CODING or not self.codings)
+        if varies or meta.status in _NO_FAST_STATUSES or meta.status < 200 or meta.invalidated:
             return None
         window = policy.hit_window(entry_of(meta), self.ctx.policy)
         if window is None:
@@ -96,7 +112,15 @@ class HitPath:
             return None  # another worker published a purge: apply it first (general path)
         key = ctx.keys.for_target(target.decode("latin-1"))
         assert self.memory is not None
-        obj = self.memory.get_now(key)
+        obj = self.memory.get_now(key, count=not self.codings)
+        if obj is None and self.codings:
+            accept_encoding = None
+            for name, value in head.raw_headers:
+                if len(name) == 15 and name.lower() == b"accept-encoding":
+                    if accept_encoding is not None:
+                        return None  # several lines: the general path combines them
+                    accept_encoding = value
+            obj = self.memory.get_now(key, self._variant_for(accept_encoding))
         if obj is None:
             return None
         extras = obj.extras  # a memory object is never mutated, but its extras may cache derived data

@@ -11,9 +11,10 @@ import time
 from dataclasses import dataclass
 
 from edge.cache import fill as fills
+from edge.cache import transcode
 from edge.cache.coalesce import Fill
 from edge.cache.context import CacheContext
-from edge.http import policy, ranges
+from edge.http import coding, policy, ranges
 from edge.http.cachestatus import FwdReason
 from edge.http.headers import HeaderList
 from edge.server.exchange import Exchange
@@ -63,6 +64,12 @@ async def look_up(ctx: CacheContext, ex: Exchange, received: HeaderList, key: st
     ex.lookup_ms = (time.perf_counter() - started) * 1000
     now = time.time()
     obj = purger.visible(found.obj)
+    derived: str | None = None
+    if obj is None and found.key_known and ctx.settings.compression.enabled:
+        close_handle(found.obj)
+        obj = await transcode.derive(ctx, key, received)
+        if obj is not None:
+            derived = "compressed" if coding.content_coding(obj.meta.headers) else "decompressed"
     if obj is None:
         close_handle(found.obj)
         fwd: FwdReason = "vary-miss" if found.key_known else "uri-miss"
@@ -75,7 +82,7 @@ async def look_up(ctx: CacheContext, ex: Exchange, received: HeaderList, key: st
         return _miss(ctx, ex, received, key, "miss")
     if decision.serve_from_cache:
         verdict = Verdict.STALE if decision.action is policy.Action.STALE_WHILE_REVALIDATE else Verdict.HIT
-        return Lookup(verdict, found=obj, decision=decision)
+        return Lookup(verdict, found=obj, decision=decision, detail=derived)
     if decision.only_if_cached:
         close_handle(obj)
         return Lookup(Verdict.ONLY_IF_CACHED, "stale", detail="only-if-cached")

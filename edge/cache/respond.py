@@ -18,6 +18,7 @@ from edge.cache.context import CacheContext
 from edge.errors import OriginBodyBroken
 from edge.http import forwarding, policy, ranges, validation
 from edge.http.cachestatus import CacheStatus, append_cache_status, x_cache_value
+from edge.http.coding import MARK_FIELD
 from edge.http.headers import HeaderList, get_first
 from edge.server.exchange import Exchange
 from edge.store.base import CachedObject
@@ -48,7 +49,7 @@ def client_headers(
     tells downstream caches how old the response already was); one served from storage gets a
     freshly computed ``Age`` instead.
     """
-    dropped = (*FRAMING_FIELDS, "x-cache") if keep_age else (*FRAMING_FIELDS, *GENERATED_FIELDS)
+    dropped = (*FRAMING_FIELDS, "x-cache", MARK_FIELD) if keep_age else (*FRAMING_FIELDS, *GENERATED_FIELDS, MARK_FIELD)
     headers = without_fields(stored, dropped)
     if not ctx.cache_settings.expose_surrogate_keys:
         headers = without_fields(headers, SURROGATE_FIELDS)

@@ -13,7 +13,7 @@ from dataclasses import replace
 from edge.cache.context import CacheContext
 from edge.cache.outcomes import Refreshed
 from edge.cache.respond import FRAMING_FIELDS, without_fields
-from edge.http import policy, validation
+from edge.http import coding, policy, validation
 from edge.http.headers import HeaderList
 from edge.store.base import StoredMeta
 from edge.upstream import OriginRequest
@@ -40,7 +40,9 @@ def unconditional(request: OriginRequest) -> OriginRequest:
 
 def selects(validating: StoredMeta, headers: HeaderList) -> bool:
     """Does the 304 freshen the stored response our conditional request named (§4.3.4)?"""
-    return validation.answers_own_validation(validating.headers, headers, validating.response_time)
+    return validation.answers_own_validation(
+        validating.headers, headers, validating.response_time, transformed=coding.transformed(validating.headers)
+    )
 
 
 def refreshed(
@@ -59,6 +61,7 @@ def refreshed(
     """
     # The stored Age described the old response; the 304's own Age (if any) replaces it.
     merged = validation.update_headers_from_304(without_fields(validating.headers, ("age",)), headers)
+    merged = coding.after_refresh(validating.headers, merged)
     decision = policy.storable("GET", validating.status, received, merged, ctx.policy)
     storable = decision.store and policy.request_allows_store(received)
     updated = without_fields(merged, (*decision.strip_fields, *FRAMING_FIELDS))

@@ -240,7 +240,9 @@ def _recency(headers: HeaderList, response_time: float, index: int) -> tuple[flo
     return (date if date is not None else response_time, response_time, index)
 
 
-def answers_own_validation(validated: HeaderList, response_304_headers: HeaderList, response_time: float) -> bool:
+def answers_own_validation(
+    validated: HeaderList, response_304_headers: HeaderList, response_time: float, *, transformed: bool = False
+) -> bool:
     """Does a 304 freshen the one stored response whose validators this cache sent (RFC 9111 §4.3.4)?
 
     When the conditional request was built from exactly one stored response, a 304 refers to that
@@ -251,7 +253,12 @@ def answers_own_validation(validated: HeaderList, response_304_headers: HeaderLi
     """
     if select_for_304([validated], response_304_headers, [response_time]):
         return True
-    return stored_etag(response_304_headers) is None and _first_date(response_304_headers, "last-modified") is None
+    new_tag, sent_tag = stored_etag(response_304_headers), stored_etag(validated)
+    if transformed and new_tag is not None and sent_tag is not None and weak_compare(new_tag, sent_tag):
+        # ``transformed``: the stored bytes are the origin's, encoded by this cache, which made the
+        # tag weak (RFC 9110 §8.8.1); the origin's 304 names its own strong tag for the same value.
+        return True
+    return new_tag is None and _first_date(response_304_headers, "last-modified") is None
 
 
 def select_for_304(

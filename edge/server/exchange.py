@@ -101,6 +101,12 @@ class RequestHead:
             self._headers = [(name.decode("latin-1"), value.decode("latin-1")) for name, value in self.raw_headers]
         return self._headers
 
+    def replace_header(self, name: bytes, value: bytes) -> None:
+        """Replace every ``name`` line (lower-case) by one line: a request field the cache normalised."""
+        self.raw_headers = [(key, item) for key, item in self.raw_headers if key.lower() != name]
+        self.raw_headers.append((name, value))
+        self._headers = None
+
     def header(self, name: str) -> str | None:
         wanted = name.lower()
         for key, value in self.headers:

@@ -74,10 +74,12 @@ class MemoryStore:
     async def get(self, key: str, variant: str) -> CachedObject | None:
         return self.get_now(key, variant)
 
-    def get_now(self, key: str, variant: str = "") -> CachedObject | None:
-        """``get`` without a coroutine, for the synchronous hit path."""
+    def get_now(self, key: str, variant: str = "", *, count: bool = True) -> CachedObject | None:
+        """``get`` without a coroutine, for the synchronous hit path (``count=False``: a miss is not
+        counted, the caller looks for another variant next)."""
         obj = self._lru.get((key, variant))  # .get() marks it most recently used
-        self._counters["hits" if obj is not None else "misses"] += 1
+        if obj is not None or count:
+            self._counters["hits" if obj is not None else "misses"] += 1
         return obj
 
     # -- writes --------------------------------------------------------------------------------

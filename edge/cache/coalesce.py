@@ -48,6 +48,7 @@ class Fill:
         self.start_seq = 0  # the purge sequence when the fill started (see edge.purge)
         self.started_at = 0.0
         self.detail: str | None = None  # Cache-Status detail of what the fill did (e.g. "compressed")
+        self.followed = False  # read from another worker's fill (edge.cache.crossfill): collapsed
         self.origin_ms: float | None = None  # requests that joined (collapsed) rather than started the fill
         self._chunks: list[bytes] = []
         self._buffered = 0  # bytes held in _chunks

@@ -29,7 +29,7 @@ from dataclasses import dataclass, replace
 from typing import assert_never
 
 from edge import faultlog
-from edge.cache import combine, compress, respond, revalidate
+from edge.cache import combine, compress, crossfill, respond, revalidate
 from edge.cache.coalesce import Fill, FillAborted
 from edge.cache.context import CacheContext
 from edge.cache.outcomes import FillOutcome, OriginFailed, Refreshed, Shared, StoredElsewhere, Unshared
@@ -196,16 +196,22 @@ async def run(
     upstream: OriginResponse | None = None
     handed_over = False
     locked = False
+    lock_name: str | None = None
     try:
-        # 1. Another worker may be filling this key.
-        if validating is None and spec.kind is FillKind.COMPLETE and ctx.key_locks is not None:
+        # 1. Another worker may be filling this key: follow its fill as it is written
+        #    (edge.cache.crossfill), or find what it stored.
+        lock_name = lock_name_of(key, spec)
+        if validating is None and lock_name is not None and ctx.key_locks is not None:
             locked = True
-            if await ctx.key_locks.acquire(key, ctx.cache_settings.cross_worker_wait) and await _fresh_copy_stored(
-                ctx, key, received
-            ):
-                fill.set_outcome(StoredElsewhere())
-                fill.finish()
-                return
+            if not ctx.key_locks.try_acquire(lock_name):
+                followed = await crossfill.follow(ctx, fill, lock_name, received)
+                if followed is crossfill.Followed.STREAMED:
+                    locked = False
+                    return
+                if followed is crossfill.Followed.RELEASED and await _fresh_copy_stored(ctx, key, received, spec):
+                    fill.set_outcome(StoredElsewhere())
+                    fill.finish()
+                    return
         # 2. Ask the origin.
         request_time = time.time()
         upstream = await send_to_origin(ctx.pool, request, on_interim=owner.interim if owner else None)
@@ -280,7 +286,8 @@ async def run(
                 fill.detail = "compressed"
                 ctx.counters.count_compressed(wanted)
         stored_headers = respond.without_fields(headers, (*decision.strip_fields, *respond.FRAMING_FIELDS))
-        fill.set_outcome(Shared(status, upstream.reason or "", tuple(headers)))
+        shared = Shared(status, upstream.reason or "", tuple(headers))
+        fill.set_outcome(shared)
         fields = vary_names or ()
         secondary = vary.secondary_key(fields, received)
         variant = vary.variant_id(secondary) if fields else ""
@@ -299,7 +306,15 @@ async def run(
             request_time=request_time, response_time=response_time, size=0, checksum="", vary=tuple(fields),
             secondary=secondary, tags=surrogate_keys(headers), stored_at=fill.started_at,
         )  # fmt: skip
-        await _store_body(ctx, fill, upstream, meta, combine_parts=spec.kind is FillKind.RANGE, codec=codec)
+        announce = None
+        if lock_name is not None and ctx.key_locks is not None:
+            announce = crossfill.Announcement(ctx, lock_name, fill, meta, shared)
+        try:
+            await _store_body(ctx, fill, upstream, meta, combine_parts=spec.kind is FillKind.RANGE, codec=codec,
+                              announce=announce)  # fmt: skip
+        finally:
+            if announce is not None:
+                announce.withdraw()
     except EdgeError as exc:
         fill.fail(exc)
     except Exception as exc:  # never leave readers hanging on an unexpected failure
@@ -307,14 +322,31 @@ async def run(
         fill.fail(exc)
     finally:
         ctx.coalescer.finish(fill)
-        if locked and ctx.key_locks is not None:
-            ctx.key_locks.release(key)
+        if locked and ctx.key_locks is not None and lock_name is not None:
+            ctx.key_locks.release(lock_name)
         if upstream is not None and not handed_over:
             upstream.release()
 
 
-async def _fresh_copy_stored(ctx: CacheContext, key: str, received: HeaderList) -> bool:
+def lock_name_of(key: str, spec: FillSpec) -> str | None:
+    """The cross-worker lock a fill holds: the key for a complete response, one per slice."""
+    if spec.kind is FillKind.COMPLETE:
+        return key
+    if spec.kind is FillKind.SLICE:
+        return f"{key} {parts.slice_variant(spec.slice_size, spec.index)}"
+    return None  # a client's range: not shared across workers
+
+
+async def _fresh_copy_stored(ctx: CacheContext, key: str, received: HeaderList, spec: FillSpec) -> bool:
     """After waiting for another worker's fill: is a fresh copy now in the tiers?"""
+    if spec.kind is FillKind.SLICE:
+        slice_obj = await ctx.store.get_variant(key, parts.slice_variant(spec.slice_size, spec.index))
+        close_handle(slice_obj)
+        obj = ctx.purger.visible(slice_obj)
+        if obj is None or not vary.matches(obj.meta.vary, obj.meta.secondary, received):
+            return False
+        reuse = policy.serve_decision("GET", received, entry_of(obj.meta), time.time(), ctx.policy)
+        return reuse.action is policy.Action.FRESH_HIT
     found = await ctx.store.lookup(key, received)
     close_handle(found.obj)
     obj = ctx.purger.visible(found.obj)
@@ -332,6 +364,7 @@ async def _store_body(
     *,
     combine_parts: bool = False,
     codec: compress.Encoder | None = None,
+    announce: crossfill.Announcement | None = None,
 ) -> None:
     """Stream the body into the fill (for readers) and into the tiers (for later hits).
 
@@ -362,6 +395,8 @@ async def _store_body(
                 storing, memory_copy = False, None
                 await _abort(writer)
                 writer = None
+                if announce is not None:
+                    announce.withdraw()
                 continue
             if memory_copy is not None:
                 if len(memory_copy) + len(chunk) <= ctx.store.memory_max_object_bytes:
@@ -375,6 +410,12 @@ async def _store_body(
                     log.warning("disk write for %s failed (%s); relaying without storing", key[:200], exc)
                     await _abort(writer)
                     writer = None
+            if announce is not None:
+                temp = writer.temp_path if writer is not None else None
+                if temp is not None:
+                    announce.publish(temp)  # other workers may follow from here on (once)
+                else:
+                    announce.withdraw()  # not stored after all: nobody new may follow
     except OriginBodyBroken as exc:
         if held is not None:
             fill.append(held)
@@ -596,6 +637,7 @@ async def _stream_shared(
     method = ex.head.method
     # A 206 is the part this request asked for (the fill forwarded its Range and If-Range).
     partial = outcome.status == 206
+    collapsed = collapsed or fill.followed
     status = CacheStatus(ctx.node_name, fwd=fwd, fwd_status=outcome.status, stored=True, collapsed=collapsed or None,
                          detail="partial" if partial else detail or fill.detail)  # fmt: skip
     wants_range = not partial and ranges.range_value(received, method) is not None

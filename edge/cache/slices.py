@@ -26,7 +26,7 @@ from edge.cache import fill as fills
 from edge.cache import respond
 from edge.cache.coalesce import Fill, FillAborted
 from edge.cache.context import CacheContext
-from edge.cache.outcomes import FillOutcome, Shared, Unshared
+from edge.cache.outcomes import FillOutcome, Shared, StoredElsewhere, Unshared
 from edge.errors import EdgeError
 from edge.http import parts, policy, ranges, validation, vary
 from edge.http.cachestatus import CacheStatus, FwdReason
@@ -278,41 +278,53 @@ async def _obtain(
     owner: bool,
 ) -> Source | NotSliced:
     """Slice ``index``: the stored one when this request may use it, else from a (shared) fill."""
-    variant = parts.slice_variant(size, index)
-    found = await ctx.store.get_variant(key, variant)
-    if found is not None:
-        obj = ctx.purger.visible(found)
-        got = parts.single_part(206, obj.meta.headers) if obj is not None else None
-        if (
-            obj is not None
-            and got is not None
-            and parts.slice_matches(index, size, got)
-            and vary.matches(obj.meta.vary, obj.meta.secondary, received)
-            and _fresh(ctx, received, obj)
-        ):
-            return StoredSlice(obj, got)
-        close_handle(found)
-    fill_key = ("slice", key, str(size), str(index))
-    fill = fills.join(ctx, fill_key, key)
-    collapsed = fill is not None
-    if fill is None:
-        request = fills.origin_request(ctx, ex, target, drop=validation.CONDITIONAL_REQUEST_FIELDS)
-        request.headers.append(("Range", parts.slice_request_range(index, size)))
-        spec = fills.FillSpec(fills.FillKind.SLICE, size, index)
-        fill = fills.launch(ctx, fill_key, request, received, key, None, ex if owner else None, spec)
-    reader = fill.open_reader()
-    try:
-        outcome = await fill.wait_outcome()
-    except BaseException:
-        fill.close_reader(reader)
-        raise
-    if not collapsed and owner:
-        ex.origin_ms = fill.origin_ms
-    if isinstance(outcome, Shared) and outcome.status == 206:
-        got = parts.single_part(206, outcome.headers)
-        if got is not None and parts.slice_matches(index, size, got):
-            return FetchedSlice(fill, reader, got, outcome.headers)
-    return NotSliced(fill, reader, outcome, collapsed)
+    for _attempt in range(2):
+        stored = await _stored(ctx, received, key, index, size)
+        if stored is not None:
+            return stored
+        fill_key = ("slice", key, str(size), str(index))
+        fill = fills.join(ctx, fill_key, key)
+        collapsed = fill is not None
+        if fill is None:
+            request = fills.origin_request(ctx, ex, target, drop=validation.CONDITIONAL_REQUEST_FIELDS)
+            request.headers.append(("Range", parts.slice_request_range(index, size)))
+            spec = fills.FillSpec(fills.FillKind.SLICE, size, index)
+            fill = fills.launch(ctx, fill_key, request, received, key, None, ex if owner else None, spec)
+        reader = fill.open_reader()
+        try:
+            outcome = await fill.wait_outcome()
+        except BaseException:
+            fill.close_reader(reader)
+            raise
+        if not collapsed and owner:
+            ex.origin_ms = fill.origin_ms
+        if isinstance(outcome, StoredElsewhere):  # another worker stored it while this one waited
+            fill.close_reader(reader)
+            continue
+        if isinstance(outcome, Shared) and outcome.status == 206:
+            got = parts.single_part(206, outcome.headers)
+            if got is not None and parts.slice_matches(index, size, got):
+                return FetchedSlice(fill, reader, got, outcome.headers)
+        return NotSliced(fill, reader, outcome, collapsed)
+    raise FillAborted(f"slice {index}: stored by another worker, then gone")
+
+
+async def _stored(ctx: CacheContext, received: HeaderList, key: str, index: int, size: int) -> StoredSlice | None:
+    found = await ctx.store.get_variant(key, parts.slice_variant(size, index))
+    if found is None:
+        return None
+    obj = ctx.purger.visible(found)
+    got = parts.single_part(206, obj.meta.headers) if obj is not None else None
+    if (
+        obj is not None
+        and got is not None
+        and parts.slice_matches(index, size, got)
+        and vary.matches(obj.meta.vary, obj.meta.secondary, received)
+        and _fresh(ctx, received, obj)
+    ):
+        return StoredSlice(obj, got)
+    close_handle(found)
+    return None
 
 
 def _fresh(ctx: CacheContext, received: HeaderList, obj: CachedObject) -> bool:

@@ -1643,6 +1643,11 @@ class DiskWriter:
     def refused(self) -> bool:
         return self._state == "refused"
 
+    @property
+    def temp_path(self) -> str | None:
+        """The temp file the body is being written to, once the first bytes went to disk."""
+        return self._temp if self._state == "open" else None
+
     async def write(self, chunk: bytes) -> None:
         if self._state == "refused":
             return

@@ -22,6 +22,7 @@ from yarl import URL
 from edge import signals
 from edge.accesslog import AccessLog, reopen_log_files
 from edge.admin import create_admin_app
+from edge.cache import crossfill
 from edge.cache.coalesce import KeyLocks
 from edge.cache.context import CacheContext
 from edge.cache.driver import Cache
@@ -113,6 +114,8 @@ class EdgeWorker:
             key_locks=KeyLocks(str(cache_dir / "fill.locks")) if cache.enabled and settings.workers > 1 else None,
         )
         self.runtime.cache = self.context
+        if self.context.key_locks is not None:
+            await asyncio.to_thread(crossfill.sweep, cache_dir)
         if settings.access_log != "off":
             self.access_log = AccessLog(settings.access_log, settings.access_log_file)
         self.service = Cache(self.context, self.access_log)

@@ -40,6 +40,7 @@ from edge.errors import EdgeError
 from edge.http import parts, vary
 from edge.http.headers import HeaderList
 from edge.store.base import BodyChecksum, StoredMeta
+from edge.store.disk import pid_alive
 
 POLL_S = 0.02
 READ_BYTES = 256 * 1024
@@ -128,6 +129,18 @@ class Announcement:
             if Record.from_json(self.path.read_bytes()).token == self.token:
                 self.path.unlink()
         self.token = None
+
+
+def sweep(cache_dir: Path) -> int:
+    """Remove the records of fills whose worker is gone (killed mid-fill); returns how many."""
+    removed = 0
+    for path in (cache_dir / "inflight").glob("*.json"):
+        record = _read_record(path)
+        if record is None or not pid_alive(record.pid):
+            with contextlib.suppress(OSError):
+                path.unlink()
+                removed += 1
+    return removed
 
 
 def _read_record(path: Path) -> Record | None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 from pathlib import Path
 
@@ -78,3 +79,17 @@ async def test_a_fill_in_one_worker_streams_to_clients_of_another(
             assert any("collapsed" in status for _, _, _, status in results)
             break
     assert both, "the connections never reached both workers"
+
+
+def test_records_of_dead_workers_are_swept(tmp_path: Path) -> None:
+    from edge.cache import crossfill
+
+    inflight = tmp_path / "inflight"
+    inflight.mkdir()
+    alive = crossfill.Record("a", os.getpid(), "/x", "k", "", 200, "OK", (), (), (), 0.0, 0, None)
+    dead = crossfill.Record("b", 2**22 + 7, "/y", "k2", "", 200, "OK", (), (), (), 0.0, 0, None)
+    (inflight / "alive.json").write_bytes(alive.to_json())
+    (inflight / "dead.json").write_bytes(dead.to_json())
+    (inflight / "junk.json").write_bytes(b"{not json")
+    assert crossfill.sweep(tmp_path) == 2
+    assert [path.name for path in inflight.iterdir()] == ["alive.json"]

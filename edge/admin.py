@@ -183,8 +183,12 @@ async def purge(request: web.Request) -> web.Response:
     )
 
 
+MAX_LISTED_PARTS = 1000  # a sliced file may have thousands of parts
+
+
 async def inspect(request: web.Request) -> web.Response:
-    """GET /cache?url=… — every stored variant of one URL, per tier, with age, TTL and validators."""
+    """GET /cache?url=… — every stored variant of one URL, per tier, with age, TTL and validators, and its
+    stored parts and slices (``edge.http.parts``)."""
     url = request.query.get("url")
     if not url:
         return web.json_response({"error": "query parameter url is required"}, status=400)
@@ -196,7 +200,16 @@ async def inspect(request: web.Request) -> web.Response:
     await cache.purger.sync()
     now = time.time()
     variants: list[dict[str, Any]] = []
+    stored_parts: list[dict[str, Any]] = []
     for tier in cache.store.tiers:
+        for meta in await tier.parts(key):
+            if len(stored_parts) < MAX_LISTED_PARTS:
+                decision = policy.serve_decision("GET", (), entry_of(meta), now, cache.policy)
+                stored_parts.append({
+                    "tier": tier.name, "variant": meta.variant, "size": meta.size,
+                    "content_range": get_first(meta.headers, "content-range"), "fresh": decision.fresh,
+                    "ttl": round(decision.ttl, 3), "etag": get_first(meta.headers, "etag"), "stored_at": meta.stored_at,
+                })  # fmt: skip
         for meta in await tier.variants(key):
             verdict = cache.purger.view.verdict(meta.key, meta.tags, meta.stored_at)
             decision = policy.serve_decision(
@@ -215,13 +228,14 @@ async def inspect(request: web.Request) -> web.Response:
                     "fresh": decision.fresh,
                     "tags": list(meta.tags),
                     "etag": get_first(meta.headers, "etag"),
+                    "content_encoding": get_first(meta.headers, "content-encoding"),
                     "last_modified": get_first(meta.headers, "last-modified"),
                     "stored_at": meta.stored_at,
                     "invalidated": meta.invalidated or verdict == "soft",
                     "purged": verdict == "hard",
                 }
             )
-    return web.json_response({"url": url, "key": key, "variants": variants})
+    return web.json_response({"url": url, "key": key, "variants": variants, "parts": stored_parts})
 
 
 def _invalidated(meta: Any) -> Any:
@@ -316,7 +330,7 @@ def openapi_document() -> dict[str, Any]:
             },
             "/cache": {
                 "get": {
-                    "summary": "Inspect the stored variants of one URL",
+                    "summary": "Inspect the stored variants of one URL, and its stored parts and slices",
                     "parameters": [{"name": "url", "in": "query", "required": True, "schema": {"type": "string"}}],
                     "responses": {**json_ok, "400": {"description": "missing or bad url"}, **auth_error},
                 }

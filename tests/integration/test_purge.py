@@ -222,6 +222,12 @@ async def test_inspect_stats_metrics_openapi(origin: OriginStubServer, edge_pair
     assert tiers == {"memory", "disk"}
     variant = info["variants"][0]
     assert (variant["size"], variant["etag"], variant["tags"], variant["fresh"]) == (100, '"i1"', ["t1", "t2"], True)
+    assert info["parts"] == []
+    ranged = "/obj/ins-part?size=1000&max_age=600&etag=p"
+    assert (await fetch(public, ranged, {"Range": "bytes=10-19"}))[0] == 206
+    _, info = await get_json(f"{admin}/cache?url={public_url(public, ranged).replace('&', '%26')}")
+    assert info["variants"] == []
+    assert {(part["content_range"], part["size"]) for part in info["parts"]} == {("bytes 10-19/1000", 10)}
     status, summary = await get_json(f"{admin}/stats")
     assert status == 200
     assert summary["hits"] >= 1

@@ -23,6 +23,8 @@ from edge.store.tiered import close_handle
 
 log = logging.getLogger("edge.combine")
 
+MAX_PARTS = 32
+
 
 async def combine(ctx: CacheContext, new: StoredMeta) -> StoredMeta | None:
     """Fold ``new`` (a just-stored ``~part/``) into its neighbours; returns the combined object, if any."""
@@ -44,6 +46,7 @@ async def combine(ctx: CacheContext, new: StoredMeta) -> StoredMeta | None:
     joined = parts.connected(new_range, [got for _, got in known])
     members = sorted([(new, new_range), *(known[index] for index in joined)], key=lambda item: item[1].first)
     if len(members) == 1:
+        await _cap(ctx, key, [meta for meta, _ in known], new)
         return None
     low, high = members[0][1].first, max(got.last for _, got in members)
     complete = new_range.complete
@@ -70,6 +73,15 @@ async def combine(ctx: CacheContext, new: StoredMeta) -> StoredMeta | None:
     for member, _ in members:
         await ctx.store.delete(key, member.variant)
     return stored
+
+
+async def _cap(ctx: CacheContext, key: str, others: list[StoredMeta], new: StoredMeta) -> None:
+    """At most ``MAX_PARTS`` separate parts per representation: a client asking for many small,
+    scattered ranges must not make every later request list thousands of them.  The oldest go."""
+    if len(others) < MAX_PARTS:
+        return
+    for meta in sorted(others, key=lambda meta: meta.response_time)[: len(others) + 1 - MAX_PARTS]:
+        await ctx.store.delete(key, meta.variant)
 
 
 async def _write(

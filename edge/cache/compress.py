@@ -18,7 +18,7 @@ import zstandard
 
 from edge.config import CompressionSettings
 
-THREAD_CHUNK = 128 * 1024  # below this a chunk is compressed on the loop (well under a millisecond)
+THREAD_CHUNK = 32 * 1024  # below this a chunk is compressed on the loop (a fraction of a millisecond)
 
 
 class Encoder(Protocol):

@@ -202,3 +202,21 @@ async def test_an_uncacheable_part_is_relayed_not_stored(origin: OriginStubServe
         assert (status, body) == (206, full[10:20])
         assert "stored" not in headers["Cache-Status"].replace("stored=?0", "")
     assert await origin_ranges(origin, "/obj/private-part") == ["bytes=10-19", "bytes=10-19"]
+
+
+async def test_scattered_parts_are_capped(origin: OriginStubServer, edge: TestServer) -> None:
+    from edge.cache.combine import MAX_PARTS
+
+    path = "/obj/scatter?size=100000&max_age=600&etag=sc"
+    full = expected_body("scatter", 100000)
+    for index in range(MAX_PARTS + 8):
+        first = index * 100
+        status, _, body, _ = await fetch(edge, path, {"Range": f"bytes={first}-{first + 9}"})
+        assert (status, body) == (206, full[first : first + 10])
+    stored = await edge.worker.context.store.parts(edge.worker.context.keys.for_url(str(edge.make_url(path))))
+    assert len(stored) == MAX_PARTS
+    # The newest are kept.
+    status, headers, _, _ = await fetch(
+        edge, path, {"Range": f"bytes={(MAX_PARTS + 7) * 100}-{(MAX_PARTS + 7) * 100 + 9}"}
+    )
+    assert ";hit" in headers["Cache-Status"]

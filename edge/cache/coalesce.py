@@ -21,7 +21,7 @@ import contextlib
 import fcntl
 import hashlib
 import os
-from collections.abc import AsyncGenerator, Hashable
+from collections.abc import AsyncGenerator, Hashable, Sequence
 
 from edge.cache.outcomes import FillOutcome, Refreshed, Unshared
 
@@ -49,6 +49,7 @@ class Fill:
         self.started_at = 0.0
         self.detail: str | None = None  # Cache-Status detail of what the fill did (e.g. "compressed")
         self.followed = False  # read from another worker's fill (edge.cache.crossfill): collapsed
+        self.received: Sequence[tuple[str, str]] = ()  # the fields of the request that started it
         self.origin_ms: float | None = None  # requests that joined (collapsed) rather than started the fill
         self._chunks: list[bytes] = []
         self._buffered = 0  # bytes held in _chunks

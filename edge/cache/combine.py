@@ -11,47 +11,59 @@ purge that arrives while it is written keeps it out, exactly as for a fill.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import replace
 
 from edge.cache.context import CacheContext
 from edge.http import parts
-from edge.store.base import BodyChecksum, CachedObject, StoredMeta, iter_file_chunks
-from edge.store.tiered import close_handle
+from edge.store.base import BodyChecksum, CachedObject, StoredMeta
+from edge.store.tiered import body_fd, close_handle
 
 log = logging.getLogger("edge.combine")
+READ_BYTES = 256 * 1024
 
-MAX_PARTS = 32
+MAX_PARTS = 32  # separate parts kept per key (slices are not counted: they are addressed directly)
+COMBINE_MAX_BYTES = 16 * 1024 * 1024  # a run is copied whole when it grows: larger files want slices
 
 
 async def combine(ctx: CacheContext, new: StoredMeta) -> StoredMeta | None:
     """Fold ``new`` (a just-stored ``~part/``) into its neighbours; returns the combined object, if any."""
+    try:
+        return await _combine(ctx, new)
+    finally:
+        await _cap(ctx, new.key)
+
+
+async def _combine(ctx: CacheContext, new: StoredMeta) -> StoredMeta | None:
     key = new.key
     base = parts.part_base(new.variant)
     new_range = parts.single_part(206, new.headers)
     if base is None or new_range is None:
         return None
-    siblings = [meta for meta in await ctx.store.parts(key) if parts.part_base(meta.variant) == base]
-    siblings = [meta for meta in siblings if meta.variant != new.variant]
-    same: list[StoredMeta] = []
-    for meta in siblings:
-        if parts.same_representation(new.headers, meta.headers) and parts.single_part(206, meta.headers):
-            same.append(meta)
+    same: list[tuple[StoredMeta, parts.ContentRange]] = []
+    for meta in await ctx.store.parts(key):
+        if parts.part_base(meta.variant) != base or meta.variant == new.variant:
+            continue
+        got = parts.single_part(206, meta.headers)
+        if ctx.purger.visible(CachedObject(meta)) is None or got is None or got.length != meta.size:
+            await ctx.store.delete(key, meta.variant)  # purged, invalidated or unusable: never combined
+        elif parts.same_representation(new.headers, meta.headers):
+            same.append((meta, got))
         elif meta.response_time <= new.response_time:
             await ctx.store.delete(key, meta.variant)  # an older version of the resource
-    ranges = [parts.single_part(206, meta.headers) for meta in same]
-    known = [(meta, got) for meta, got in zip(same, ranges, strict=True) if got is not None]
-    joined = parts.connected(new_range, [got for _, got in known])
-    members = sorted([(new, new_range), *(known[index] for index in joined)], key=lambda item: item[1].first)
+    joined = parts.connected(new_range, [got for _, got in same])
+    members = sorted([(new, new_range), *(same[index] for index in joined)], key=lambda item: item[1].first)
     if len(members) == 1:
-        await _cap(ctx, key, [meta for meta, _ in known], new)
         return None
     low, high = members[0][1].first, max(got.last for _, got in members)
     complete = new_range.complete
     assert complete is not None
-    if high - low + 1 > ctx.cache_settings.max_object_bytes:
+    if high - low + 1 > min(COMBINE_MAX_BYTES, ctx.cache_settings.max_object_bytes):
         return None
     enclosing = next((meta for meta, got in members if (got.first, got.last) == (low, high)), None)
     if enclosing is not None:  # one member already holds them all: drop the others
@@ -75,12 +87,13 @@ async def combine(ctx: CacheContext, new: StoredMeta) -> StoredMeta | None:
     return stored
 
 
-async def _cap(ctx: CacheContext, key: str, others: list[StoredMeta], new: StoredMeta) -> None:
-    """At most ``MAX_PARTS`` separate parts per representation: a client asking for many small,
-    scattered ranges must not make every later request list thousands of them.  The oldest go."""
-    if len(others) < MAX_PARTS:
+async def _cap(ctx: CacheContext, key: str) -> None:
+    """At most ``MAX_PARTS`` separate parts per key: a client asking for many small, scattered ranges
+    must not make every later request list thousands of them.  The oldest go."""
+    stored = [meta for meta in await ctx.store.parts(key) if not parts.is_slice(meta.variant)]
+    if len(stored) <= MAX_PARTS:
         return
-    for meta in sorted(others, key=lambda meta: meta.response_time)[: len(others) + 1 - MAX_PARTS]:
+    for meta in sorted(stored, key=lambda meta: meta.response_time)[: len(stored) - MAX_PARTS]:
         await ctx.store.delete(key, meta.variant)
 
 
@@ -93,31 +106,34 @@ async def _write(
     writer = store.disk.writer(meta.key, meta.variant) if store.disk is not None else None
     memory_copy: bytearray | None = bytearray() if store.memory is not None else None
     checksum = BodyChecksum()
+    committed = False
     try:
-        async for chunk in _joined_body(ctx, members):
-            checksum.update(chunk)
-            if memory_copy is not None:
-                if len(memory_copy) + len(chunk) <= store.memory_max_object_bytes:
-                    memory_copy.extend(chunk)
-                else:
-                    memory_copy = None
-            if writer is not None:
-                await writer.write(chunk)
-            if writer is None and memory_copy is None:
+        async with contextlib.aclosing(_joined_body(ctx, members)) as chunks:
+            async for chunk in chunks:
+                checksum.update(chunk)
+                if memory_copy is not None:
+                    if len(memory_copy) + len(chunk) <= store.memory_max_object_bytes:
+                        memory_copy.extend(chunk)
+                    else:
+                        memory_copy = None
+                if writer is not None:
+                    await writer.write(chunk)
+                if writer is None and memory_copy is None:
+                    return None
+        await purges.sync()
+        if purges.view.purged_since(start_seq, started, meta.key, meta.tags):
+            return None
+        final = replace(meta, size=checksum.size, checksum=checksum.hexdigest())
+        if writer is not None:
+            committed = True
+            if not await writer.commit(final):
                 return None
     except (OSError, LookupError) as exc:
         log.info("combining parts of %s stopped: %s", meta.key[:200], exc)
-        if writer is not None:
+        return None
+    finally:
+        if writer is not None and not committed:
             await writer.abort()
-        return None
-    await purges.sync()
-    if purges.view.purged_since(start_seq, started, meta.key, meta.tags):
-        if writer is not None:
-            await writer.abort()
-        return None
-    final = replace(meta, size=checksum.size, checksum=checksum.hexdigest())
-    if writer is not None and not await writer.commit(final):
-        return None
     if memory_copy is not None and store.memory is not None:
         await store.memory.put(final, bytes(memory_copy))
     await purges.sync()
@@ -127,14 +143,16 @@ async def _write(
     return final
 
 
-async def _joined_body(ctx: CacheContext, members: list[tuple[StoredMeta, parts.ContentRange]]) -> AsyncIterator[bytes]:
+async def _joined_body(
+    ctx: CacheContext, members: list[tuple[StoredMeta, parts.ContentRange]]
+) -> AsyncGenerator[bytes]:
     """The bytes of the run, each taken from the first member (by start) that holds it."""
     cursor = members[0][1].first
     for meta, got in members:
         if got.last < cursor:
             continue
         obj = await ctx.store.get_variant(meta.key, meta.variant)
-        if obj is None or (obj.meta.size, obj.meta.checksum) != (meta.size, meta.checksum):
+        if obj is None or (obj.meta.size, obj.meta.checksum) != (meta.size, meta.checksum) or meta.size != got.length:
             close_handle(obj)
             raise LookupError(f"part {got.first}-{got.last} is gone")
         try:
@@ -146,9 +164,16 @@ async def _joined_body(ctx: CacheContext, members: list[tuple[StoredMeta, parts.
 
 
 async def _body(obj: CachedObject, start: int, size: int) -> AsyncIterator[bytes]:
+    """Bytes of a stored body, from memory or through the descriptor the lookup opened (a path
+    could name a newer file by now)."""
     if obj.body is not None:
         yield obj.body[start : start + size]
         return
-    assert obj.path is not None
-    async for chunk in iter_file_chunks(obj.path, obj.offset + start, size):
+    fd = body_fd(obj)
+    position, end = obj.offset + start, obj.offset + start + size
+    while position < end:
+        chunk = await asyncio.to_thread(os.pread, fd, min(READ_BYTES, end - position), position)
+        if not chunk:
+            raise OSError(f"stored part ended {end - position} bytes early")
+        position += len(chunk)
         yield chunk

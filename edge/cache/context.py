@@ -15,6 +15,7 @@ from edge.config import CacheSettings, EdgeSettings
 from edge.http import policy
 from edge.metrics import CacheCounters
 from edge.purge import Purger
+from edge.store.base import CachedObject
 from edge.store.tiered import TieredStore
 from edge.upstream import OriginPool
 
@@ -44,6 +45,8 @@ class CacheContext:
     coalescer: Coalescer = field(default_factory=Coalescer)
     hit_for_miss: dict[str, tuple[float, str]] = field(default_factory=dict)
     background: set[asyncio.Task[None]] = field(default_factory=set)
+    # Variants being derived in another coding (edge.cache.transcode), shared by concurrent requests.
+    derivations: dict[tuple[str, str], asyncio.Future[CachedObject | None]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.cache_settings = self.settings.cache

@@ -36,7 +36,7 @@ from typing import Any
 from edge.cache.coalesce import Fill
 from edge.cache.context import CacheContext
 from edge.cache.outcomes import Shared
-from edge.errors import EdgeError
+from edge.errors import EdgeError, OriginBodyBroken
 from edge.http import parts, vary
 from edge.http.headers import HeaderList
 from edge.store.base import BodyChecksum, StoredMeta
@@ -131,6 +131,12 @@ class Announcement:
         self.token = None
 
 
+def clear_stale(ctx: CacheContext, lock_name: str) -> None:
+    """Whoever holds the lock owns the record: one still there was left by a worker that died."""
+    with contextlib.suppress(OSError):
+        record_path(ctx, lock_name).unlink()
+
+
 def sweep(cache_dir: Path) -> int:
     """Remove the records of fills whose worker is gone (killed mid-fill); returns how many."""
     removed = 0
@@ -160,7 +166,9 @@ async def follow(ctx: CacheContext, fill: Fill, lock_name: str, received: Header
         if ctx.key_locks.try_acquire(lock_name):
             return Followed.RELEASED
         record = _read_record(path)
-        if record is not None and _usable(ctx, record, received):
+        if record is not None and pid_alive(record.pid):
+            if not _usable(ctx, record, received):
+                return Followed.TIMED_OUT  # another variant, or purged since: no use waiting for it
             try:
                 fd = os.open(record.path, os.O_RDONLY | os.O_CLOEXEC)
             except OSError:
@@ -190,7 +198,10 @@ async def _stream(ctx: CacheContext, fill: Fill, lock_name: str, record: Record,
     fill.set_outcome(Shared(record.status, record.reason, record.headers))
     checksum = BodyChecksum()
     held: bytes | None = None
+    # The owner writes in batches of up to 256 KiB and has its own origin timeouts: while it holds
+    # the lock and its file is linked, a long pause is its origin's, not a dead fill.
     patience = ctx.settings.upstream.read_timeout
+    stall_limit = 4 * patience
     last_progress = time.monotonic()
     try:
         while True:
@@ -215,9 +226,11 @@ async def _stream(ctx: CacheContext, fill: Fill, lock_name: str, record: Record,
                     continue
                 if await _published(ctx, record, checksum):
                     break
-                raise EdgeError("the other worker's fill of this URL did not complete")
-            if time.monotonic() - last_progress > patience:
-                raise EdgeError("the other worker's fill of this URL stalled")
+                raise OriginBodyBroken("the other worker's fill of this URL did not complete")
+            if os.fstat(fd).st_nlink == 0:
+                raise OriginBodyBroken("the other worker's fill of this URL stopped storing it")
+            if time.monotonic() - last_progress > stall_limit:
+                raise OriginBodyBroken("the other worker's fill of this URL stalled")
             await asyncio.sleep(POLL_S)
     except EdgeError as exc:
         if held is not None:

@@ -34,7 +34,7 @@ from edge.errors import ClientFault, EdgeError, LoopDetected
 from edge.forward import origin_target, stripped_fields
 from edge.http import coding, forwarding, invalidation, policy, validation, vary
 from edge.http.cachestatus import CacheStatus
-from edge.http.headers import HeaderList, get_all
+from edge.http.headers import HeaderList
 from edge.server.exchange import Exchange, RequestHead
 from edge.store.base import CachedObject, StoredMeta
 from edge.store.tiered import close_handle
@@ -81,7 +81,8 @@ class Cache:
                 if self.codings:
                     # One coding per request, before lookup: equivalent Accept-Encoding values share a
                     # variant, and the origin is asked for that coding (edge.http.coding).
-                    chosen = coding.preferred(get_all(received, "accept-encoding"), self.codings)
+                    chosen = coding.chosen_for(received, self.codings)
+                    head.keep_original_accept_encoding()
                     head.replace_header(b"accept-encoding", chosen.encode("ascii"))
                     received = head.headers
                 await self._cacheable(ex, received, target)
@@ -147,7 +148,8 @@ class Cache:
                     ctx.counters.misses += 1
                     # Range and the client's own conditionals are answered here, from the complete object.
                     request = fills.origin_request(ctx, ex, target, drop=validation.CONDITIONAL_REQUEST_FIELDS)
-                    fill = fills.launch(ctx, ("fill", key), request, received, key, None, ex)
+                    fill_key = fills.complete_fill_key(ctx, key, received)
+                    fill = fills.launch(ctx, fill_key, request, received, key, None, ex)
                     await fills.serve(ctx, ex, received, target, key, fill, lookup.fwd, False, stale=None)
                 case Verdict.BUSY:
                     ctx.counters.misses += 1

@@ -122,13 +122,36 @@ async def send(ctx: CacheContext, ex: Exchange, request: OriginRequest, *, inter
 async def own_request(
     ctx: CacheContext, ex: Exchange, target: str, fwd: FwdReason, why: str | None = None, *, interim: bool = False
 ) -> None:
-    """This request goes to the origin alone: nothing is stored or shared."""
-    upstream = await send(ctx, ex, origin_request(ctx, ex, target), interim=interim)
+    """This request goes to the origin alone: nothing is stored or shared, so the origin sees the
+    client's own Accept-Encoding (the edge compresses only what it stores)."""
+    request = origin_request(ctx, ex, target)
+    original = ex.head.original_accept_encoding
+    if original is not None:
+        request.headers[:] = [(name, value) for name, value in request.headers if name.lower() != "accept-encoding"]
+        request.headers.extend(("Accept-Encoding", value.decode("latin-1")) for value in original)
+    upstream = await send(ctx, ex, request, interim=interim)
     status = CacheStatus(ctx.node_name, fwd=fwd, fwd_status=upstream.status, stored=False, detail=why or None)
     await respond.relay(ctx, ex, upstream, status)
 
 
 # -- starting and joining fills ------------------------------------------------------------------
+
+
+def complete_fill_key(ctx: CacheContext, key: str, received: HeaderList) -> tuple[str, ...]:
+    """The shared fill of a complete response: per key, and per content coding when the edge
+    compresses (clients of different codings never wait on a response they cannot use)."""
+    if ctx.settings.compression.enabled:
+        return ("fill", key, get_first(received, "accept-encoding") or coding.IDENTITY)
+    return ("fill", key)
+
+
+def answers(headers: HeaderList, started_by: HeaderList, received: HeaderList) -> bool:
+    """Does a shared response fetched for the request ``started_by`` answer ``received`` too?  Its
+    ``Vary`` must select the same variant for both (RFC 9111 §4.1)."""
+    fields = vary.vary_fields(headers)
+    if not fields:
+        return fields is not None
+    return vary.secondary_key(fields, started_by) == vary.secondary_key(fields, received)
 
 
 def join(ctx: CacheContext, fill_key: tuple[str, ...], key: str) -> Fill | None:
@@ -160,6 +183,7 @@ def launch(
     fill = ctx.coalescer.start(fill_key, settings.collapse_max_unread_bytes, settings.memory_max_object_bytes)
     fill.start_seq = ctx.purger.view.applied_seq
     fill.started_at = time.time()
+    fill.received = received
     try:
         task = ctx.spawn(run(ctx, fill, request, received, key, validating, owner, spec))
     except BaseException as exc:
@@ -200,25 +224,28 @@ async def run(
     try:
         # 1. Another worker may be filling this key: follow its fill as it is written
         #    (edge.cache.crossfill), or find what it stored.
-        lock_name = lock_name_of(key, spec)
-        if validating is None and lock_name is not None and ctx.key_locks is not None:
-            locked = True
-            if not ctx.key_locks.try_acquire(lock_name):
+        lock_name = lock_name_of(key, spec) if validating is None and ctx.key_locks is not None else None
+        if lock_name is not None and ctx.key_locks is not None:
+            if ctx.key_locks.try_acquire(lock_name):
+                locked = True
+            else:
                 followed = await crossfill.follow(ctx, fill, lock_name, received)
                 if followed is crossfill.Followed.STREAMED:
-                    locked = False
                     return
-                if followed is crossfill.Followed.RELEASED and await _fresh_copy_stored(ctx, key, received, spec):
+                locked = followed is crossfill.Followed.RELEASED
+                if locked and await _fresh_copy_stored(ctx, key, received, spec):
                     fill.set_outcome(StoredElsewhere())
                     fill.finish()
                     return
+            if locked:
+                crossfill.clear_stale(ctx, lock_name)  # a record left by a worker that died mid-fill
         # 2. Ask the origin.
         request_time = time.time()
         upstream = await send_to_origin(ctx.pool, request, on_interim=owner.interim if owner else None)
         response_time = time.time()
         ctx.counters.observe_origin(response_time - request_time)
         fill.origin_ms = (response_time - request_time) * 1000
-        headers = forwarding.strip_hop_by_hop(decode_raw_headers(upstream.raw_headers))
+        headers = _from_origin(upstream)
         # 3. A 304 to our validation.
         if validating is not None and upstream.status == 304:
             if revalidate.selects(validating, headers):
@@ -233,7 +260,7 @@ async def run(
             request_time = time.time()
             upstream = await send_to_origin(ctx.pool, revalidate.unconditional(request))
             response_time = time.time()
-            headers = forwarding.strip_hop_by_hop(decode_raw_headers(upstream.raw_headers))
+            headers = _from_origin(upstream)
         status = upstream.status
         # 4. An error answering a validation, and the stored copy may stand in.
         if (
@@ -264,7 +291,7 @@ async def run(
         if store and declared is not None and declared > ctx.cache_settings.max_object_bytes:
             store, why = False, "too-large"
         if not store:
-            if why in HIT_FOR_MISS_REASONS:
+            if why in HIT_FOR_MISS_REASONS and spec.kind is FillKind.COMPLETE:  # a part says little of the rest
                 ctx.remember_uncacheable(key, why)
             handed_over = owner is not None  # the owner relays it; a background refresh has nobody to
             fill.set_outcome(Unshared(status, upstream.reason or "", tuple(headers), why, upstream))
@@ -286,7 +313,8 @@ async def run(
                 fill.detail = "compressed"
                 ctx.counters.count_compressed(wanted)
         stored_headers = respond.without_fields(headers, (*decision.strip_fields, *respond.FRAMING_FIELDS))
-        shared = Shared(status, upstream.reason or "", tuple(headers))
+        shared = Shared(status, upstream.reason or "", tuple(respond.without_fields(headers, decision.strip_fields)),
+                        owner_headers=tuple(headers))  # fmt: skip
         fill.set_outcome(shared)
         fields = vary_names or ()
         secondary = vary.secondary_key(fields, received)
@@ -306,12 +334,10 @@ async def run(
             request_time=request_time, response_time=response_time, size=0, checksum="", vary=tuple(fields),
             secondary=secondary, tags=surrogate_keys(headers), stored_at=fill.started_at,
         )  # fmt: skip
-        announce = None
-        if lock_name is not None and ctx.key_locks is not None:
-            announce = crossfill.Announcement(ctx, lock_name, fill, meta, shared)
+        announce = crossfill.Announcement(ctx, lock_name, fill, meta, shared) if locked and lock_name else None
         try:
             await _store_body(ctx, fill, upstream, meta, combine_parts=spec.kind is FillKind.RANGE, codec=codec,
-                              announce=announce)  # fmt: skip
+                              announce=announce, expected_size=part.length if part is not None else None)  # fmt: skip
         finally:
             if announce is not None:
                 announce.withdraw()
@@ -365,6 +391,7 @@ async def _store_body(
     combine_parts: bool = False,
     codec: compress.Encoder | None = None,
     announce: crossfill.Announcement | None = None,
+    expected_size: int | None = None,
 ) -> None:
     """Stream the body into the fill (for readers) and into the tiers (for later hits).
 
@@ -424,6 +451,12 @@ async def _store_body(
         return
     purges = ctx.purger
     await purges.sync()
+    if storing and expected_size is not None and checksum.size != expected_size:
+        # A part whose body is not the length its Content-Range says: never stored.
+        log.warning("origin sent %d bytes for a part of %d of %s; not stored", checksum.size, expected_size,
+                    key[:200])  # fmt: skip
+        storing = False
+        await _abort(writer)
     if storing and purges.view.purged_since(fill.start_seq, fill.started_at, key, meta.tags):
         storing = False  # a purge arrived while this fill ran: its content must not be stored
         await _abort(writer)
@@ -446,6 +479,13 @@ async def _store_body(
     if held is not None:
         fill.append(held)
     fill.finish()
+
+
+def _from_origin(upstream: OriginResponse) -> list[tuple[str, str]]:
+    """An origin response's fields as a fill works with them: hop-by-hop fields out, and our own
+    marker of transformed objects too (an origin cannot claim our transformations)."""
+    headers = forwarding.strip_hop_by_hop(decode_raw_headers(upstream.raw_headers))
+    return [(name, value) for name, value in headers if name.lower() != coding.MARK_FIELD]
 
 
 async def _counted(ctx: CacheContext, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
@@ -611,6 +651,11 @@ async def serve_outcome(
                 fill.close_reader(reader)
                 reader_open = False
                 await own_request(ctx, ex, target, fwd, why)  # not shareable: this waiter asks on its own
+            case Shared() if collapsed and not answers(outcome.headers, fill.received, received):
+                # Another variant than this request selects (its Vary): this one asks on its own.
+                fill.close_reader(reader)
+                reader_open = False
+                await own_request(ctx, ex, target, fwd, "vary-mismatch")
             case Shared():
                 reader_open = False
                 await _stream_shared(ctx, ex, received, target, key, fill, reader, outcome, fwd, collapsed, detail)
@@ -662,7 +707,8 @@ async def _stream_shared(
             raise OriginBodyBroken(str(fill.failure))
         await own_request(ctx, ex, target, fwd)
         return
-    headers = respond.client_headers(ctx, outcome.headers, keep_age=True)
+    sent = outcome.owner_headers if not collapsed and outcome.owner_headers is not None else outcome.headers
+    headers = respond.client_headers(ctx, sent, keep_age=True)
     declared = get_first(outcome.headers, "content-length")
     length = int(declared) if declared is not None and declared.strip().isdigit() else None
     headers = respond.finish_headers(ctx, ex, outcome.status, headers, status)

@@ -100,7 +100,7 @@ def _miss(ctx: CacheContext, ex: Exchange, received: HeaderList, key: str, fwd: 
     settings = ctx.cache_settings
     if settings.slice_size > 0 or (settings.range_miss == "part" and ranges.range_value(received) is not None):
         return Lookup(Verdict.PARTIAL, fwd)
-    joined = fills.join(ctx, ("fill", key), key)
+    joined = fills.join(ctx, fills.complete_fill_key(ctx, key, received), key)
     if joined is not None:
         return Lookup(Verdict.BUSY, fwd, fill=joined)
     return Lookup(Verdict.MISS, fwd)

@@ -12,11 +12,16 @@ Headers = tuple[tuple[str, str], ...]
 
 @dataclass(frozen=True, slots=True)
 class Shared:
-    """A storable response: its body streams to every reader while it is written to the tiers."""
+    """A storable response: its body streams to every reader while it is written to the tiers.
+
+    ``headers`` are what any reader may receive (fields a shared cache must withhold, such as
+    those named by ``private=``/``no-cache=``, removed); ``owner_headers``, when set, what the
+    request that caused the fetch receives (everything the origin sent it)."""
 
     status: int
     reason: str
     headers: Headers
+    owner_headers: Headers | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)

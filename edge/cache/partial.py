@@ -11,6 +11,7 @@ With ``cache.slice_size`` set every GET miss goes through ``edge.cache.slices`` 
 
 from __future__ import annotations
 
+import secrets
 import time
 from dataclasses import dataclass
 
@@ -62,7 +63,9 @@ async def usable_parts(ctx: CacheContext, key: str, received: HeaderList) -> lis
             continue
         visible = ctx.purger.visible(CachedObject(meta))
         got = parts.single_part(206, meta.headers)
-        if visible is None or got is None or not vary.matches(meta.vary, meta.secondary, received):
+        if visible is None or got is None or got.length != meta.size:
+            continue
+        if not vary.matches(meta.vary, meta.secondary, received):
             continue
         decision = policy.serve_decision("GET", received, fills.entry_of(visible.meta), now, ctx.policy)
         if decision.serve_from_cache and decision.action is not policy.Action.STALE_WHILE_REVALIDATE:
@@ -86,19 +89,9 @@ async def _from_parts(
         return False
     ttl = fills.ttl_of(ctx, reference.meta)
     status = CacheStatus(ctx.node_name, hit=True, ttl=ttl, detail="partial")
-    if result.kind == "unsatisfiable":
-        ctx.counters.hits += 1
-        await respond.error(ctx, ex, 416, "range not satisfiable", status,
-                            [("Content-Range", ranges.unsatisfied_content_range(complete))])  # fmt: skip
-        return True
-    pieces: list[tuple[ranges.ByteRange, UsablePart]] = []
-    for wanted in result.ranges:
-        index = parts.covering([part.got for part in same], wanted.first, wanted.last)
-        if index is None:
-            return False
-        pieces.append((wanted, same[index]))
     meta = reference.meta
     age = policy.current_age(meta.headers, meta.request_time, meta.response_time, time.time())
+    # RFC 9110 §13.2.2: the preconditions are evaluated before Range.
     conditional = validation.evaluate_client_conditionals(
         "GET", received, 200, ref_headers, response_time=meta.response_time
     )
@@ -111,12 +104,23 @@ async def _from_parts(
         not_modified.append(("Age", str(policy.age_header_value(age))))
         await ex.respond(304, respond.finish_headers(ctx, ex, 304, not_modified, status))
         return True
+    if result.kind == "unsatisfiable":
+        ctx.counters.hits += 1
+        await respond.error(ctx, ex, 416, "range not satisfiable", status,
+                            [("Content-Range", ranges.unsatisfied_content_range(complete))])  # fmt: skip
+        return True
+    pieces: list[tuple[ranges.ByteRange, UsablePart]] = []
+    for wanted in result.ranges:
+        index = parts.covering([part.got for part in same], wanted.first, wanted.last)
+        if index is None:
+            return False
+        pieces.append((wanted, same[index]))
     objects: dict[str, CachedObject] = {}
     try:
         for _, part in pieces:
             if part.meta.variant not in objects:
                 obj = await ctx.store.get_variant(part.meta.key, part.meta.variant)
-                if obj is None or obj.meta.checksum != part.meta.checksum:
+                if obj is None or obj.meta.checksum != part.meta.checksum or obj.meta.size != part.got.length:
                     close_handle(obj)
                     return False
                 objects[part.meta.variant] = obj
@@ -125,7 +129,7 @@ async def _from_parts(
         headers.append(("Age", str(policy.age_header_value(age))))
         await send_ranges(ctx, ex, headers, complete, [
             (wanted, objects[part.meta.variant], wanted.first - part.got.first) for wanted, part in pieces
-        ], status, f"{meta.key}{meta.checksum}")  # fmt: skip
+        ], status)  # fmt: skip
         return True
     finally:
         for obj in objects.values():
@@ -139,7 +143,6 @@ async def send_ranges(
     complete: int,
     pieces: list[tuple[ranges.ByteRange, CachedObject, int]],
     status: CacheStatus,
-    seed: str,
 ) -> None:
     """A 206 of one range, or multipart/byteranges of several, each piece read from a stored object
     (``(range, object, where the range starts in the object's body)``)."""
@@ -151,7 +154,7 @@ async def send_ranges(
         await ex.end()
         return
     content_type = get_first(headers, "content-type")
-    boundary = ranges.multipart_boundary(seed)
+    boundary = ranges.multipart_boundary(secrets.token_hex(16))  # no client can predict it
     headers = respond.without_fields(headers, ("content-type",))
     headers.append(("Content-Type", ranges.multipart_content_type(boundary)))
     wanted_ranges = [wanted for wanted, _, _ in pieces]

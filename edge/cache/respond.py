@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import secrets
 import time
 from collections.abc import Iterable, Sequence
 
@@ -199,7 +200,7 @@ async def _multipart(
 ) -> None:
     meta = found.meta
     content_type = get_first(headers, "content-type")
-    boundary = ranges.multipart_boundary(f"{meta.key}{meta.checksum}")
+    boundary = ranges.multipart_boundary(f"{meta.key}{meta.checksum}{secrets.token_hex(16)}")
     headers = without_fields(headers, ("content-type",))
     headers.append(("Content-Type", ranges.multipart_content_type(boundary)))
     length = ranges.multipart_length(parts, content_type, meta.size, boundary)

@@ -17,6 +17,7 @@ never receives bytes of two versions.  (Before the first byte is sent, the reque
 from __future__ import annotations
 
 import contextlib
+import secrets
 import time
 from dataclasses import dataclass
 from typing import assert_never
@@ -27,7 +28,7 @@ from edge.cache import respond
 from edge.cache.coalesce import Fill, FillAborted
 from edge.cache.context import CacheContext
 from edge.cache.outcomes import FillOutcome, Shared, StoredElsewhere, Unshared
-from edge.errors import EdgeError
+from edge.errors import EdgeError, OriginBodyBroken, OriginUnreachable
 from edge.http import parts, policy, ranges, validation, vary
 from edge.http.cachestatus import CacheStatus, FwdReason
 from edge.http.headers import HeaderList, get_first
@@ -85,7 +86,7 @@ async def serve(ctx: CacheContext, ex: Exchange, received: HeaderList, target: s
                 if ex.started:
                     ex.abort()
                     return
-                raise EdgeError(str(exc)) from None
+                raise OriginBodyBroken(str(exc)) from None
 
 
 async def _serve_once(
@@ -100,66 +101,93 @@ async def _serve_once(
 ) -> None:
     first_index = _first_byte(value) // size
     got = await _obtain(ctx, ex, received, target, key, first_index, size, owner=True)
+    if isinstance(got, NotSliced) and first_index and _unsatisfiable(got):
+        # The first range starts past the end; the others may not: learn the length from slice 0.
+        _close(got)
+        first_index = 0
+        got = await _obtain(ctx, ex, received, target, key, 0, size, owner=True)
     if isinstance(got, NotSliced):
         await _not_sliced(ctx, ex, received, target, key, got, first_index, fwd)
         return
     reference: Source | None = got
-    headers = got.headers
-    complete = got.got.complete
-    assert complete is not None
-    wanted: list[ranges.ByteRange] = [ranges.ByteRange(0, complete - 1)]
-    partial = False
-    if value is not None and ranges.if_range_allows(get_first(received, "if-range"), headers):
-        result = ranges.parse_range(value, complete)
-        if result.kind == "unsatisfiable":
-            _release(got)
-            await respond.error(ctx, ex, 416, "range not satisfiable", _status(ctx, got, fwd),
-                                [("Content-Range", ranges.unsatisfied_content_range(complete))])  # fmt: skip
-            return
-        if result.kind == "partial":
-            wanted, partial = list(result.ranges), True
     try:
+        headers = got.headers
+        complete = got.got.complete
+        assert complete is not None
+        # RFC 9110 §13.2.2: preconditions before Range.
+        if await _answered_conditionally(ctx, ex, received, got, _status(ctx, got, fwd)):
+            return
+        wanted: list[ranges.ByteRange] = [ranges.ByteRange(0, complete - 1)]
+        partial = False
+        if value is not None and ranges.if_range_allows(get_first(received, "if-range"), headers):
+            result = ranges.parse_range(value, complete)
+            if result.kind == "unsatisfiable":
+                await respond.error(ctx, ex, 416, "range not satisfiable", _status(ctx, got, fwd),
+                                    [("Content-Range", ranges.unsatisfied_content_range(complete))])  # fmt: skip
+                return
+            if result.kind == "partial":
+                wanted, partial = list(result.ranges), True
         # The first slice the response needs is in hand before its head is sent.
         needed = wanted[0].first // size
         if needed != first_index:
             _release(got)
             reference = None
             got = await _next(ctx, ex, received, target, key, needed, size, headers, complete)
+            reference = got
         status = _status(ctx, got, fwd)
         if isinstance(got, StoredSlice):
             ctx.counters.hits += 1
         else:
             ctx.counters.misses += 1
-        reference = got
-        if await _answered_conditionally(ctx, ex, received, got, status):
-            return
         fields = respond.client_headers(ctx, parts.with_content_range(headers, None),
                                         keep_age=isinstance(got, FetchedSlice))  # fmt: skip
         if isinstance(got, StoredSlice):
             meta = got.obj.meta
             age = policy.current_age(meta.headers, meta.request_time, meta.response_time, time.time())
             fields.append(("Age", str(policy.age_header_value(age))))
-        await _start(ctx, ex, fields, complete, wanted, partial, status, key)
+        framing = _Framing(wanted, get_first(fields, "content-type"), complete) if len(wanted) > 1 else None
+        await _start(ctx, ex, fields, complete, wanted, partial, status, framing)
         for index, piece in enumerate(wanted):
-            if index and ex.head.method != "HEAD":
-                await ex.write(_boundary_head(wanted, index, fields, complete, key))
+            if framing is not None and ex.head.method != "HEAD":
+                await ex.write(framing.heads[index])
             for number in parts.slices_touching(piece.first, piece.last, size):
                 if reference is not None and _index(reference, size) == number:
                     source, reference = reference, None
                 else:
                     source = await _next(ctx, ex, received, target, key, number, size, headers, complete)
                 await _copy(ctx, ex, source, max(piece.first, source.got.first), min(piece.last, source.got.last))
-        if len(wanted) > 1 and ex.head.method != "HEAD":
-            await ex.write(_closing(wanted, fields, complete, key))
+        if framing is not None and ex.head.method != "HEAD":
+            await ex.write(framing.closing)
         await ex.end()
     except FillAborted as exc:
         faultlog.report(ex.head.peer, ex.head.method, ex.head.target, 502, str(exc))
         if not ex.started:
-            raise EdgeError(f"fetching a slice failed: {exc}") from None
+            raise OriginBodyBroken(f"fetching a slice failed: {exc}") from None
         ex.abort()
     finally:
         if reference is not None:
             _release(reference)
+
+
+class _Framing:
+    """multipart/byteranges framing of one response, with a boundary no client can predict."""
+
+    def __init__(self, wanted: list[ranges.ByteRange], content_type: str | None, complete: int) -> None:
+        self.boundary = ranges.multipart_boundary(secrets.token_hex(16))
+        self.length = ranges.multipart_length(wanted, content_type, complete, self.boundary)
+        heads = [head for head, _ in ranges.multipart_parts(wanted, content_type, complete, self.boundary)]
+        self.heads, self.closing = heads[:-1], heads[-1]
+
+
+def _unsatisfiable(got: NotSliced) -> bool:
+    return isinstance(got.outcome, Unshared) and got.outcome.status == 416
+
+
+def _close(got: NotSliced) -> None:
+    got.fill.close_reader(got.reader)
+    outcome = got.outcome
+    if isinstance(outcome, Unshared) and outcome.upstream is not None and not got.collapsed:
+        outcome.upstream.release()
 
 
 def _first_byte(value: str | None) -> int:
@@ -210,38 +238,19 @@ async def _start(
     wanted: list[ranges.ByteRange],
     partial: bool,
     status: CacheStatus,
-    key: str,
+    framing: _Framing | None,
 ) -> None:
     if not partial:
         await ex.start(200, None, respond.finish_headers(ctx, ex, 200, fields, status), length=complete)
         return
-    if len(wanted) == 1:
+    if framing is None:
         piece = wanted[0]
         fields.append(("Content-Range", ranges.content_range(piece.first, piece.last, complete)))
         await ex.start(206, None, respond.finish_headers(ctx, ex, 206, fields, status), length=piece.length)
         return
-    content_type = get_first(fields, "content-type")
-    boundary = ranges.multipart_boundary(_seed(key, fields))
     head = respond.without_fields(fields, ("content-type",))
-    head.append(("Content-Type", ranges.multipart_content_type(boundary)))
-    length = ranges.multipart_length(wanted, content_type, complete, boundary)
-    await ex.start(206, None, respond.finish_headers(ctx, ex, 206, head, status), length=length)
-    if ex.head.method != "HEAD":
-        await ex.write(_boundary_head(wanted, 0, fields, complete, key))
-
-
-def _seed(key: str, fields: HeaderList) -> str:
-    return f"{key}{get_first(fields, 'etag') or ''}{get_first(fields, 'last-modified') or ''}"
-
-
-def _boundary_head(wanted: list[ranges.ByteRange], index: int, fields: HeaderList, complete: int, key: str) -> bytes:
-    framing = list(ranges.multipart_parts(wanted, get_first(fields, "content-type"), complete,
-                                          ranges.multipart_boundary(_seed(key, fields))))  # fmt: skip
-    return framing[index][0]
-
-
-def _closing(wanted: list[ranges.ByteRange], fields: HeaderList, complete: int, key: str) -> bytes:
-    return _boundary_head(wanted, len(wanted), fields, complete, key)
+    head.append(("Content-Type", ranges.multipart_content_type(framing.boundary)))
+    await ex.start(206, None, respond.finish_headers(ctx, ex, 206, head, status), length=framing.length)
 
 
 async def _next(
@@ -258,8 +267,13 @@ async def _next(
     """Slice ``index``, checked to be the same representation as the one being sent."""
     got = await _obtain(ctx, ex, received, target, key, index, size, owner=False)
     if isinstance(got, NotSliced):
-        got.fill.close_reader(got.reader)
-        raise SliceChanged(f"slice {index}: the origin no longer answered with that slice")
+        _close(got)
+        outcome = got.outcome
+        if isinstance(outcome, Shared) and outcome.status == 200:
+            raise SliceChanged(f"slice {index}: the origin now sends the whole object")
+        # An error, or a slice that may not be stored: a failure, not a new version.
+        status = getattr(outcome, "status", 502)
+        raise OriginBodyBroken(f"slice {index}: the origin answered {status}")
     if got.got.complete != complete or not parts.consistent(reference, got.headers):
         _release(got)
         raise SliceChanged(f"slice {index} is of another version of the object (validator or length differs)")
@@ -283,7 +297,7 @@ async def _obtain(
         if stored is not None:
             return stored
         fill_key = ("slice", key, str(size), str(index))
-        fill = fills.join(ctx, fill_key, key)
+        fill = fills.join(ctx, fill_key, key) if _attempt == 0 else None
         collapsed = fill is not None
         if fill is None:
             request = fills.origin_request(ctx, ex, target, drop=validation.CONDITIONAL_REQUEST_FIELDS)
@@ -293,6 +307,12 @@ async def _obtain(
         reader = fill.open_reader()
         try:
             outcome = await fill.wait_outcome()
+        except FillAborted:
+            fill.close_reader(reader)
+            failure = fill.failure
+            if isinstance(failure, EdgeError):
+                raise failure from None
+            raise OriginUnreachable(f"slice {index}: {failure}") from None
         except BaseException:
             fill.close_reader(reader)
             raise
@@ -301,12 +321,15 @@ async def _obtain(
         if isinstance(outcome, StoredElsewhere):  # another worker stored it while this one waited
             fill.close_reader(reader)
             continue
+        if collapsed and isinstance(outcome, Shared) and not fills.answers(outcome.headers, fill.received, received):
+            fill.close_reader(reader)  # fetched for another variant (Vary): fetch this one's
+            continue
         if isinstance(outcome, Shared) and outcome.status == 206:
             got = parts.single_part(206, outcome.headers)
             if got is not None and parts.slice_matches(index, size, got):
                 return FetchedSlice(fill, reader, got, outcome.headers)
         return NotSliced(fill, reader, outcome, collapsed)
-    raise FillAborted(f"slice {index}: stored by another worker, then gone")
+    raise OriginUnreachable(f"slice {index}: stored by another worker, then gone")
 
 
 async def _stored(ctx: CacheContext, received: HeaderList, key: str, index: int, size: int) -> StoredSlice | None:
@@ -319,6 +342,7 @@ async def _stored(ctx: CacheContext, received: HeaderList, key: str, index: int,
         obj is not None
         and got is not None
         and parts.slice_matches(index, size, got)
+        and got.length == obj.meta.size
         and vary.matches(obj.meta.vary, obj.meta.secondary, received)
         and _fresh(ctx, received, obj)
     ):
@@ -351,7 +375,7 @@ async def _not_sliced(
             outcome.upstream.release()
         ctx.counters.misses += 1
         request = fills.origin_request(ctx, ex, target, drop=validation.CONDITIONAL_REQUEST_FIELDS)
-        fill = fills.launch(ctx, ("fill", key), request, received, key, None, ex)
+        fill = fills.launch(ctx, fills.complete_fill_key(ctx, key, received), request, received, key, None, ex)
         await fills.serve(ctx, ex, received, target, key, fill, fwd, False, stale=None)
         return
     ctx.counters.misses += 1

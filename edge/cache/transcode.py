@@ -49,7 +49,22 @@ async def derive(ctx: CacheContext, key: str, received: HeaderList) -> CachedObj
     candidates = [meta for meta in candidates if meta.size <= DECODE_LIMIT]
     if not candidates:
         return None
-    return await _derive_from(ctx, max(candidates, key=lambda meta: meta.response_time), wanted, received)
+    chosen = max(candidates, key=lambda meta: meta.response_time)
+    target = (key, vary.variant_id(vary.secondary_key(chosen.vary, received)))
+    pending = ctx.derivations.get(target)
+    if pending is not None:  # the same variant is being made for another request: share it
+        return await asyncio.shield(pending)
+    future: asyncio.Future[CachedObject | None] = asyncio.get_running_loop().create_future()
+    ctx.derivations[target] = future
+    try:
+        result = await _derive_from(ctx, chosen, wanted, received)
+    except BaseException:
+        future.set_result(None)
+        raise
+    finally:
+        del ctx.derivations[target]
+    future.set_result(result)
+    return result
 
 
 async def _derive_from(ctx: CacheContext, source: StoredMeta, wanted: str, received: HeaderList) -> CachedObject | None:

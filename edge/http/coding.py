@@ -79,6 +79,14 @@ def preferred(values: Sequence[str], enabled: Sequence[str]) -> str:
     return best
 
 
+def chosen_for(request_headers: HeaderList, enabled: Sequence[str]) -> str:
+    """The coding a request gets: ``preferred``, except ``identity`` for a request that asks
+    intermediaries not to transform (RFC 9111 §5.2.1.6) — it gets the bytes as the origin has them."""
+    if no_transform(request_headers):
+        return IDENTITY
+    return preferred(get_all(request_headers, "accept-encoding"), enabled)
+
+
 def with_accept_encoding(headers: HeaderList, coding: str) -> list[tuple[str, str]]:
     """Request fields with ``Accept-Encoding`` replaced by the one coding chosen."""
     kept = [(name, value) for name, value in headers if name.lower() != "accept-encoding"]
@@ -136,7 +144,7 @@ def varies_by_coding(
 ) -> bool:
     """Does what the edge sends for this response depend on ``Accept-Encoding`` (it would compress
     it, or it is already encoded)?  Such responses must say ``Vary: Accept-Encoding``."""
-    if status != 200 or no_transform(response_headers) or no_transform(request_headers):
+    if status != 200 or no_transform(response_headers):
         return False
     return content_coding(response_headers) is not None or type_matches(media_type(response_headers), types)
 
@@ -186,12 +194,12 @@ def after_refresh(stored: HeaderList, merged: HeaderList) -> list[tuple[str, str
     if not transformed(stored):
         return list(merged)
     stored_coding = get_all(stored, "content-encoding")
-    stored_tag = get_first(stored, "etag")
-    kept = [(name, value) for name, value in merged if name.lower() not in ("content-encoding", MARK_FIELD)]
+    dropped = {*_DIGEST_FIELDS, "content-encoding", MARK_FIELD}
+    kept = [
+        (name, weak_etag(value) if name.lower() == "etag" else value)
+        for name, value in merged
+        if name.lower() not in dropped
+    ]
     kept.extend(("Content-Encoding", value) for value in stored_coding)
     kept.append((MARK_FIELD, get_first(stored, MARK_FIELD) or IDENTITY))
-    if stored_tag is not None and stored_tag.strip().startswith("W/"):
-        kept = [(name, weak_etag(value) if name.lower() == "etag" else value) for name, value in kept]
-    if any(value.strip().lower() == "accept-encoding" for value in split_all(stored, "vary")):
-        kept = with_vary_accept_encoding(kept)
-    return kept
+    return with_vary_accept_encoding(kept)

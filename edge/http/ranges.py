@@ -32,6 +32,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from edge.http.coding import MARK_FIELD
 from edge.http.dates import parse_http_date
 from edge.http.headers import HeaderList, get_all
 from edge.http.validation import last_modified_is_strong, parse_etag, stored_etag, strong_compare
@@ -208,6 +209,8 @@ def if_range_allows(if_range_value: str | None, stored_headers: HeaderList) -> b
     requested = parse_http_date(text)
     if requested is None or not last_modified_is_strong(stored_headers):
         return False
+    if any(name.lower() == MARK_FIELD for name, _ in stored_headers):
+        return False  # bytes this cache encoded: the same Last-Modified does not mean the same bytes
     modified_values = get_all(stored_headers, "last-modified")
     modified = parse_http_date(modified_values[0]) if modified_values else None
     return modified is not None and modified == requested

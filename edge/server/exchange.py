@@ -46,6 +46,7 @@ class RequestHead:
         "host",
         "keep_alive",
         "method",
+        "original_accept_encoding",
         "peer",
         "raw_headers",
         "raw_target",
@@ -89,6 +90,7 @@ class RequestHead:
         self.referer = referer
         self.expect_continue = expect_continue
         self._headers: list[tuple[str, str]] | None = None
+        self.original_accept_encoding: list[bytes] | None = None
 
     @property
     def target(self) -> str:
@@ -100,6 +102,13 @@ class RequestHead:
         if self._headers is None:
             self._headers = [(name.decode("latin-1"), value.decode("latin-1")) for name, value in self.raw_headers]
         return self._headers
+
+    def keep_original_accept_encoding(self) -> None:
+        """Remember the client's own Accept-Encoding lines before the cache normalises them."""
+        if self.original_accept_encoding is None:
+            self.original_accept_encoding = [
+                value for name, value in self.raw_headers if name.lower() == b"accept-encoding"
+            ]
 
     def replace_header(self, name: bytes, value: bytes) -> None:
         """Replace every ``name`` line (lower-case) by one line: a request field the cache normalised."""

@@ -3,6 +3,7 @@ with the real codecs), the headers that describe them, and what the origin was a
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 from typing import Any
 
@@ -223,3 +224,22 @@ async def test_hits_of_a_compressed_variant_take_the_fast_path(origin: OriginStu
     assert (status, body, headers["Content-Encoding"], headers["X-Cache"]) == (200, encoded, "br", "HIT")
     assert identity[2] == again[2] == TEXT
     assert calls == [True, False, True]
+
+
+async def test_concurrent_clients_of_different_codings_each_get_their_own(
+    origin: OriginStubServer, edge: TestServer
+) -> None:
+    slow = text_script()
+    slow[0]["delay_ms"] = 200
+    await script(origin, "mixed", {"responses": slow, "repeat_last": True})
+    results = await asyncio.gather(
+        fetch_raw(edge, "/s/mixed", {"Accept-Encoding": "br"}),
+        fetch_raw(edge, "/s/mixed"),
+        fetch_raw(edge, "/s/mixed", {"Accept-Encoding": "gzip"}),
+        fetch_raw(edge, "/s/mixed", {"Accept-Encoding": "br"}),
+    )
+    (_, br_headers, br_body), (_, plain_headers, plain), (_, gz_headers, gz_body), (_, _, br_again) = results
+    assert (br_headers["Content-Encoding"], brotli.decompress(br_body)) == ("br", TEXT)
+    assert ("Content-Encoding" not in plain_headers, plain) == (True, TEXT)
+    assert (gz_headers["Content-Encoding"], gzip.decompress(gz_body)) == ("gzip", TEXT)
+    assert brotli.decompress(br_again) == TEXT

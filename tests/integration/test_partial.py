@@ -13,7 +13,7 @@ from aiohttp.test_utils import TestServer
 from origin_stub import OriginStubServer
 from origin_stub.body import expected_body
 from tests.conftest import EdgeFactory
-from tests.integration.test_cache import fetch, origin_count, script
+from tests.integration.test_cache import fetch, origin_count, script, seen_requests
 
 
 async def origin_log(origin: OriginStubServer, path: str) -> list[dict[str, Any]]:
@@ -220,3 +220,41 @@ async def test_scattered_parts_are_capped(origin: OriginStubServer, edge: TestSe
         edge, path, {"Range": f"bytes={(MAX_PARTS + 7) * 100}-{(MAX_PARTS + 7) * 100 + 9}"}
     )
     assert ";hit" in headers["Cache-Status"]
+
+
+async def test_a_part_shorter_than_its_content_range_is_not_stored(origin: OriginStubServer, edge: TestServer) -> None:
+    short = {
+        "status": 206,
+        "headers": [["Cache-Control", "max-age=600"], ["ETag", '"s"'], ["Content-Range", "bytes 0-99/1000"]],
+        "body": "x" * 50,
+    }
+    await script(origin, "short", {"responses": [short], "repeat_last": True})
+    for _ in range(2):
+        status, _, body, _ = await fetch(edge, "/s/short", {"Range": "bytes=0-99"})
+        assert (status, body) == (206, b"x" * 50)  # relayed as the origin sent it, never served from storage
+    assert len(await seen_requests(origin, "short")) == 2
+
+
+async def test_a_range_too_large_to_store_does_not_make_the_url_uncacheable(
+    origin: OriginStubServer, start_edge: EdgeFactory
+) -> None:
+    edge = await start_edge(origin.url, cache={"max_object_bytes": 1000})
+    path = "/obj/bigpart?size=10000&max_age=600&etag=bp"
+    assert (await fetch(edge, path, {"Range": "bytes=0-4999"}))[0] == 206
+    await fetch(edge, path, {"Range": "bytes=0-99"})
+    status, headers, _, _ = await fetch(edge, path, {"Range": "bytes=0-99"})
+    assert (status, ";hit" in headers["Cache-Status"]) == (206, True)
+
+
+async def test_clients_of_different_variants_never_share_a_fill(origin: OriginStubServer, edge: TestServer) -> None:
+    answer = {"headers": [["Cache-Control", "max-age=600"], ["Vary", "X-Variant"]], "body": "same", "delay_ms": 200}
+    await script(origin, "fillvary", {"responses": [answer], "repeat_last": True})
+    first, second = await asyncio.gather(
+        fetch(edge, "/s/fillvary", {"X-Variant": "one"}), fetch(edge, "/s/fillvary", {"X-Variant": "two"})
+    )
+    assert first[0] == second[0] == 200
+    seen = await seen_requests(origin, "fillvary")
+    assert sorted(value for request in seen for name, value in request["headers"] if name == "X-Variant") == [
+        "one",
+        "two",
+    ]

@@ -13,7 +13,7 @@ from aiohttp.test_utils import TestServer
 from origin_stub import OriginStubServer
 from origin_stub.body import expected_body
 from tests.conftest import EdgeFactory
-from tests.integration.test_cache import fetch, origin_count, script, url
+from tests.integration.test_cache import fetch, origin_count, script, seen_requests, url
 from tests.integration.test_partial import detail, origin_ranges
 
 SLICE = 4096
@@ -185,3 +185,64 @@ async def test_purging_the_url_drops_every_slice(origin: OriginStubServer, slice
     assert (status, body) == (200, expected_body("purge-sliced", 10000))
     assert "fwd=uri-miss" in headers["Cache-Status"]
     assert await origin_count(origin, "/obj/purge-sliced") == 6
+
+
+async def test_an_unreachable_origin_is_a_502_not_a_crash(start_edge: EdgeFactory) -> None:
+    from tests.conftest import free_port
+
+    edge = await start_edge(f"http://127.0.0.1:{free_port()}", cache={"slice_size": SLICE})
+    status, headers, body, _ = await fetch(edge, "/obj/nowhere?size=10000")
+    assert status in (502, 504)
+    assert headers["Content-Type"].startswith("text/plain")
+    assert b"Traceback" not in body
+
+
+async def test_a_failing_slice_cuts_the_response_but_keeps_the_stored_slices(
+    origin: OriginStubServer, sliced: TestServer
+) -> None:
+    complete = SLICE * 2
+    await script(origin, "flaky", [
+        part(0, SLICE - 1, complete, '"f"', b"a"),
+        {"status": 503, "headers": [["Cache-Control", "no-store"]], "body": "busy"},
+        part(SLICE, complete - 1, complete, '"f"', b"b"),
+    ])  # fmt: skip
+    async with aiohttp.ClientSession() as client, client.get(url(sliced, "/s/flaky")) as resp:
+        assert resp.status == 200
+        with pytest.raises(aiohttp.ClientPayloadError):
+            await resp.read()
+    # Not a new version: slice 0 is still stored, only slice 1 is asked for again.
+    status, headers, body, _ = await fetch(sliced, "/s/flaky")
+    assert (status, body) == (200, b"a" * SLICE + b"b" * SLICE)
+    assert ";hit" in headers["Cache-Status"]
+    assert len(await seen_requests(origin, "flaky")) == 3
+
+
+async def test_a_range_set_starting_past_the_end_is_still_answered(
+    origin: OriginStubServer, sliced: TestServer
+) -> None:
+    path = "/obj/late?size=3000&max_age=600&etag=l"
+    status, headers, body, _ = await fetch(sliced, path, {"Range": "bytes=9000-9999, 0-9"})
+    assert (status, body, headers["Content-Range"]) == (206, expected_body("late", 3000)[:10], "bytes 0-9/3000")
+
+
+async def test_preconditions_come_before_the_range(origin: OriginStubServer, sliced: TestServer) -> None:
+    path = "/obj/precond?size=10000&max_age=600&etag=pc"
+    await fetch(sliced, path)
+    status, _, _, _ = await fetch(sliced, path, {"Range": "bytes=50000-", "If-None-Match": '"pc"'})
+    assert status == 304
+
+
+async def test_clients_of_different_variants_never_share_a_slice(origin: OriginStubServer, sliced: TestServer) -> None:
+    answer = part(0, 999, 1000, '"v"', b"x")
+    answer["headers"].append(["Vary", "X-Variant"])
+    answer["delay_ms"] = 200
+    await script(origin, "variants", {"responses": [answer], "repeat_last": True})
+    first, second = await asyncio.gather(
+        fetch(sliced, "/s/variants", {"X-Variant": "one"}), fetch(sliced, "/s/variants", {"X-Variant": "two"})
+    )
+    assert first[0] == second[0] == 200
+    seen = await seen_requests(origin, "variants")
+    assert sorted(value for request in seen for name, value in request["headers"] if name == "X-Variant") == [
+        "one",
+        "two",
+    ]

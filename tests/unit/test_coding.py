@@ -109,3 +109,36 @@ def test_after_refresh_keeps_what_the_edge_did() -> None:
     assert ("Vary", "Cookie, Accept-Encoding") in refreshed
     untouched = [("ETag", '"a"')]
     assert coding.after_refresh(untouched, [("ETag", '"b"')]) == [("ETag", '"b"')]
+
+
+def test_a_304_never_makes_edge_encoded_bytes_strong() -> None:
+    stored = coding.encoded_headers([("Last-Modified", "Tue, 01 Dec 2026 08:00:00 GMT")], "gzip")
+    merged = [*stored, ("ETag", '"new"'), ("Repr-Digest", "sha-256=:x:")]
+    refreshed = coding.after_refresh(stored, merged)
+    assert ("ETag", 'W/"new"') in refreshed
+    assert not any(name.lower() == "repr-digest" for name, _ in refreshed)
+
+
+def test_no_transform_requests_get_identity() -> None:
+    assert coding.chosen_for([("Accept-Encoding", "br")], ALL) == "br"
+    assert coding.chosen_for([("Accept-Encoding", "br"), ("Cache-Control", "no-transform")], ALL) == "identity"
+
+
+def test_decoding_handles_several_members_and_refuses_bombs() -> None:
+    import gzip
+
+    import zstandard
+
+    from edge.cache import compress
+
+    assert compress.decode("gzip", gzip.compress(b"a" * 10) + gzip.compress(b"b" * 10), 100) == b"a" * 10 + b"b" * 10
+    frames = zstandard.ZstdCompressor().compress(b"a" * 10) + zstandard.ZstdCompressor().compress(b"b" * 10)
+    assert compress.decode("zstd", frames, 100) == b"a" * 10 + b"b" * 10
+    for name, bomb in (
+        ("gzip", gzip.compress(b"\0" * 10**6)),
+        ("zstd", zstandard.ZstdCompressor().compress(b"\0" * 10**6)),
+    ):
+        with pytest.raises(compress.TooLarge):
+            compress.decode(name, bomb, 1000)
+    with pytest.raises(ValueError, match="truncated"):
+        compress.decode("gzip", gzip.compress(b"a" * 1000)[:-4], 10**6)

@@ -200,6 +200,10 @@ class Coalescer:
         self.collapsed_total += 1
         return fill
 
+    def active(self, key: Hashable) -> bool:
+        """Is a fill for ``key`` in flight (whether or not it may still be joined)?"""
+        return key in self._fills
+
     def start(self, key: Hashable, max_unread_bytes: int = 64 * 1024 * 1024, keep_bytes: int = 8 * 1024 * 1024) -> Fill:
         fill = Fill(key, max_unread_bytes, keep_bytes)
         self._fills[key] = fill

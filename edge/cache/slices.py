@@ -147,15 +147,19 @@ async def _serve_once(
             fields.append(("Age", str(policy.age_header_value(age))))
         framing = _Framing(wanted, get_first(fields, "content-type"), complete) if len(wanted) > 1 else None
         await _start(ctx, ex, fields, complete, wanted, partial, status, framing)
-        for index, piece in enumerate(wanted):
-            if framing is not None and ex.head.method != "HEAD":
+        plan = [(index, number) for index, piece in enumerate(wanted)
+                for number in parts.slices_touching(piece.first, piece.last, size)]  # fmt: skip
+        for step, (index, number) in enumerate(plan):
+            piece = wanted[index]
+            if framing is not None and ex.head.method != "HEAD" and (step == 0 or plan[step - 1][0] != index):
                 await ex.write(framing.heads[index])
-            for number in parts.slices_touching(piece.first, piece.last, size):
-                if reference is not None and _index(reference, size) == number:
-                    source, reference = reference, None
-                else:
-                    source = await _next(ctx, ex, received, target, key, number, size, headers, complete)
-                await _copy(ctx, ex, source, max(piece.first, source.got.first), min(piece.last, source.got.last))
+            if reference is not None and _index(reference, size) == number:
+                source, reference = reference, None
+            else:
+                source = await _next(ctx, ex, received, target, key, number, size, headers, complete)
+            if step + 1 < len(plan) and plan[step + 1][1] != number:
+                await _prefetch(ctx, ex, received, target, key, plan[step + 1][1], size)
+            await _copy(ctx, ex, source, max(piece.first, source.got.first), min(piece.last, source.got.last))
         if framing is not None and ex.head.method != "HEAD":
             await ex.write(framing.closing)
         await ex.end()
@@ -349,6 +353,27 @@ async def _stored(ctx: CacheContext, received: HeaderList, key: str, index: int,
         return StoredSlice(obj, got)
     close_handle(found)
     return None
+
+
+async def _prefetch(
+    ctx: CacheContext, ex: Exchange, received: HeaderList, target: str, key: str, index: int, size: int
+) -> None:
+    """Start fetching the next slice while this one is sent, so the origin's latency between slices
+    overlaps with sending (nginx's slice module waits for each).  The fill stores the slice even if
+    this client leaves; its body is held for the reader that joins it (slices above the fill's
+    ``keep_bytes`` are fetched when needed instead: a body nobody reads is not kept in memory)."""
+    if size > ctx.cache_settings.collapse_max_unread_bytes // 2 or size > 8 * 1024 * 1024:
+        return
+    fill_key = ("slice", key, str(size), str(index))
+    if ctx.coalescer.active(fill_key):
+        return
+    stored = await _stored(ctx, received, key, index, size)
+    if stored is not None:
+        _release(stored)
+        return
+    request = fills.origin_request(ctx, ex, target, drop=validation.CONDITIONAL_REQUEST_FIELDS)
+    request.headers.append(("Range", parts.slice_request_range(index, size)))
+    fills.launch(ctx, fill_key, request, received, key, None, None, fills.FillSpec(fills.FillKind.SLICE, size, index))
 
 
 def _fresh(ctx: CacheContext, received: HeaderList, obj: CachedObject) -> bool:

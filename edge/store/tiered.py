@@ -90,30 +90,24 @@ class TieredStore:
                 continue
             key_known = True
             chosen = select(metas, request_headers)
-            if chosen is None:
-                continue
-            obj = await tier.get(key, chosen.variant)
-            if obj is None:
-                continue
-            if tier is self.disk:
-                obj = await self._promote_or_open(obj)
-                if obj is None:
-                    continue
-            return Found(obj, True)
+            obj = await self._get(tier, key, chosen.variant) if chosen is not None else None
+            if obj is not None:
+                return Found(obj, True)
         return Found(None, key_known)
 
     async def get_variant(self, key: str, variant: str) -> CachedObject | None:
         """One named object (a part or slice), from memory, else from disk (promoted or opened)."""
         for tier in self.tiers:
-            obj = await tier.get(key, variant)
-            if obj is None:
-                continue
-            if tier is self.disk:
-                obj = await self._promote_or_open(obj)
-                if obj is None:
-                    continue
-            return obj
+            obj = await self._get(tier, key, variant)
+            if obj is not None:
+                return obj
         return None
+
+    async def _get(self, tier: Store, key: str, variant: str) -> CachedObject | None:
+        obj = await tier.get(key, variant)
+        if obj is not None and tier is self.disk:
+            obj = await self._promote_or_open(obj)
+        return obj
 
     async def parts(self, key: str) -> list[StoredMeta]:
         """Every stored part of ``key``: the disk's (shared by workers), plus what only memory holds."""

@@ -152,10 +152,11 @@ def quoted(value: str | None) -> str:
 
 
 # time, client, method, target, (major, minor), status, body bytes, X-Cache, Cache-Status, origin_ms,
-# duration_ms, referer, user-agent — bytes where the request carried them, decoded only when written.
+# duration_ms, referer, user-agent, site, origin — bytes where the request carried them, decoded only
+# when written.
 Record = tuple[
     float, "str | None", str, "bytes | str", tuple[int, int], int, int, str, "str | None", "float | None", float,
-    "bytes | None", "bytes | None",
+    "bytes | None", "bytes | None", "str | None", "str | None",
 ]
 
 
@@ -188,9 +189,11 @@ class AccessLog(LineWriter):
         duration_ms: float,
         referer: bytes | None,
         user_agent: bytes | None,
+        site: str | None = None,
+        origin: str | None = None,
     ) -> None:
         self.add((when, client, method, target, version, status, sent, cache, cache_status, origin_ms, duration_ms,
-                  referer, user_agent))  # fmt: skip
+                  referer, user_agent, site, origin))  # fmt: skip
 
     def _json(self, r: Record) -> str:
         when = r[0]
@@ -202,7 +205,7 @@ class AccessLog(LineWriter):
             f'"target":{json_string(_text(r[3]))},"proto":"HTTP/{r[4][0]}.{r[4][1]}","status":{r[5]},'
             f'"bytes":{r[6]},"cache":{json_string(r[7])},"cache_status":{json_string(r[8])},'
             f'"origin_ms":{origin_ms},"duration_ms":{r[10]:.3f},"referer":{json_string(_text(r[11]))},'
-            f'"user_agent":{json_string(_text(r[12]))}}}'
+            f'"user_agent":{json_string(_text(r[12]))},"site":{json_string(r[13])},"origin":{json_string(r[14])}}}'
         )
 
     def _combined(self, r: Record) -> str:
@@ -211,7 +214,7 @@ class AccessLog(LineWriter):
         return (
             f'{r[1] or "-"} - - [{self._clock.clf}] "{r[2]} {quoted(_text(r[3]))} HTTP/{r[4][0]}.{r[4][1]}" '
             f'{r[5]} {r[6]} "{quoted(_text(r[11]))}" "{quoted(_text(r[12]))}" '
-            f"cache={r[7]} origin_ms={origin_ms} duration_ms={r[10]:.3f}"
+            f"cache={r[7]} origin_ms={origin_ms} duration_ms={r[10]:.3f} site={r[13] or '-'} origin={r[14] or '-'}"
         )
 
 

@@ -34,6 +34,7 @@ from edge.http.headers import get_first
 from edge.jsonbody import BadJsonBody, read_json
 from edge.metrics import StatsCollector, collect_worker_stats, publish_stats_forever, summarize
 from edge.runtime import EdgeRuntime
+from edge.sites import purge_targets, visible_tags
 
 log = logging.getLogger("edge.admin")
 
@@ -77,6 +78,7 @@ class PurgeRequest(BaseModel):
     tags: list[str] | None = Field(default=None, min_length=1, max_length=10_000)
     all: bool | None = None
     soft: bool = False
+    site: str | None = Field(default=None, max_length=128, description="limit prefix, tags or all to one site")
     id: str | None = Field(default=None, max_length=128, description="set by the control plane")
     cluster_seq: int | None = Field(default=None, ge=1, description="set by the control plane")
 
@@ -156,13 +158,14 @@ async def purge(request: web.Request) -> web.Response:
     cache = _cache(request)
     try:
         if wanted.urls is not None:
-            kind, values = "urls", [cache.keys.for_url(url) for url in wanted.urls]
+            requested, named = "urls", wanted.urls
         elif wanted.prefix is not None:
-            kind, values = "prefix", [cache.keys.for_url(wanted.prefix)]
+            requested, named = "prefix", [wanted.prefix]
         elif wanted.tags is not None:
-            kind, values = "tags", list(dict.fromkeys(wanted.tags))
+            requested, named = "tags", wanted.tags
         else:
-            kind, values = "all", []
+            requested, named = "all", []
+        kind, values = purge_targets(cache.sites, requested, named, wanted.site)
     except ValueError as exc:
         return web.json_response({"error": str(exc)}, status=422)
     purge_id = wanted.id or f"e-{uuid.uuid4().hex[:16]}"
@@ -194,7 +197,8 @@ async def inspect(request: web.Request) -> web.Response:
         return web.json_response({"error": "query parameter url is required"}, status=400)
     cache = _cache(request)
     try:
-        key = cache.keys.for_url(url)
+        _, keys = purge_targets(cache.sites, "urls", [url], request.query.get("site"))
+        key = keys[0]
     except ValueError as exc:
         return web.json_response({"error": str(exc)}, status=400)
     await cache.purger.sync()
@@ -226,7 +230,7 @@ async def inspect(request: web.Request) -> web.Response:
                     "age": round(decision.age, 3),
                     "ttl": round(decision.ttl, 3),
                     "fresh": decision.fresh,
-                    "tags": list(meta.tags),
+                    "tags": visible_tags(meta.tags),
                     "etag": get_first(meta.headers, "etag"),
                     "content_encoding": get_first(meta.headers, "content-encoding"),
                     "last_modified": get_first(meta.headers, "last-modified"),

@@ -19,6 +19,7 @@ from aiohttp import hdrs
 
 from edge.cache.context import CacheContext
 from edge.runtime import EdgeRuntime
+from edge.sites import purge_targets
 
 log = logging.getLogger("edge.catchup")
 
@@ -72,10 +73,7 @@ async def catch_up_with_control_plane(runtime: EdgeRuntime, session: aiohttp.Cli
 
 
 async def _apply(cache: CacheContext, record: dict[str, Any]) -> None:
-    kind = record.get("kind")
-    values = list(record.get("values") or [])
-    if kind in ("urls", "prefix"):
-        values = [cache.keys.for_url(url) for url in values]
-    elif kind not in ("tags", "all"):
-        raise ValueError(f"unknown purge kind {kind!r}")
-    await cache.purger.purge(kind, values, bool(record.get("soft")), str(record.get("id")), int(record["seq"]))
+    site = record.get("site")
+    kind, values = purge_targets(cache.sites, str(record.get("kind")), [str(v) for v in record.get("values") or []],
+                                 None if site is None else str(site))  # fmt: skip
+    await cache.purger.purge(kind, values, bool(record.get("soft")), str(record.get("id")), int(record["seq"]))  # type: ignore[arg-type]

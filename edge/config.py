@@ -189,6 +189,130 @@ class CompressionSettings(StrictModel):
         return value
 
 
+def _http_url(value: str) -> str:
+    """An origin URL: http:// or https://, a host, an optional port and path, no query or fragment."""
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"must be an http:// or https:// URL with a host, got {value!r}")
+    if parts.query or parts.fragment:
+        raise ValueError("must not carry a query or fragment")
+    try:
+        parts.port  # noqa: B018 - raises on a bad port
+    except ValueError as exc:
+        raise ValueError(f"bad port in {value!r}") from exc
+    return value.rstrip("/")
+
+
+class OriginSettings(StrictModel):
+    """One origin server of a site (README "Sites and origins")."""
+
+    url: str
+    weight: Annotated[int, Field(ge=1, le=1000)] = 1
+    backup: bool = False  # used only while every primary origin of the site is down
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        return _http_url(value)
+
+
+class HealthSettings(StrictModel):
+    """When an origin counts as down and up again.  ``path`` set: an active check (GET) every
+    ``interval`` seconds; failures of real requests (connect errors, timeouts, 5xx) count too
+    (``passive``).  ``fall`` failures in a row take an origin down; ``rise`` good checks in a row —
+    or, without ``path``, good trial requests after ``interval`` seconds — bring it back."""
+
+    path: str | None = None
+    interval: Annotated[float, Field(gt=0)] = 2.0
+    timeout: Annotated[float, Field(gt=0)] = 1.0
+    fall: Annotated[int, Field(ge=1, le=1000)] = 3
+    rise: Annotated[int, Field(ge=1, le=1000)] = 2
+    expect: list[Annotated[int, Field(ge=100, le=599)]] = Field(default_factory=lambda: [200], min_length=1)
+    passive: bool = True
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, value: str | None) -> str | None:
+        if value is not None and (not value.startswith("/") or any(c.isspace() or ord(c) < 33 for c in value)):
+            raise ValueError(f"must be an origin-form path starting with '/', got {value!r}")
+        return value
+
+
+class SiteCacheSettings(StrictModel):
+    """Per-site overrides of ``[cache]`` (unset: the edge's value)."""
+
+    ignore_query: bool | None = None
+    sort_query: bool | None = None
+    drop_query_params: list[str] | None = None
+    slice_size: Annotated[int, Field(ge=0)] | None = None
+
+    @field_validator("slice_size")
+    @classmethod
+    def _slice_size(cls, value: int | None) -> int | None:
+        if value is not None and 0 < value < 1024:
+            raise ValueError("slice_size is 0 (off) or at least 1024 bytes")
+        return value
+
+
+SITE_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-_.")
+
+
+def normalize_site_host(value: str) -> str:
+    """A ``hosts`` entry: a host name, ``*.domain`` or ``*``, lower-cased, without a trailing dot."""
+    host = value.strip().lower().rstrip(".")
+    if host == "*":
+        return host
+    name = host[2:] if host.startswith("*.") else host
+    if not name or any(not (c.isalnum() or c in "-._[]:") for c in name) or "*" in name:
+        raise ValueError(f"not a host name, '*.domain' or '*': {value!r}")
+    return host
+
+
+class SiteSettings(StrictModel):
+    """A site: the requests whose ``Host`` is one of ``hosts``, served from ``origins``."""
+
+    name: str
+    hosts: list[str] = Field(min_length=1)
+    origins: list[OriginSettings] = Field(min_length=1)
+    balance: Literal["round_robin", "least_conn", "consistent_hash", "random_two"] = "round_robin"
+    health: HealthSettings = HealthSettings()
+    preserve_host: bool = False
+    tls_verify: bool = True
+    ca_file: Path | None = None
+    retry_non_idempotent: bool = False
+    cache: SiteCacheSettings = SiteCacheSettings()
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not value or any(c not in SITE_NAME_CHARS for c in value):
+            raise ValueError(f"must be lower-case letters, digits, '-', '_' or '.', got {value!r}")
+        return value
+
+    @field_validator("hosts")
+    @classmethod
+    def _hosts(cls, value: list[str]) -> list[str]:
+        return list(dict.fromkeys(normalize_site_host(host) for host in value))
+
+    @field_validator("origins", mode="before")
+    @classmethod
+    def _bare_urls(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            return [{"url": item} if isinstance(item, str) else item for item in value]
+        return value
+
+    @model_validator(mode="after")
+    def _a_primary(self) -> SiteSettings:
+        if all(origin.backup for origin in self.origins):
+            raise ValueError(f"site {self.name!r}: at least one origin must not be a backup")
+        if self.ca_file is not None and not self.ca_file.is_file():
+            raise ValueError(f"site {self.name!r}: ca_file {self.ca_file} is not a readable file")
+        return self
+
+
+DEFAULT_SITE = "default"
+
+
 def default_workers() -> int:
     return os.cpu_count() or 1
 
@@ -196,7 +320,8 @@ def default_workers() -> int:
 class EdgeSettings(StrictModel):
     """Everything one edge node needs; see README "Configuring the edge"."""
 
-    origin: str
+    origin: str | None = None  # shorthand for one site "default" serving every host from this origin
+    sites: list[SiteSettings] = Field(default_factory=list)
     listen: str = "0.0.0.0:8080"
     admin_listen: str = "127.0.0.1:9080"
     admin_token: str | None = None
@@ -230,17 +355,37 @@ class EdgeSettings(StrictModel):
 
     @field_validator("origin")
     @classmethod
-    def _origin_is_http_url(cls, value: str) -> str:
-        parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"must be an http:// or https:// URL with a host, got {value!r}")
-        if parts.query or parts.fragment:
-            raise ValueError("must not carry a query or fragment")
-        try:
-            parts.port  # noqa: B018 - raises on a bad port
-        except ValueError as exc:
-            raise ValueError(f"bad port in {value!r}") from exc
-        return value.rstrip("/")
+    def _origin_is_http_url(cls, value: str | None) -> str | None:
+        return None if value is None else _http_url(value)
+
+    @model_validator(mode="after")
+    def _sites(self) -> EdgeSettings:
+        sites = self.site_list()
+        if not sites:
+            raise ValueError("origin is missing: set origin = URL, or describe [[sites]] with their origins")
+        names: dict[str, int] = {}
+        claimed: dict[str, str] = {}
+        for site in sites:
+            names[site.name] = names.get(site.name, 0) + 1
+            for host in site.hosts:
+                if host in claimed:
+                    raise ValueError(f"host {host!r} is claimed by two sites: {claimed[host]!r} and {site.name!r}")
+                claimed[host] = site.name
+        doubled = sorted(name for name, count in names.items() if count > 1)
+        if doubled:
+            raise ValueError(f"site names must be unique: {', '.join(doubled)}")
+        return self
+
+    def site_list(self) -> list[SiteSettings]:
+        """The configured sites, and the one ``origin`` stands for (the catch-all ``"*"``)."""
+        sites = list(self.sites)
+        if self.origin is not None:
+            shorthand = SiteSettings(
+                name=DEFAULT_SITE, hosts=["*"], origins=[OriginSettings(url=self.origin)],
+                health=HealthSettings(passive=False), preserve_host=self.upstream.preserve_host,
+            )  # fmt: skip
+            sites.append(shorthand)
+        return sites
 
     @field_validator("public_host")
     @classmethod

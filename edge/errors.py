@@ -8,19 +8,27 @@ from __future__ import annotations
 
 
 class EdgeError(Exception):
-    """Base class: ``status`` is the HTTP status hint, ``reason`` a short plain-text explanation."""
+    """Base class: ``status`` is the HTTP status hint, ``reason`` a short plain-text explanation,
+    ``headers`` fields the error response carries (``Retry-After``...)."""
 
     status = 500
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, headers: tuple[tuple[str, str], ...] = ()) -> None:
         super().__init__(reason)
         self.reason = reason
+        self.headers = headers
 
 
 class ClientFault(EdgeError):
     """The client sent something we will not forward (bad header, loop...)."""
 
     status = 400
+
+
+class Misdirected(ClientFault):
+    """The request's Host names no site of this edge (RFC 9110 §15.5.20): nothing is forwarded."""
+
+    status = 421
 
 
 class LoopDetected(ClientFault):
@@ -30,9 +38,20 @@ class LoopDetected(ClientFault):
 
 
 class OriginUnreachable(EdgeError):
-    """Connecting to the origin failed, or it closed before answering."""
+    """Connecting to the origin failed, or it closed before answering (``before_response``: not a
+    byte of an answer had arrived, so an idempotent request may go to another origin)."""
 
     status = 502
+
+    def __init__(self, reason: str, *, before_response: bool = True) -> None:
+        super().__init__(reason)
+        self.before_response = before_response
+
+
+class OriginsDown(EdgeError):
+    """Every origin of the site is down (the circuit is open): answered at once, not after timeouts."""
+
+    status = 503
 
 
 class OriginTimeout(EdgeError):

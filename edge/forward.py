@@ -11,8 +11,6 @@ from __future__ import annotations
 from collections.abc import Iterable
 from urllib.parse import urlsplit
 
-from yarl import URL
-
 from edge.config import EdgeSettings
 from edge.errors import ClientFault
 from edge.http import forwarding
@@ -36,20 +34,19 @@ def origin_target(head: RequestHead) -> str:
     raise ClientFault(f"unsupported request target {raw[:100]!r}")
 
 
-def upstream_url(origin: URL, target: str) -> URL:
-    return URL(str(origin).rstrip("/") + target, encoded=True)
+def client_host(head: RequestHead) -> str:
+    return head.host.decode("latin-1").strip(" \t") if head.host is not None else ""
 
 
 def origin_headers(
-    head: RequestHead, settings: EdgeSettings, origin: URL, node_name: str, drop: Iterable[str] = ()
+    head: RequestHead, settings: EdgeSettings, keyed_host: str | None, node_name: str, drop: Iterable[str] = ()
 ) -> list[tuple[str, str]]:
-    """The client's header lines as the origin receives them."""
+    """The client's header lines as the origin receives them, but ``Host``: the origin chosen for
+    the request writes its own authority there, or ``keyed_host`` (the client's Host, with
+    ``preserve_host``, where it is part of the cache key)."""
     upstream = settings.upstream
     received = head.headers
-    host = head.host.decode("latin-1").strip(" \t") if head.host is not None else ""
     headers = forwarding.strip_hop_by_hop(received, extra=(*_REWRITTEN, *upstream.strip_request_headers, *drop))
-    keyed_host = host if upstream.preserve_host and host else None
-    headers.insert(0, ("Host", keyed_host or origin.raw_authority or ""))
     forwarded_for = forwarding.forwarded_for_value(received, head.peer)
     if forwarded_for:
         headers.append(("X-Forwarded-For", forwarded_for))

@@ -120,6 +120,12 @@ class Supervisor:
     def _request_stop(self, signum: int, frame: FrameType | None) -> None:
         self.stopping = True
 
+    def _origins(self) -> str:
+        sites = self.settings.site_list()
+        if self.settings.origin is not None and len(sites) == 1:
+            return f"origin {self.settings.origin}"
+        return f"{len(sites)} site(s): " + ", ".join(f"{site.name} ({len(site.origins)} origins)" for site in sites)
+
     def _request_reload(self, signum: int, frame: FrameType | None) -> None:
         self.reload_requested = True
 
@@ -156,7 +162,7 @@ class Supervisor:
             self._spawn(index, public, admin)
         print(
             f"edge {self.node_name}: listening on {url_of(public, self.settings.scheme)} (admin {url_of(admin)}), "
-            f"origin {self.settings.origin}, {self.settings.workers} worker(s), supervisor pid {os.getpid()}",
+            f"{self._origins()}, {self.settings.workers} worker(s), supervisor pid {os.getpid()}",
             flush=True,
         )
         while not self.stopping:

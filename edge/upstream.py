@@ -27,9 +27,9 @@ import contextlib
 import socket
 import ssl
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import cast
+from typing import Protocol, cast
 
 import httptools
 from yarl import URL
@@ -56,12 +56,26 @@ def decode_raw_headers(raw: Sequence[tuple[bytes, bytes]]) -> list[tuple[str, st
     return [(name.decode("latin-1"), value.decode("latin-1")) for name, value in raw]
 
 
+class OriginRoute(Protocol):
+    """Where a request goes: a site's origins (``edge.origins.OriginGroup``)."""
+
+    name: str  # the site's
+    async def send(self, request: OriginRequest, on_interim: InterimSink | None = None) -> OriginResponse: ...
+
+
 @dataclass(frozen=True, slots=True)
 class OriginRequest:
+    """A request for one of a site's origins.  ``target`` is origin-form; ``host`` the ``Host`` to
+    send (the client's, with ``preserve_host``) or None for the chosen origin's own authority;
+    ``affinity`` what ``consistent_hash`` balancing hashes (the cache key)."""
+
     method: str
-    url: URL
+    target: str
     headers: list[tuple[str, str]]
-    body: AsyncIterator[bytes] | None = None
+    route: OriginRoute
+    host: str | None = None
+    body: AsyncIterable[bytes] | None = None
+    affinity: str = ""
 
 
 class _Failed(Exception):
@@ -259,6 +273,8 @@ class OriginResponse:
     read_timeout: float
     slot: asyncio.Semaphore
     released: bool = field(default=False)
+    on_release: Callable[[], None] | None = field(default=None, repr=False)
+    origin_label: str = ""  # which origin answered (Cache-Status, access log)
 
     @property
     def at_eof(self) -> bool:
@@ -274,6 +290,8 @@ class OriginResponse:
             return
         self.released = True
         self.slot.release()
+        if self.on_release is not None:
+            self.on_release()
         conn = self.connection
         if self.reusable and self.at_eof and not conn.closed and conn.failure is None:
             conn.pool.put_back(conn)
@@ -293,12 +311,17 @@ async def iter_body(response: OriginResponse) -> AsyncIterator[bytes]:
 class OriginPool:
     """Keep-alive connections to one origin, per worker."""
 
-    def __init__(self, origin: URL, settings: UpstreamSettings) -> None:
+    def __init__(self, origin: URL, settings: UpstreamSettings, tls: ssl.SSLContext | None = None) -> None:
         self.origin = origin
         self.settings = settings
         self.host = origin.host or "127.0.0.1"
         self.port = origin.port or (443 if origin.scheme == "https" else 80)
-        self.ssl: ssl.SSLContext | None = ssl.create_default_context() if origin.scheme == "https" else None
+        self.authority = origin.raw_authority or self.host
+        self.prefix = origin.raw_path.rstrip("/")  # an origin URL's path is prepended to every target
+        if origin.scheme == "https":
+            self.ssl: ssl.SSLContext | None = tls if tls is not None else ssl.create_default_context()
+        else:
+            self.ssl = None
         self.idle: list[OriginConnection] = []
         self.open = 0
         self._slots = asyncio.Semaphore(settings.pool_size)
@@ -379,6 +402,35 @@ class OriginPool:
         if pending:
             await asyncio.wait(pending, timeout=1.0)
 
+    async def probe(self, path: str, host: str | None, seconds: float) -> int:
+        """An active health check: ``GET path`` on a fresh connection; the status, or raises
+        OriginUnreachable / OriginTimeout.  Not counted against ``pool_size``."""
+
+        async def check() -> int:
+            reader, writer = await asyncio.open_connection(
+                self.host, self.port, ssl=self.ssl, server_hostname=self.host if self.ssl else None
+            )
+            try:
+                request = (f"GET {self.prefix}{path} HTTP/1.1\r\nHost: {host or self.authority}\r\n"
+                           "User-Agent: edgecache-health\r\nConnection: close\r\n\r\n")  # fmt: skip
+                writer.write(request.encode("latin-1", "replace"))
+                line = await reader.readline()
+                parts = line.split(b" ", 2)
+                if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit():
+                    raise OriginUnreachable(f"health check: not an HTTP response: {line[:60]!r}")
+                return int(parts[1])
+            finally:
+                writer.close()
+                with contextlib.suppress(OSError, ssl.SSLError, TimeoutError):
+                    await asyncio.wait_for(writer.wait_closed(), 1.0)
+
+        try:
+            return await asyncio.wait_for(check(), seconds)
+        except TimeoutError:
+            raise OriginTimeout(f"health check: no answer within {seconds:g} s") from None
+        except (OSError, ssl.SSLError) as exc:
+            raise OriginUnreachable(f"health check: {getattr(exc, 'strerror', None) or exc}") from exc
+
     # -- requests --------------------------------------------------------------------------------
     async def request(self, request: OriginRequest, on_interim: InterimSink | None = None) -> OriginResponse:
         """Send ``request``; return once the final response head arrived (interim ones are relayed)."""
@@ -396,7 +448,7 @@ class OriginPool:
                         conn.transport.close()
                     if failed.before_response and retriable and attempt == 0:
                         continue  # closed before answering (often a stale keep-alive one): once more, fresh
-                    raise OriginUnreachable(str(failed)) from None
+                    raise OriginUnreachable(str(failed), before_response=failed.before_response) from None
                 except TimeoutError:
                     if conn.transport is not None:
                         conn.transport.close()
@@ -414,8 +466,8 @@ class OriginPool:
         self, conn: OriginConnection, request: OriginRequest, on_interim: InterimSink | None
     ) -> OriginResponse:
         conn.message_done = False
-        target = request.url.raw_path_qs or "/"
-        lines = [f"{request.method} {target} HTTP/1.1\r\n"]
+        target = self.prefix + request.target if self.prefix else request.target
+        lines = [f"{request.method} {target} HTTP/1.1\r\n", f"Host: {request.host or self.authority}\r\n"]
         has_length = False
         for name, value in request.headers:
             lowered = name.lower()
@@ -442,7 +494,7 @@ class OriginPool:
         return OriginResponse(head.status, head.reason, head.headers, head.content_length, conn, reusable,
                               read_timeout, self._slots)  # fmt: skip
 
-    async def _send_body(self, conn: OriginConnection, body: AsyncIterator[bytes], chunked: bool) -> None:
+    async def _send_body(self, conn: OriginConnection, body: AsyncIterable[bytes], chunked: bool) -> None:
         async for data in body:
             conn.write(chunk(data) if chunked else data)
             await conn.drain()
@@ -450,13 +502,7 @@ class OriginPool:
             conn.write(b"0\r\n\r\n")
 
 
-async def send_to_origin(
-    pool: OriginPool, request: OriginRequest, on_interim: InterimSink | None = None
-) -> OriginResponse:
-    """Send ``request`` and return the response once its head arrived; raises :class:`OriginUnreachable`
-    (→ 502) or :class:`OriginTimeout` (→ 504)."""
-    return await pool.request(request, on_interim)
-
-
-def create_origin_pool(origin: URL, settings: UpstreamSettings) -> OriginPool:
-    return OriginPool(origin, settings)
+async def send_to_origin(request: OriginRequest, on_interim: InterimSink | None = None) -> OriginResponse:
+    """Send ``request`` to its site's origins and return the response once its head arrived; raises
+    :class:`OriginUnreachable` (→ 502), :class:`OriginTimeout` (→ 504) or ``OriginsDown`` (→ 503)."""
+    return await request.route.send(request, on_interim)

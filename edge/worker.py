@@ -17,7 +17,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 from aiohttp import ClientSession, web
-from yarl import URL
 
 from edge import signals
 from edge.accesslog import AccessLog, reopen_log_files
@@ -26,17 +25,16 @@ from edge.cache import crossfill
 from edge.cache.coalesce import KeyLocks
 from edge.cache.context import CacheContext
 from edge.cache.driver import Cache
-from edge.cache.keys import CacheKeys
 from edge.catchup import catch_up_with_control_plane
 from edge.config import ConfigError, EdgeSettings
 from edge.purge import PurgeLog, Purger
 from edge.runtime import EdgeRuntime
 from edge.server.protocol import Listener, listen
+from edge.sites import SiteTable, build_site
 from edge.store.disk import DiskStore
 from edge.store.memory import MemoryStore
 from edge.store.tiered import TieredStore
 from edge.tls import server_ssl_context
-from edge.upstream import OriginPool
 
 log = logging.getLogger("edge.worker")
 
@@ -76,7 +74,7 @@ class EdgeWorker:
         self.runtime = runtime or EdgeRuntime(settings, node_name)
         self.runtime.request_reload = request_reload
         self.session: ClientSession | None = None
-        self.pool: OriginPool | None = None
+        self.sites: SiteTable | None = None
         self.context: CacheContext | None = None
         self.service: Cache | None = None
         self.access_log: AccessLog | None = None
@@ -91,8 +89,9 @@ class EdgeWorker:
         settings = self.settings
         cache = settings.cache
         self.session = ClientSession()  # the control plane's client (catch-up), not the origin's
-        self.pool = OriginPool(URL(settings.origin), settings.upstream)
         cache_dir = Path(settings.cache_dir)
+        self.sites = SiteTable([build_site(settings, site, cache_dir / "origins") for site in settings.site_list()])
+        self.sites.start()
         memory = MemoryStore(cache.memory_max_bytes, cache.memory_max_object_bytes) if cache.memory_max_bytes else None
         disk: DiskStore | None = None
         if cache.enabled:
@@ -101,15 +100,12 @@ class EdgeWorker:
         else:
             memory = None
         store = TieredStore(memory, disk, cache.memory_max_object_bytes)
-        origin = URL(settings.origin)
         self.context = CacheContext(
             settings=settings,
             node_name=self.node_name,
-            origin=origin,
-            pool=self.pool,
+            sites=self.sites,
             store=store,
             purger=Purger(PurgeLog(cache_dir / "purge"), store),
-            keys=CacheKeys(cache, origin, settings.upstream.preserve_host),
             # Collapsing across workers needs a lock per key in a shared file; one worker needs none.
             key_locks=KeyLocks(str(cache_dir / "fill.locks")) if cache.enabled and settings.workers > 1 else None,
         )
@@ -178,8 +174,8 @@ class EdgeWorker:
             self.access_log.close()
         if self.session is not None:
             await self.session.close()
-        if self.pool is not None:
-            await self.pool.close()
+        if self.sites is not None:
+            await self.sites.close()
 
 
 async def serve_worker(settings: EdgeSettings, node_name: str, public: socket.socket, admin: socket.socket) -> None:

@@ -21,15 +21,16 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8081, help="port, 0 for any free one (default 8081)")
+    parser.add_argument("--name", default="", help="sent as X-Stub-Name on every response (several instances)")
     return parser.parse_args(argv)
 
 
-async def _serve(host: str, port: int) -> None:
+async def _serve(host: str, port: int, name: str = "") -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    async with OriginStubServer(host, port) as server:
+    async with OriginStubServer(host, port, name) as server:
         print(f"origin_stub listening on {server.url}", flush=True)
         await stop.wait()
 
@@ -46,7 +47,7 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
 def main(argv: Sequence[str] | None = None) -> None:
     args = _parse_args(argv)
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-        runner.run(_serve(args.host, args.port))
+        runner.run(_serve(args.host, args.port, args.name))
     sys.stdout.flush()
 
 

@@ -499,6 +499,38 @@ async def get_log(request: web.Request) -> web.Response:
     return web.json_response(request.app[STATE_KEY].log.get(path, []))
 
 
+async def handle_healthz(request: web.Request) -> web.Response:
+    """``GET /healthz``: 200 ``ok``, or the status ``/_stub/health`` set (a failing health check)."""
+    status = request.app[STATE_KEY].health_status
+    return web.Response(status=status, text="ok\n" if status == 200 else "unhealthy on purpose\n")
+
+
+def _status_param(request: web.Request) -> int | None:
+    raw = request.query.get("status", "")
+    if not raw.isdigit() or not (int(raw) == 0 or 100 <= int(raw) <= 599):
+        return None
+    return int(raw)
+
+
+async def post_health(request: web.Request) -> web.Response:
+    """``POST /_stub/health?status=503``: /healthz answers that (200 restores it)."""
+    status = _status_param(request)
+    if status is None or status == 0:
+        return _text(400, "bad parameter: status must be an HTTP status")
+    request.app[STATE_KEY].health_status = status
+    return web.json_response({"health_status": status})
+
+
+async def post_fail(request: web.Request) -> web.Response:
+    """``POST /_stub/fail?status=500``: every data-plane request but /healthz gets that status
+    (``status=0`` restores normal answers)."""
+    status = _status_param(request)
+    if status is None:
+        return _text(400, "bad parameter: status must be 0 or an HTTP status")
+    request.app[STATE_KEY].fail_status = status
+    return web.json_response({"fail_status": status})
+
+
 async def post_reset(request: web.Request) -> web.Response:
     request.app[STATE_KEY].reset()
     return web.json_response({"reset": True})
@@ -584,11 +616,22 @@ async def _count_and_track(request: web.Request, handler: Handler) -> web.Stream
     conn = request.protocol
     state.busy[conn] += 1
     try:
-        return await handler(request)
+        if state.fail_status and not _is_control(path) and path != "/healthz":
+            failing = web.Response(status=state.fail_status, text="failing on purpose (/_stub/fail)\n")
+        else:
+            failing = None
+        return failing if failing is not None else await handler(request)
     finally:
         state.busy[conn] -= 1
         if state.busy[conn] <= 0:
             del state.busy[conn]
+
+
+async def _name_response(request: web.Request, response: web.StreamResponse) -> None:
+    """``X-Stub-Name`` on data-plane responses of a named instance (which one answered)."""
+    name = request.app[STATE_KEY].name
+    if name and not _is_control(split_target(request)[0]):
+        response.headers["X-Stub-Name"] = name
 
 
 def create_origin_app() -> web.Application:
@@ -596,6 +639,7 @@ def create_origin_app() -> web.Application:
     # Scripts may carry literal bodies of a few MiB; data-plane bodies are streamed, never read.
     app = web.Application(middlewares=[_count_and_track], client_max_size=_MAX_SCRIPT_SIZE)
     app[STATE_KEY] = StubState()
+    app.on_response_prepare.append(_name_response)
     r = app.router
     r.add_get("/", handle_index)
     r.add_get("/static/{file}", handle_static)
@@ -611,6 +655,9 @@ def create_origin_app() -> web.Application:
     r.add_get("/_stub/log", get_log)
     r.add_post("/_stub/reset", post_reset)
     r.add_post("/_stub/refuse", post_refuse)
+    r.add_get("/healthz", handle_healthz)
+    r.add_post("/_stub/health", post_health)
+    r.add_post("/_stub/fail", post_fail)
     return app
 
 
@@ -620,11 +667,12 @@ class OriginStubServer:
     ``async with OriginStubServer() as origin: ... origin.url ...``
     """
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, name: str = "") -> None:
         self._host = host
         self._requested_port = port
         self._app = create_origin_app()
         self._state = self._app[STATE_KEY]
+        self._state.name = name
         self._state.refuser = self.refuse_connections
         self._runner: web.AppRunner | None = None
         self._site: web.TCPSite | None = None

@@ -70,6 +70,10 @@ class StubState:
     log: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
     LOG_PER_PATH = 1000
+    # Failure modes set through /_stub/health and /_stub/fail (0: behave).
+    health_status: int = 200
+    fail_status: int = 0
+    name: str = ""  # sent as X-Stub-Name on every data-plane response (several instances in one test)
 
     def count(self, path: str, target: str) -> None:
         self.total += 1
@@ -93,3 +97,5 @@ class StubState:
         self.scripts.clear()
         self.recorded.clear()
         self.log.clear()
+        self.health_status = 200
+        self.fail_status = 0

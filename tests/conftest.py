@@ -41,15 +41,17 @@ async def origin() -> AsyncIterator[OriginStubServer]:
         await server.stop()
 
 
-def make_settings(origin_url: str, tmp_path: Path, **overrides: Any) -> EdgeSettings:
+def make_settings(origin_url: str | None, tmp_path: Path, **overrides: Any) -> EdgeSettings:
+    """Settings for a test edge; ``origin_url=None``: only the ``sites`` given in ``overrides``."""
     data: dict[str, Any] = {
-        "origin": origin_url,
         "listen": "127.0.0.1:0",
         "admin_listen": "127.0.0.1:0",
         "cache_dir": str(tmp_path / "cache"),
         "workers": 1,
         "name": EDGE_NAME,
     }
+    if origin_url is not None:
+        data["origin"] = origin_url
     data.update(overrides)
     return EdgeSettings.model_validate(data)
 
@@ -63,7 +65,7 @@ async def start_edge(tmp_path: Path) -> AsyncIterator[EdgeFactory]:
     (and, with ``with_admin``, its admin listener too)."""
     edges: list[InProcessEdge] = []
 
-    async def start(origin_url: str, *, port: int = 0, with_admin: bool = False, **overrides: Any) -> Any:
+    async def start(origin_url: str | None, *, port: int = 0, with_admin: bool = False, **overrides: Any) -> Any:
         settings = make_settings(origin_url, tmp_path, **overrides)
         edge = await start_in_process(settings, settings.name or EDGE_NAME, port)
         edges.append(edge)

@@ -7,17 +7,14 @@ import time
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
 
-from yarl import URL
-
 from edge.cache.coalesce import Coalescer, KeyLocks
-from edge.cache.keys import CacheKeys
 from edge.config import CacheSettings, EdgeSettings
 from edge.http import policy
 from edge.metrics import CacheCounters
 from edge.purge import Purger
+from edge.sites import SiteTable
 from edge.store.base import CachedObject
 from edge.store.tiered import TieredStore
-from edge.upstream import OriginPool
 
 
 def policy_config(settings: CacheSettings) -> policy.PolicyConfig:
@@ -35,11 +32,9 @@ def policy_config(settings: CacheSettings) -> policy.PolicyConfig:
 class CacheContext:
     settings: EdgeSettings
     node_name: str
-    origin: URL
-    pool: OriginPool
+    sites: SiteTable
     store: TieredStore
     purger: Purger
-    keys: CacheKeys
     key_locks: KeyLocks | None = None
     counters: CacheCounters = field(default_factory=CacheCounters)
     coalescer: Coalescer = field(default_factory=Coalescer)

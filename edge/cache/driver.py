@@ -30,12 +30,13 @@ from edge.cache import partial, respond, revalidate, slices
 from edge.cache.context import CacheContext
 from edge.cache.hit import SLOW_REQUEST_FIELDS, HitPath
 from edge.cache.lookup import Verdict, look_up
-from edge.errors import ClientFault, EdgeError, LoopDetected
-from edge.forward import origin_target, stripped_fields
+from edge.errors import ClientFault, EdgeError, LoopDetected, Misdirected
+from edge.forward import client_host, origin_target, stripped_fields
 from edge.http import coding, forwarding, invalidation, policy, validation, vary
 from edge.http.cachestatus import CacheStatus
 from edge.http.headers import HeaderList
 from edge.server.exchange import Exchange, RequestHead
+from edge.sites import site_tags
 from edge.store.base import CachedObject, StoredMeta
 from edge.store.tiered import close_handle
 from edge.upstream import decode_raw_headers
@@ -67,6 +68,11 @@ class Cache:
             received = head.headers
             if forwarding.is_loop(received, ctx.node_name):
                 raise LoopDetected(f"request loop: it already passed through {ctx.node_name}")
+            site = ctx.sites.for_host(head.host)
+            if site is None:
+                shown = client_host(head)[:200] or "(none)"
+                raise Misdirected(f"no site of this edge serves host {shown!r}")
+            ex.site = site
             if head.method == "PURGE":
                 await self._purge_one_url(ex)
                 return
@@ -94,7 +100,7 @@ class Cache:
                 ex.abort()
                 return
             status = CacheStatus(ctx.node_name, fwd="miss", detail=exc.reason[:80])
-            await respond.error(ctx, ex, exc.status, exc.reason, status)
+            await respond.error(ctx, ex, exc.status, exc.reason, status, exc.headers)
 
     def completed(self, ex: Exchange) -> None:
         if self.access_log is None:
@@ -104,7 +110,7 @@ class Cache:
         self.access_log.record(
             time.time(), head.peer, head.method, head.raw_target, head.version, ex.status, sent, ex.cache_label,
             ex.cache_status, ex.origin_ms, (time.perf_counter() - head.started) * 1000, head.referer,
-            head.user_agent,
+            head.user_agent, ex.site.name if ex.site is not None else None, ex.origin_label,
         )  # fmt: skip
 
     def refused(self, peer: str | None, status: int, reason: str, request: str) -> None:
@@ -120,7 +126,7 @@ class Cache:
     async def _cacheable(self, ex: Exchange, received: HeaderList, target: str) -> None:
         ctx = self.ctx
         node = ctx.node_name
-        key = ctx.keys.for_request(ex.head, target)
+        key = ex.site.keys.for_request(ex.head, target)
         lookup = await look_up(ctx, ex, received, key)
         found = lookup.found
         try:
@@ -156,7 +162,7 @@ class Cache:
                     assert lookup.fill is not None
                     await fills.serve(ctx, ex, received, target, key, lookup.fill, lookup.fwd, True, stale=None)
                 case Verdict.PARTIAL:
-                    if ctx.cache_settings.slice_size > 0:
+                    if ex.site.slice_size > 0:
                         await slices.serve(ctx, ex, received, target, key, lookup.fwd)
                     else:
                         await partial.serve(ctx, ex, received, target, key, lookup.fwd)
@@ -199,25 +205,27 @@ class Cache:
         head = ex.head
         upstream = await fills.send(ctx, ex, fills.origin_request(ctx, ex, target))
         headers = forwarding.strip_hop_by_hop(decode_raw_headers(upstream.raw_headers))
-        host = head.host.decode("latin-1").strip() if head.host else ctx.origin.raw_authority
+        site = ex.site
+        host = client_host(head) or site.name
         request_url = f"{head.scheme}://{host}{target}"
         now = time.time()
         if invalidation.is_unsafe(head.method):
             for url in invalidation.invalidation_targets(head.method, upstream.status, request_url, headers):
-                await ctx.purger.invalidate(ctx.keys.for_url(url), now)  # every worker, before the client hears
+                await ctx.purger.invalidate(site.keys.for_url(url), now)  # every worker, before the client hears
         if head.method == "POST" and self.enabled:
             decision = policy.post_response_storable(upstream.status, request_url, received, headers, ctx.policy)
             fields = vary.vary_fields(headers)
             if decision.store and fields is not None:
                 # RFC 9110 §9.3.3: this answer is what a GET of the target URI returns now.
-                key = ctx.keys.for_request(head, target)
+                key = site.keys.for_request(head, target)
                 stored_at = max(time.time(), ctx.purger.log.invalidated_at(key) + 1e-6)
                 secondary = vary.secondary_key(fields, received)
                 meta = StoredMeta(
                     key=key, variant=vary.variant_id(secondary) if fields else "", vary=fields, secondary=secondary,
                     status=upstream.status, reason=upstream.reason or "",
                     headers=tuple(respond.without_fields(headers, (*decision.strip_fields, *respond.FRAMING_FIELDS))),
-                    request_time=now, response_time=now, size=0, checksum="", tags=fills.surrogate_keys(headers),
+                    request_time=now, response_time=now, size=0, checksum="",
+                    tags=site_tags(site.name, fills.surrogate_keys(headers)),
                     stored_at=stored_at,
                 )  # fmt: skip
                 status = CacheStatus(ctx.node_name, fwd="method", fwd_status=upstream.status, stored=True,
@@ -241,7 +249,7 @@ class Cache:
         if not self.enabled:
             await _json(ex, 404, {"error": "caching is disabled"})
             return
-        key = ctx.keys.for_request(ex.head, origin_target(ex.head))
+        key = ex.site.keys.for_request(ex.head, origin_target(ex.head))
         soft = (ex.head.header("Soft-Purge") or "").strip() in ("1", "true")
         record, affected = await ctx.purger.purge("urls", [key], soft, f"l-{uuid.uuid4().hex[:12]}")
         ctx.counters.purges["urls"] = ctx.counters.purges.get("urls", 0) + 1

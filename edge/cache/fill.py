@@ -34,11 +34,12 @@ from edge.cache.coalesce import Fill, FillAborted
 from edge.cache.context import CacheContext
 from edge.cache.outcomes import FillOutcome, OriginFailed, Refreshed, Shared, StoredElsewhere, Unshared
 from edge.errors import EdgeError, OriginBodyBroken
-from edge.forward import origin_headers, upstream_url
+from edge.forward import client_host, origin_headers
 from edge.http import coding, forwarding, parts, policy, ranges, validation, vary
 from edge.http.cachestatus import CacheStatus, FwdReason
 from edge.http.headers import HeaderList, get_all, get_first, split_all
 from edge.server.exchange import Exchange
+from edge.sites import site_tags
 from edge.store.base import BodyChecksum, CachedObject, StoredMeta, StoreWriter
 from edge.store.tiered import close_handle
 from edge.upstream import OriginRequest, OriginResponse, decode_raw_headers, iter_body, send_to_origin
@@ -100,19 +101,27 @@ def ttl_of(ctx: CacheContext, meta: StoredMeta) -> int:
 def origin_request(
     ctx: CacheContext, ex: Exchange, target: str, *, method: str | None = None, drop: Iterable[str] = ()
 ) -> OriginRequest:
-    """The client's request as the origin receives it (``drop``: fields the cache answers itself)."""
+    """The client's request as the origin receives it (``drop``: fields the cache answers itself),
+    for one of its site's origins."""
+    site = ex.site
+    host = client_host(ex.head)
+    keyed_host = host if site.preserve_host and host else None
     return OriginRequest(
         method=method or ex.head.method,
-        url=upstream_url(ctx.origin, target),
-        headers=origin_headers(ex.head, ctx.settings, ctx.origin, ctx.node_name, drop),
+        target=target,
+        headers=origin_headers(ex.head, ctx.settings, keyed_host, ctx.node_name, drop),
+        route=site.origins,
+        host=keyed_host,
         body=ex.body_chunks() if ex.body is not None else None,
+        affinity=site.keys.for_request(ex.head, target),
     )
 
 
 async def send(ctx: CacheContext, ex: Exchange, request: OriginRequest, *, interim: bool = True) -> OriginResponse:
     """Send to the origin on behalf of one client, timing it for Server-Timing and the access log."""
     started = time.monotonic()
-    upstream = await send_to_origin(ctx.pool, request, on_interim=ex.interim if interim else None)
+    upstream = await send_to_origin(request, on_interim=ex.interim if interim else None)
+    ex.origin_label = upstream.origin_label
     elapsed = time.monotonic() - started
     ex.origin_ms = elapsed * 1000
     ctx.counters.observe_origin(elapsed)
@@ -241,7 +250,8 @@ async def run(
                 crossfill.clear_stale(ctx, lock_name)  # a record left by a worker that died mid-fill
         # 2. Ask the origin.
         request_time = time.time()
-        upstream = await send_to_origin(ctx.pool, request, on_interim=owner.interim if owner else None)
+        upstream = await send_to_origin(request, on_interim=owner.interim if owner else None)
+        fill.origin_label = upstream.origin_label
         response_time = time.time()
         ctx.counters.observe_origin(response_time - request_time)
         fill.origin_ms = (response_time - request_time) * 1000
@@ -258,7 +268,7 @@ async def run(
             upstream.release()
             upstream = None
             request_time = time.time()
-            upstream = await send_to_origin(ctx.pool, revalidate.unconditional(request))
+            upstream = await send_to_origin(revalidate.unconditional(request))
             response_time = time.time()
             headers = _from_origin(upstream)
         status = upstream.status
@@ -332,7 +342,8 @@ async def run(
         meta = StoredMeta(
             key=key, variant=variant, status=status, reason=reason, headers=tuple(stored_headers),
             request_time=request_time, response_time=response_time, size=0, checksum="", vary=tuple(fields),
-            secondary=secondary, tags=surrogate_keys(headers), stored_at=fill.started_at,
+            secondary=secondary, tags=site_tags(request.route.name, surrogate_keys(headers)),
+            stored_at=fill.started_at,
         )  # fmt: skip
         announce = crossfill.Announcement(ctx, lock_name, fill, meta, shared) if locked and lock_name else None
         try:
@@ -580,6 +591,7 @@ async def serve(
     reader = fill.open_reader()
     try:
         outcome = await fill.wait_outcome()
+        ex.origin_label = fill.origin_label
         if not collapsed:
             ex.origin_ms = fill.origin_ms
     except FillAborted:

@@ -58,7 +58,7 @@ class HitPath:
         self.ctx = ctx
         self.access_log = access_log
         self.memory = ctx.store.memory
-        self.enabled = ctx.store.memory is not None and not ctx.settings.upstream.preserve_host
+        self.enabled = ctx.store.memory is not None
         compression = ctx.settings.compression
         self.codings = tuple(compression.algorithms) if compression.enabled else ()
         # With compression, an object that varies only by Accept-Encoding is found by the variant id
@@ -110,7 +110,10 @@ class HitPath:
         purger = ctx.purger
         if purger.behind():
             return None  # another worker published a purge: apply it first (general path)
-        key = ctx.keys.for_target(target.decode("latin-1"))
+        site = ctx.sites.for_host(head.host)
+        if site is None or site.preserve_host:
+            return None  # no site (421) or a key with the client's Host: the general path
+        key = site.keys.for_target(target.decode("latin-1"))
         assert self.memory is not None
         obj = self.memory.get_now(key, count=not self.codings)
         if obj is None and self.codings:
@@ -163,6 +166,7 @@ class HitPath:
             self.access_log.record(
                 now, head.peer, method, target, head.version, int(hot.head[9:12]), sent, "HIT",
                 hot.status_prefix[14:].decode("latin-1") + str(ttl), None, elapsed, head.referer, head.user_agent,
+                site.name,
             )  # fmt: skip
         if method == "HEAD" or not hot.size:
             return (hot.head + tail + b"\r\n",)

@@ -29,11 +29,18 @@ def key_config(settings: CacheSettings) -> cachekey.CacheKeyConfig:
 
 
 class CacheKeys:
-    def __init__(self, settings: CacheSettings, origin: URL, preserve_host: bool) -> None:
+    """The keys of one site.  ``namespace`` starts every key of a configured site (``site:<name>:``),
+    so two sites never share an object whatever their hosts; the ``origin`` shorthand's site has
+    none, and its keys are the URLs they always were (stored objects and purges carry over)."""
+
+    def __init__(
+        self, settings: CacheSettings, origin: URL, preserve_host: bool, namespace: str = ""
+    ) -> None:
         self.config = key_config(settings)
         self.origin_scheme = origin.scheme
         self.origin_authority = origin.raw_authority or ""
         self.preserve_host = preserve_host
+        self.namespace = namespace
         self._memo: LRU[str, str] = LRU(MEMO_SIZE)
 
     def for_target(self, target: str) -> str:
@@ -41,7 +48,7 @@ class CacheKeys:
         key = self._memo.get(target)
         if key is None:
             path, mark, query = target.partition("?")
-            key = cachekey.cache_key(
+            key = self.namespace + cachekey.cache_key(
                 self.origin_scheme, self.origin_authority, path, query if mark else None, self.config
             )
             self._memo[target] = key
@@ -53,13 +60,13 @@ class CacheKeys:
         host = head.host.decode("latin-1").strip(" \t") if head.host else self.origin_authority
         path, mark, query = target.partition("?")
         authority = host or self.origin_authority
-        return cachekey.cache_key(head.scheme, authority, path, query if mark else None, self.config)
+        return self.namespace + cachekey.cache_key(head.scheme, authority, path, query if mark else None, self.config)
 
     def for_url(self, url: str) -> str:
         """The key (or key prefix) an absolute URL names, by the same rule as :meth:`for_request`."""
         normalized = cachekey.normalize_url(url, self.config)
         if self.preserve_host:
-            return normalized
+            return self.namespace + normalized
         parts = urlsplit(url)
         target = parts.path or "/"
         if parts.query or url.endswith("?"):

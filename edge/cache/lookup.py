@@ -98,7 +98,7 @@ def _miss(ctx: CacheContext, ex: Exchange, received: HeaderList, key: str, fwd: 
     if remembered is not None:
         return Lookup(Verdict.HIT_FOR_MISS, fwd, detail=remembered)
     settings = ctx.cache_settings
-    if settings.slice_size > 0 or (settings.range_miss == "part" and ranges.range_value(received) is not None):
+    if ex.site.slice_size > 0 or (settings.range_miss == "part" and ranges.range_value(received) is not None):
         return Lookup(Verdict.PARTIAL, fwd)
     joined = fills.join(ctx, fills.complete_fill_key(ctx, key, received), key)
     if joined is not None:

@@ -21,20 +21,17 @@ from edge.upstream import OriginRequest
 
 def conditional(request: OriginRequest, meta: StoredMeta) -> OriginRequest:
     """A conditional GET for one stored response (§4.3.1); ``request`` has no client conditionals."""
-    return OriginRequest(
-        method="GET",
-        url=request.url,
-        headers=[*request.headers, *validation.conditional_headers([meta.headers])],
-        body=None,
-    )
+    return replace(request, method="GET", headers=[*request.headers, *validation.conditional_headers([meta.headers])],
+                   body=None)  # fmt: skip
 
 
 def unconditional(request: OriginRequest) -> OriginRequest:
     """The same request without any conditional field (a 304 that matched nothing stored)."""
-    return OriginRequest(
+    return replace(
+        request,
         method="GET",
-        url=request.url,
         headers=[(n, v) for n, v in request.headers if n.lower() not in validation.CONDITIONAL_REQUEST_FIELDS],
+        body=None,
     )
 
 

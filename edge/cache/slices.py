@@ -73,7 +73,7 @@ class SliceChanged(Exception):
 
 
 async def serve(ctx: CacheContext, ex: Exchange, received: HeaderList, target: str, key: str, fwd: FwdReason) -> None:
-    size = ctx.cache_settings.slice_size
+    size = ex.site.slice_size
     value = ranges.range_value(received, "GET")
     for attempt in range(2):
         try:

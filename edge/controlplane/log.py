@@ -85,6 +85,7 @@ class ClusterPurge:
     values: tuple[str, ...]
     soft: bool
     created_at: float
+    site: str | None = None  # limits a prefix, tag or purge-all to one site of the edges
 
     def edge_body(self) -> dict[str, Any]:
         """The exact body ``POST {admin_url}/purge`` gets: the request plus ``id`` and ``cluster_seq``."""
@@ -98,6 +99,8 @@ class ClusterPurge:
         else:
             body = {"all": True}
         body.update(soft=self.soft, id=self.id, cluster_seq=self.seq)
+        if self.site is not None:
+            body["site"] = self.site
         return body
 
     def to_json(self) -> dict[str, Any]:
@@ -107,6 +110,7 @@ class ClusterPurge:
             "id": self.id,
             "kind": self.kind,
             "values": list(self.values),
+            "site": self.site,
             "soft": self.soft,
             "created_at": self.created_at,
             "body": self.edge_body(),
@@ -188,13 +192,16 @@ class LogPage:
 
 
 def _record(row: Sequence[Any]) -> ClusterPurge:
+    stored = json.loads(row[3])  # a list of values, or {"values": [...], "site": name} (a site's purge)
+    values, site = (stored["values"], stored.get("site")) if isinstance(stored, dict) else (stored, None)
     return ClusterPurge(
         seq=int(row[0]),
         id=str(row[1]),
         kind=cast(PurgeKind, row[2]),
-        values=tuple(json.loads(row[3])),
+        values=tuple(values),
         soft=bool(row[4]),
         created_at=float(row[5]),
+        site=None if site is None else str(site),
     )
 
 
@@ -329,10 +336,12 @@ class ClusterPurgeLog:
                 values=request.values,
                 soft=request.soft,
                 created_at=self._clock(),
+                site=request.site,
             )
+            stored: Any = record.values if record.site is None else {"values": record.values, "site": record.site}
             conn.execute(
                 f"INSERT INTO purges ({_RECORD_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)",
-                (seq, record.id, record.kind, json.dumps(record.values), int(record.soft), record.created_at),
+                (seq, record.id, record.kind, json.dumps(stored), int(record.soft), record.created_at),
             )
             conn.execute("UPDATE meta SET value = ? WHERE name = 'last_seq'", (str(seq),))
             pruned = self._prune_in(conn, seq, record.created_at)

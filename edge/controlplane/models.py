@@ -27,7 +27,14 @@ from pydantic import (
     model_validator,
 )
 
-from edge.config import ConfigError, format_validation_error, is_loopback_host, parse_host_port, read_toml
+from edge.config import (
+    SITE_NAME_CHARS,
+    ConfigError,
+    format_validation_error,
+    is_loopback_host,
+    parse_host_port,
+    read_toml,
+)
 from edge.http.cachekey import normalize_url
 
 __all__ = [
@@ -75,6 +82,14 @@ class PurgeRequest(BaseModel):
     tags: list[StrictStr] | None = Field(default=None, min_length=1, max_length=MAX_VALUES)
     all: StrictBool | None = None
     soft: StrictBool = False
+    site: StrictStr | None = None  # edges' site: limits prefix, tags and all to it (URLs: by their host)
+
+    @field_validator("site")
+    @classmethod
+    def _site_name(cls, value: str | None) -> str | None:
+        if value is not None and (not value or any(c not in SITE_NAME_CHARS for c in value)):
+            raise ValueError(f"not a site name: {value[:100]!r}")
+        return value
 
     @field_validator("urls")
     @classmethod

@@ -75,6 +75,7 @@ class CacheStatus:
     collapsed: bool | None = None
     key: str | None = None
     detail: str | None = None
+    fwd_origin: str | None = None  # extension parameter: which origin server answered
 
     def __post_init__(self) -> None:
         if not self.cache_name or not _printable(self.cache_name):
@@ -108,6 +109,8 @@ class CacheStatus:
             params["key"] = _sanitize(self.key)
         if self.detail is not None:
             params["detail"] = _token_or_string(_sanitize(self.detail))
+        if self.fwd_origin is not None:
+            params["fwd-origin"] = _sanitize(self.fwd_origin)
         return item
 
     def serialize(self) -> str:

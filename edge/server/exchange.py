@@ -14,7 +14,7 @@ import asyncio
 import collections
 import os
 from collections.abc import AsyncIterator, Iterable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from edge.server.flow import WRITE_HIGH_WATER, WRITE_LOW_WATER, ClientGone
 from edge.server.wire import CRLF, LAST_CHUNK, chunk, header_block, http_date, status_line
@@ -195,8 +195,10 @@ class Exchange:
         "finished",
         "head",
         "lookup_ms",
+        "origin_label",
         "origin_ms",
         "protocol",
+        "site",
         "started",
         "status",
     )
@@ -217,6 +219,8 @@ class Exchange:
         self.cache_status: str | None = None
         self.lookup_ms: float | None = None
         self.origin_ms: float | None = None
+        self.origin_label: str | None = None  # which origin answered, when one did
+        self.site: Any = None  # the cache layer's Site, once the request's Host chose one
 
     # -- request body ------------------------------------------------------------------------
     async def body_chunks(self) -> AsyncIterator[bytes]:

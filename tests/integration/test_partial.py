@@ -213,7 +213,8 @@ async def test_scattered_parts_are_capped(origin: OriginStubServer, edge: TestSe
         first = index * 100
         status, _, body, _ = await fetch(edge, path, {"Range": f"bytes={first}-{first + 9}"})
         assert (status, body) == (206, full[first : first + 10])
-    stored = await edge.worker.context.store.parts(edge.worker.context.keys.for_url(str(edge.make_url(path))))
+    context = edge.worker.context
+    stored = await context.store.parts(context.sites.sites[0].keys.for_url(str(edge.make_url(path))))
     assert len(stored) == MAX_PARTS
     # The newest are kept.
     status, headers, _, _ = await fetch(

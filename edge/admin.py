@@ -32,7 +32,7 @@ from edge.config import EdgeSettings
 from edge.http import policy
 from edge.http.headers import get_first
 from edge.jsonbody import BadJsonBody, read_json
-from edge.metrics import StatsCollector, collect_worker_stats, publish_stats_forever, summarize
+from edge.metrics import StatsCollector, collect_worker_stats, merge_origins, publish_stats_forever, summarize
 from edge.runtime import EdgeRuntime
 from edge.sites import purge_targets, visible_tags
 
@@ -275,6 +275,22 @@ async def readyz(request: web.Request) -> web.Response:
 # -- statistics across workers -------------------------------------------------------------------
 
 
+async def origins(request: web.Request) -> web.Response:
+    """GET /origins — per site and origin: state (up/down/backup), since, last error, in flight,
+    requests and failures, summed over this edge's workers (each worker's own state under ``workers``)."""
+    runtime = request.app[RUNTIME_KEY]
+    snapshots = await asyncio.to_thread(collect_worker_stats, request.app[SETTINGS_KEY], runtime)
+    sites: dict[str, dict[str, Any]] = {}
+    for row in merge_origins(snapshots):
+        site = sites.setdefault(row["site"], {"name": row["site"], "origins": []})
+        site["origins"].append({
+            "url": row["origin"], "state": row["state"], "backup": row["backup"], "weight": row["weight"],
+            "since": row["since"], "last_error": row["last_error"], "in_flight": row["in_flight"],
+            "requests": row["requests"], "failures": row["failures"], "workers": row["workers"],
+        })  # fmt: skip
+    return web.json_response({"edge": runtime.node_name, "sites": list(sites.values())})
+
+
 async def stats(request: web.Request) -> web.Response:
     """GET /stats — hit ratios by requests and bytes, tiers, evictions, corrupt files; all workers."""
     runtime = request.app[RUNTIME_KEY]
@@ -340,6 +356,7 @@ def openapi_document() -> dict[str, Any]:
                 }
             },
             "/stats": {"get": {"summary": "Hit ratios, tiers, evictions, corrupt files", "responses": json_ok}},
+            "/origins": {"get": {"summary": "Each site's origins: state, since, last error", "responses": json_ok}},
             "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "text"}}}},
             "/healthz": {"get": {"summary": "Liveness", "security": [], "responses": json_ok}},
             "/readyz": {
@@ -375,6 +392,7 @@ def create_admin_app(settings: EdgeSettings, runtime: EdgeRuntime) -> web.Applic
     app.router.add_post("/purge", purge)
     app.router.add_get("/cache", inspect)
     app.router.add_get("/stats", stats)
+    app.router.add_get("/origins", origins)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)

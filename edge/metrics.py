@@ -21,10 +21,12 @@ from typing import TYPE_CHECKING, Any
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
 from edge.config import EdgeSettings
+from edge.origins import LATENCY_BUCKETS
 from edge.store.disk import pid_alive
 
 if TYPE_CHECKING:
     from edge.runtime import EdgeRuntime
+    from edge.sites import SiteTable
 
 STATS_INTERVAL_S = 1.0
 
@@ -99,8 +101,47 @@ def worker_snapshot(runtime: EdgeRuntime) -> dict[str, Any]:
         origin_latency_sum=counters.origin_latency_sum,
         origin_latency_count=counters.origin_latency_count,
         tiers={tier.name: tier.stats() for tier in cache.store.tiers},
+        origins=origin_snapshot(cache.sites),
     )
     return snapshot
+
+
+def origin_snapshot(sites: SiteTable) -> list[dict[str, Any]]:
+    """This worker's view of every origin: health and counters."""
+    now = time.time()
+    rows: list[dict[str, Any]] = []
+    for site in sites.sites:
+        for origin in site.origins.origins:
+            rows.append({
+                "site": site.name, "origin": origin.label, "state": origin.state_name(now),
+                "backup": origin.settings.backup, "weight": origin.settings.weight,
+                "since": origin.health.since, "last_error": origin.health.last_error,
+                "in_flight": origin.in_flight, "requests": origin.requests, "failures": origin.failures,
+                "latency_buckets": list(origin.latency_buckets), "latency_sum": origin.latency_sum,
+            })  # fmt: skip
+    return rows
+
+
+def merge_origins(snapshots: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every worker's view of each origin, as one row: counters summed, the state the most recent
+    change (by ``since``) says, and each worker's own state alongside."""
+    merged: dict[tuple[str, str], dict[str, Any]] = {}
+    for item in snapshots:
+        pid = item.get("pid")
+        for row in item.get("origins", []):
+            ident = (str(row["site"]), str(row["origin"]))
+            entry = merged.get(ident)
+            if entry is None:
+                zeros = {"in_flight": 0, "requests": 0, "failures": 0, "latency_sum": 0.0, "workers": {}}
+                entry = merged[ident] = {**row, **zeros, "latency_buckets": [0] * len(row["latency_buckets"])}
+            elif float(row["since"]) > float(entry["since"]):
+                entry.update(state=row["state"], since=row["since"], last_error=row["last_error"])
+            for name in ("in_flight", "requests", "failures", "latency_sum"):
+                entry[name] += row[name]
+            entry["latency_buckets"] = [a + b for a, b in zip(entry["latency_buckets"], row["latency_buckets"],
+                                                              strict=False)]  # fmt: skip
+            entry["workers"][str(pid)] = row["state"]
+    return list(merged.values())
 
 
 def collect_worker_stats(settings: EdgeSettings, runtime: EdgeRuntime) -> list[dict[str, Any]]:
@@ -237,6 +278,29 @@ class StatsCollector:
         )
         latency.add_metric([self.edge], cumulative, latency_sum)
         yield latency
+        yield from self._origins()
+
+    def _origins(self) -> Any:
+        rows = merge_origins(self.snapshots)
+        up = GaugeMetricFamily("edgecache_origin_up", "1 while the origin is up (backups: available)",
+                               labels=["edge", "site", "origin"])  # fmt: skip
+        requests = CounterMetricFamily("edgecache_origin_requests", "Requests sent to the origin",
+                                       labels=["edge", "site", "origin"])  # fmt: skip
+        errors = CounterMetricFamily("edgecache_origin_errors", "Connect errors, timeouts and 5xx answers",
+                                     labels=["edge", "site", "origin"])  # fmt: skip
+        latency = HistogramMetricFamily("edgecache_origin_request_seconds", "Time to the origin's response head",
+                                        labels=["edge", "site", "origin"])  # fmt: skip
+        for row in rows:
+            labels = [self.edge, row["site"], row["origin"]]
+            up.add_metric(labels, 0 if row["state"] == "down" else 1)
+            requests.add_metric(labels, row["requests"])
+            errors.add_metric(labels, row["failures"])
+            cumulative, running = [], 0
+            for bound, count in zip([*map(str, LATENCY_BUCKETS), "+Inf"], row["latency_buckets"], strict=False):
+                running += count
+                cumulative.append((bound, running))
+            latency.add_metric(labels, cumulative, row["latency_sum"])
+        yield from (up, requests, errors, latency)
 
 
 

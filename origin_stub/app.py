@@ -22,6 +22,7 @@ import datetime as dt
 import hashlib
 import json
 import logging
+import ssl
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -667,8 +668,11 @@ class OriginStubServer:
     ``async with OriginStubServer() as origin: ... origin.url ...``
     """
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, name: str = "") -> None:
+    def __init__(
+        self, host: str = "127.0.0.1", port: int = 0, name: str = "", ssl_context: ssl.SSLContext | None = None
+    ) -> None:
         self._host = host
+        self._ssl = ssl_context  # set: the stub speaks HTTPS (origins behind TLS)
         self._requested_port = port
         self._app = create_origin_app()
         self._state = self._app[STATE_KEY]
@@ -699,7 +703,7 @@ class OriginStubServer:
     @property
     def url(self) -> str:
         host = f"[{self._host}]" if ":" in self._host else self._host
-        return f"http://{host}:{self.port}"
+        return f"{'https' if self._ssl else 'http'}://{host}:{self.port}"
 
     @property
     def refusing(self) -> bool:
@@ -745,7 +749,7 @@ class OriginStubServer:
 
     async def _listen(self, port: int) -> None:
         assert self._runner is not None
-        site = web.TCPSite(self._runner, self._host, port, reuse_address=True)
+        site = web.TCPSite(self._runner, self._host, port, reuse_address=True, ssl_context=self._ssl)
         await site.start()
         self._site = site
         self._listening.set()

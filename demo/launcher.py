@@ -1,4 +1,5 @@
-"""``make demo``: a local multi-region CDN on loopback — origin stub, three regional edges, the router.
+"""``make demo``: a local multi-region CDN on loopback — two origin instances, three regional edges
+(each balancing over both origins, with health checks), the router.
 
 Every component runs as its own process exactly as an operator would start it (the same CLIs and
 the same inventory file format), so the demo doubles as a smoke test of the real programs.  The
@@ -121,7 +122,9 @@ def env_int(name: str, default: int) -> int:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m demo", description=__doc__)
     parser.add_argument("--host", default=os.environ.get("DEMO_HOST", "127.0.0.1"))
-    parser.add_argument("--origin-port", type=int, default=env_int("DEMO_ORIGIN_PORT", 8000))
+    parser.add_argument(
+        "--origin-port", type=int, default=env_int("DEMO_ORIGIN_PORT", 8000), help="first origin port (then +1)"
+    )
     parser.add_argument("--router-port", type=int, default=env_int("DEMO_ROUTER_PORT", 8080))
     parser.add_argument("--router-admin-port", type=int, default=env_int("DEMO_ROUTER_ADMIN_PORT", 8081))
     parser.add_argument(
@@ -150,6 +153,19 @@ def write_inventory(path: Path, host: str, edge_port: int, admin_port: int) -> N
     path.write_text("".join(lines))
 
 
+ORIGINS = ("origin-a", "origin-b")
+
+
+def write_edge_config(path: Path, host: str, origin_port: int) -> None:
+    """Each edge's one site: every host, both origin instances, health-checked every second."""
+    origins = ", ".join(f'"http://{host}:{origin_port + index}"' for index in range(len(ORIGINS)))
+    path.write_text(
+        '[[sites]]\nname = "demo"\nhosts = ["*"]\n'
+        f"origins = [{origins}]\n"
+        'health = { path = "/healthz", interval = 1.0, timeout = 1.0, fall = 2, rise = 2 }\n'
+    )
+
+
 def guide(args: argparse.Namespace) -> str:
     host = args.host
     router = f"http://{host}:{args.router_port}"
@@ -165,7 +181,7 @@ def guide(args: argparse.Namespace) -> str:
     )
     return f"""
 edgecache demo is up: a CDN with three regions on {host}.
-  origin stub  : http://{host}:{args.origin_port}/   (counters: /_stub/counters)
+  origins      : http://{host}:{args.origin_port}/ and http://{host}:{args.origin_port + 1}/   (/_stub/counters)
 {edges}
   router       : {router}/   (admin {router_admin}: /route?ip=…, /health, /purge, /purges)
 
@@ -187,7 +203,13 @@ edgecache demo is up: a CDN with three regions on {host}.
   curl -s {router_admin}/purges                          # each purge, which edges applied it
   curl -si '{first_edge}/obj/hello?size=64&max_age=60'   # MISS again
 
-5. In a browser: open {router}/ — the router redirects to an edge, which serves and caches the demo page.
+5. Each edge balances over both origins (X-Stub-Name says which answered) and checks their health:
+  curl -s http://{host}:{args.admin_port}/origins       # state, since, last error, requests per origin
+  curl -s -X POST 'http://{host}:{args.origin_port}/_stub/refuse?seconds=30'   # origin-a stops answering
+  curl -si '{first_edge}/obj/any?size=64'               # still 200: from origin-b (fwd-origin in Cache-Status)
+  curl -s http://{host}:{args.admin_port}/origins       # origin-a: "down" with its last error; back after 30 s
+
+6. In a browser: open {router}/ — the router redirects to an edge, which serves and caches the demo page.
 
 Ctrl-C stops everything.
 """
@@ -197,14 +219,16 @@ def components_for(args: argparse.Namespace, inventory: Path) -> list[Component]
     python = sys.executable
     host = args.host
     workdir: Path = args.workdir
-    origin_url = f"http://{host}:{args.origin_port}"
     router_admin = f"http://{host}:{args.router_admin_port}"
     components = [
         Component(
-            "origin stub",
-            [python, "-m", "origin_stub", "--host", host, "--port", str(args.origin_port)],
-            f"{origin_url}/_stub/counters",
-        ),
+            name,
+            [python, "-m", "origin_stub", "--host", host, "--port", str(args.origin_port + index), "--name", name],
+            f"http://{host}:{args.origin_port + index}/_stub/counters",
+        )
+        for index, name in enumerate(ORIGINS)
+    ]
+    components += [
         Component(
             "router",
             [
@@ -236,8 +260,8 @@ def components_for(args: argparse.Namespace, inventory: Path) -> list[Component]
                     python,
                     "-m",
                     "edge",
-                    "--origin",
-                    origin_url,
+                    "--config",
+                    str(workdir / "edge.toml"),
                     "--listen",
                     f"{host}:{args.edge_port + index}",
                     "--admin-listen",
@@ -271,6 +295,7 @@ def main(argv: list[str] | None = None) -> None:
     workdir.mkdir(parents=True, exist_ok=True)
     inventory = workdir / "inventory.toml"
     write_inventory(inventory, args.host, args.edge_port, args.admin_port)
+    write_edge_config(workdir / "edge.toml", args.host, args.origin_port)
     components = components_for(args, inventory)
     code = 0
     try:
@@ -287,9 +312,10 @@ def main(argv: list[str] | None = None) -> None:
         wait_until_ready(components, deadline, lambda: stopping, "up")
         # Edges turn ready once they caught up with the router's purge log; then the router's
         # health checks must have seen every one of them up.
+        edges = {component.name: component for component in components}
         ready = [
             Component(f"edge {name} (ready)", [], f"http://{args.host}:{args.admin_port + index}/readyz",
-                      process=components[index + 2].process)
+                      process=edges[f"edge {name}"].process)
             for index, (name, *_rest) in enumerate(REGIONS)
         ]  # fmt: skip
         wait_until_ready(ready, deadline, lambda: stopping)

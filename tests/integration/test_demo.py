@@ -71,7 +71,7 @@ def get(
 
 
 def test_demo_end_to_end_and_clean_stop(tmp_path: Path) -> None:
-    origin_port, router_port, router_admin_port = free_port(), free_port(), free_port()
+    origin_port, router_port, router_admin_port = free_block(2), free_port(), free_port()
     edge_base, admin_base = free_block(3), free_block(3)
     process = subprocess.Popen(
         [
@@ -115,8 +115,15 @@ def test_demo_end_to_end_and_clean_stop(tmp_path: Path) -> None:
         status, _, page = get(f"{edge}/")
         assert status == 200
         assert b"edgecache demo" in page
+        # Each edge balances over the two origin instances and reports their health.
+        status, _, report = get(f"http://127.0.0.1:{admin_base}/origins")
+        origins = json.loads(report)["sites"][0]["origins"]
+        assert (status, [origin["state"] for origin in origins]) == (200, ["up", "up"])
+        get(f"http://127.0.0.1:{origin_port}/_stub/refuse?seconds=20", method="POST")
+        named = {get(f"{edge}/obj/failover{index}?size=8")[1].get("X-Stub-Name") for index in range(4)}
+        assert named == {"origin-b"}  # every request answered, by the origin still up
         descendants = descendants_of(process.pid)
-        assert len(descendants) >= 8  # origin, router, 3 supervisors, 3 workers
+        assert len(descendants) >= 9  # 2 origins, router, 3 supervisors, 3 workers
     finally:
         os.kill(process.pid, signal.SIGINT)  # what Ctrl-C sends
         process.wait(60)
@@ -129,7 +136,7 @@ def test_demo_end_to_end_and_clean_stop(tmp_path: Path) -> None:
 @pytest.mark.parametrize("after_s", [0.3, 1.0, 2.0])
 def test_ctrl_c_during_start_up_stops_everything(tmp_path: Path, after_s: float) -> None:
     """Ctrl-C at any moment of the launcher's start-up stops every process it started, quickly."""
-    origin_port, router_port, router_admin_port = free_port(), free_port(), free_port()
+    origin_port, router_port, router_admin_port = free_block(2), free_port(), free_port()
     edge_base, admin_base = free_block(3), free_block(3)
     process = subprocess.Popen(
         [

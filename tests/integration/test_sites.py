@@ -326,3 +326,23 @@ async def test_https_origins_are_verified_unless_told_otherwise(tmp_path: Path, 
             status, _, body = await get(edge, "/obj/tls?size=10", host)
             assert (status, body) == (200, expected_body("tls", 10))
         assert secure.state.paths["/obj/tls"] == 2
+
+
+@pytest.mark.parametrize("retry", [False, True])
+async def test_requests_with_bodies_are_retried_only_when_allowed(
+    stubs: dict[str, OriginStubServer], start_edge: EdgeFactory, retry: bool
+) -> None:
+    edge = await start_edge(None, sites=[shop(stubs, retry_non_idempotent=retry, health={"fall": 5})])
+    await stubs["a"].stop()  # round robin starts with a (weight 2)
+    async with (
+        aiohttp.ClientSession() as client,
+        client.post(url(edge, "/echo"), data=b"order=1", headers={"Host": "shop.test"}) as resp,
+    ):
+        body = await resp.read()
+        status = resp.status
+    if retry:
+        assert status == 200
+        assert b'"body_length": 7' in body or b'"body_length":7' in body  # the whole body, sent again to b
+    else:
+        assert status == 502
+    assert stubs["b"].state.paths.get("/echo", 0) == (1 if retry else 0)

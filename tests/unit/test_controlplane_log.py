@@ -53,6 +53,8 @@ def test_append_assigns_contiguous_sequences_and_unique_ids(tmp_path: Path) -> N
         ({"prefix": "https://a.test/img/"}, "prefix", ("https://a.test/img/",), {"prefix": "https://a.test/img/"}),
         ({"tags": ["t1", "t2"], "soft": True}, "tags", ("t1", "t2"), {"tags": ["t1", "t2"]}),
         ({"all": True}, "all", (), {"all": True}),
+        ({"tags": ["t1"], "site": "blog"}, "tags", ("t1",), {"tags": ["t1"], "site": "blog"}),
+        ({"all": True, "site": "shop"}, "all", (), {"all": True, "site": "shop"}),
     ],
 )  # fmt: skip
 def test_each_kind_round_trips_and_renders_the_edge_body(
@@ -64,6 +66,7 @@ def test_each_kind_round_trips_and_renders_the_edge_body(
         assert log.get(record.id) == record
         assert log.get_seq(record.seq) == record
         assert record.edge_body() == {**edge_body, "soft": record.soft, "id": record.id, "cluster_seq": record.seq}
+        assert record.site == body.get("site")
         as_json = record.to_json()
         assert as_json["values"] == list(values)
         assert as_json["body"] == record.edge_body()
@@ -275,3 +278,8 @@ def test_bad_settings_name_the_field(tmp_path: Path, overrides: dict[str, Any], 
     base = {"state_dir": str(tmp_path), "edges": "inv.toml"}
     with pytest.raises(ConfigError, match=message):
         load_standalone_settings(None, {**base, **overrides}, environ={})
+
+
+def test_a_site_name_must_be_one(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="site"):
+        req(all=True, site="Not A Site")

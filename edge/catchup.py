@@ -60,8 +60,12 @@ async def catch_up_with_control_plane(runtime: EdgeRuntime, session: aiohttp.Cli
                 try:
                     await _apply(cache, record)
                 except (ValueError, KeyError, TypeError) as exc:
-                    # One unusable record must not keep the edge out of service forever.
+                    # One unusable record must not keep the edge out of service forever: skipped, and
+                    # its sequence recorded as passed (an empty purge).
                     log.error("skipping unusable cluster purge %r: %s", record.get("id"), exc)
+                    seq = record.get("seq")
+                    if isinstance(seq, int) and not isinstance(seq, bool):
+                        await cache.purger.purge("urls", [], False, str(record.get("id")), seq)
             if not records or int(page.get("latest_seq", 0)) <= await purge_log.cluster_seq():
                 mark_caught_up(runtime)
                 log.info("caught up with the control plane at sequence %d", await purge_log.cluster_seq())

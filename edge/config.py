@@ -194,6 +194,8 @@ def _http_url(value: str) -> str:
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"must be an http:// or https:// URL with a host, got {value!r}")
+    if "@" in parts.netloc:
+        raise ValueError("must not carry credentials (user:password@): they would be sent as the Host")
     if parts.query or parts.fragment:
         raise ValueError("must not carry a query or fragment")
     try:
@@ -209,6 +211,14 @@ class OriginSettings(StrictModel):
     url: str
     weight: Annotated[int, Field(ge=1, le=1000)] = 1
     backup: bool = False  # used only while every primary origin of the site is down
+    name: str | None = None  # what clients see in Cache-Status fwd-origin (default: origin-<position>)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str | None) -> str | None:
+        if value is not None and (not value or any(c not in SITE_NAME_CHARS for c in value)):
+            raise ValueError(f"must be lower-case letters, digits, '-', '_' or '.', got {value!r}")
+        return value
 
     @field_validator("url")
     @classmethod
@@ -265,6 +275,8 @@ def normalize_site_host(value: str) -> str:
     name = host[2:] if host.startswith("*.") else host
     if not name or any(not (c.isalnum() or c in "-._[]:") for c in name) or "*" in name:
         raise ValueError(f"not a host name, '*.domain' or '*': {value!r}")
+    if ":" in name and not name.startswith("["):
+        raise ValueError(f"hosts are matched without their port: drop it from {value!r}")
     return host
 
 

@@ -54,10 +54,12 @@ class Health:
             return True
         return not self.active and not self.trial_in_flight and now >= self.next_trial
 
-    def begin(self, now: float) -> None:
-        """A request is sent (a trial, when down)."""
+    def begin(self, now: float) -> bool:
+        """A request is sent; True when it is the trial of a down origin."""
         if self.state is State.DOWN:
             self.trial_in_flight = True
+            return True
+        return False
 
     def failure(self, now: float, reason: str) -> bool:
         """Record a failure; True when the origin just went down."""
@@ -93,9 +95,14 @@ def state_path(state_dir: Path, site: str, url: str) -> Path:
     return state_dir / f"{digest}.json"
 
 
-def save_state(state_dir: Path, site: str, url: str, health: Health) -> None:
-    """Write the origin's state for other workers and the next ones (atomically; errors ignored)."""
+def save_state(state_dir: Path, site: str, url: str, health: Health) -> bool:
+    """Write the origin's state for other workers and the next ones (atomically; errors ignored).
+    False when the file already said so (another worker saw the same change first)."""
     path = state_path(state_dir, site, url)
+    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+        recorded = json.loads(path.read_text())
+        if recorded["state"] == health.state.value and abs(float(recorded["since"]) - health.since) < 60:
+            return False
     data = {"site": site, "url": url, "state": health.state.value, "since": health.since,
             "last_error": health.last_error, "pid": os.getpid()}  # fmt: skip
     with contextlib.suppress(OSError):
@@ -103,6 +110,7 @@ def save_state(state_dir: Path, site: str, url: str, health: Health) -> None:
         temp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
         temp.write_text(json.dumps(data))
         os.replace(temp, path)
+    return True
 
 
 def load_state(state_dir: Path, site: str, url: str, health: Health, now: float) -> None:

@@ -57,6 +57,11 @@ class Origin:
     def label(self) -> str:
         return self.settings.url
 
+    @property
+    def name(self) -> str:
+        """What clients may see (Cache-Status ``fwd-origin``): never the internal address."""
+        return self.settings.name or f"origin-{self.index + 1}"
+
     def observe(self, seconds: float) -> None:
         index = next((i for i, bound in enumerate(LATENCY_BUCKETS) if seconds <= bound), -1)
         self.latency_buckets[index] += 1
@@ -132,9 +137,19 @@ class OriginGroup:
 
     # -- sending ---------------------------------------------------------------------------------
     async def send(self, request: OriginRequest, on_interim: InterimSink | None = None) -> OriginResponse:
-        idempotent = request.method in SAFE_RETRY_METHODS or request.body is None
-        if request.body is not None and self.site.retry_non_idempotent:
-            request, idempotent = await _resendable(request)
+        safe = request.method in SAFE_RETRY_METHODS
+        resendable = request.body is None
+        if request.body is not None and (safe or self.site.retry_non_idempotent):
+            request, resendable = await _resendable(request)  # a body must be kept to be sent twice
+        idempotent = resendable and (safe or request.body is None or self.site.retry_non_idempotent)
+        relayed = False  # an interim response reached the client: no second attempt after that
+
+        async def interim(status: int, reason: str, headers: list[tuple[str, str]]) -> None:
+            nonlocal relayed
+            relayed = True
+            assert on_interim is not None
+            await on_interim(status, reason, headers)
+
         tried: set[int] = set()
         last: EdgeError | None = None
         for attempt in range(2):
@@ -150,10 +165,10 @@ class OriginGroup:
             origin = self._pick(candidates, request.affinity)
             tried.add(origin.index)
             try:
-                return await self._send_to(origin, request, on_interim)
+                return await self._send_to(origin, request, interim if on_interim is not None else None)
             except (OriginUnreachable, OriginTimeout) as exc:
                 last = exc
-                before = not isinstance(exc, OriginUnreachable) or exc.before_response
+                before = not relayed and (not isinstance(exc, OriginUnreachable) or exc.before_response)
                 if not (before and idempotent and attempt == 0):
                     raise
                 log.info("site %s: %s failed (%s); trying another origin", self.name, origin.label, exc.reason)
@@ -168,7 +183,7 @@ class OriginGroup:
 
     async def _send_to(self, origin: Origin, request: OriginRequest, on_interim: InterimSink | None) -> OriginResponse:
         now = time.time()
-        origin.health.begin(now)
+        trial = origin.health.begin(now)
         origin.requests += 1
         origin.in_flight += 1
         started = time.monotonic()
@@ -193,8 +208,9 @@ class OriginGroup:
             origin.failures += 1
             self._failed(origin, f"answered {response.status}", passive=True)
         else:
-            self._succeeded(origin)
+            self._request_succeeded(origin, trial)
         response.origin_label = origin.label
+        response.origin_name = origin.name
         return response
 
     # -- health ----------------------------------------------------------------------------------
@@ -203,17 +219,28 @@ class OriginGroup:
             origin.health.trial_in_flight = False
             return
         if origin.health.failure(time.time(), reason):
-            log.warning("site %s: origin %s is down: %s", self.name, origin.label, reason)
-            self._save(origin)
+            self._changed(origin, "is down")
+
+    def _request_succeeded(self, origin: Origin, trial: bool) -> None:
+        """A real request's good answer.  With active checks only the checks judge health (a
+        request answered well must not hide failing checks, e.g. an origin being drained); without
+        them it counts while up, and while down only if it was the trial (an answer to a request
+        sent before the origin went down says nothing of it now)."""
+        if origin.health.active:
+            return
+        if origin.health.state is health.State.UP or trial:
+            self._succeeded(origin)
 
     def _succeeded(self, origin: Origin) -> None:
         if origin.health.success(time.time()):
-            log.warning("site %s: origin %s is up again", self.name, origin.label)
-            self._save(origin)
+            self._changed(origin, "is up again")
 
-    def _save(self, origin: Origin) -> None:
-        if self.state_dir is not None:
-            health.save_state(self.state_dir, self.name, origin.label, origin.health)
+    def _changed(self, origin: Origin, what: str) -> None:
+        """Log a state change once per edge: the worker that records it first in the shared state
+        file logs it; the others, finding it recorded, stay quiet."""
+        if self.state_dir is None or health.save_state(self.state_dir, self.name, origin.label, origin.health):
+            reason = f": {origin.health.last_error}" if origin.health.state is health.State.DOWN else ""
+            log.warning("site %s: origin %s %s%s", self.name, origin.label, what, reason)
 
     async def _check_forever(self, origin: Origin) -> None:
         checked = self.site.health
@@ -224,6 +251,8 @@ class OriginGroup:
                 status = await origin.pool.probe(checked.path, host, checked.timeout)
             except (OriginUnreachable, OriginTimeout) as exc:
                 self._failed(origin, exc.reason, passive=False)
+            except Exception as exc:  # a check must never stop checking: whatever broke is a failure
+                self._failed(origin, f"health check failed: {exc!r}"[:200], passive=False)
             else:
                 if status in checked.expect:
                     self._succeeded(origin)

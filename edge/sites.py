@@ -66,19 +66,21 @@ def visible_tags(tags: tuple[str, ...]) -> list[str]:
 def purge_targets(table: SiteTable, kind: str, values: list[str], site: str | None) -> tuple[str, list[str]]:
     """What an admin or cluster purge names, as keys or tags: URLs by their host's site (``site``,
     when given, instead); a prefix, tags or everything in ``site`` only, or in every site when it is
-    absent.  Raises ValueError for an unknown site or a URL no site serves."""
+    absent.  A cluster purge names what *some* edges serve: a site this edge does not have, or a URL
+    none of its sites serves, names nothing here (an empty purge that still counts as applied)."""
     chosen: Site | None = None
     if site is not None:
         chosen = table.by_name.get(site)
         if chosen is None:
-            raise ValueError(f"no site named {site!r} on this edge")
+            return kind if kind != "all" else "tags", []
+        if chosen.settings.name == DEFAULT_SITE and len(table.sites) == 1:
+            chosen = None  # the only site: objects stored before sites existed carry no site tag
     if kind == "urls":
         keys = []
         for url in values:
             owner = chosen or table.for_url(url)
-            if owner is None:
-                raise ValueError(f"no site of this edge serves {url[:200]!r}")
-            keys.append(owner.keys.for_url(url))
+            if owner is not None:
+                keys.append(owner.keys.for_url(url))
         return "urls", keys
     if kind == "prefix":
         every = [chosen] if chosen is not None else table.sites

@@ -274,7 +274,8 @@ class OriginResponse:
     slot: asyncio.Semaphore
     released: bool = field(default=False)
     on_release: Callable[[], None] | None = field(default=None, repr=False)
-    origin_label: str = ""  # which origin answered (Cache-Status, access log)
+    origin_label: str = ""  # which origin answered: its URL (access log, /origins)
+    origin_name: str = ""  # ... and its name, which clients may see (Cache-Status fwd-origin)
 
     @property
     def at_eof(self) -> bool:

@@ -51,7 +51,8 @@ class Fill:
         self.followed = False  # read from another worker's fill (edge.cache.crossfill): collapsed
         self.received: Sequence[tuple[str, str]] = ()  # the fields of the request that started it
         self.origin_ms: float | None = None  # requests that joined (collapsed) rather than started the fill
-        self.origin_label: str | None = None  # the origin that answered
+        self.origin_label: str | None = None  # the origin that answered (its URL)
+        self.origin_name: str | None = None
         self._chunks: list[bytes] = []
         self._buffered = 0  # bytes held in _chunks
         self._base = 0  # index of _chunks[0] in the full chunk sequence

@@ -121,7 +121,7 @@ async def send(ctx: CacheContext, ex: Exchange, request: OriginRequest, *, inter
     """Send to the origin on behalf of one client, timing it for Server-Timing and the access log."""
     started = time.monotonic()
     upstream = await send_to_origin(request, on_interim=ex.interim if interim else None)
-    ex.origin_label = upstream.origin_label
+    ex.origin_label, ex.origin_name = upstream.origin_label, upstream.origin_name
     elapsed = time.monotonic() - started
     ex.origin_ms = elapsed * 1000
     ctx.counters.observe_origin(elapsed)
@@ -251,7 +251,7 @@ async def run(
         # 2. Ask the origin.
         request_time = time.time()
         upstream = await send_to_origin(request, on_interim=owner.interim if owner else None)
-        fill.origin_label = upstream.origin_label
+        fill.origin_label, fill.origin_name = upstream.origin_label, upstream.origin_name
         response_time = time.time()
         ctx.counters.observe_origin(response_time - request_time)
         fill.origin_ms = (response_time - request_time) * 1000
@@ -591,7 +591,7 @@ async def serve(
     reader = fill.open_reader()
     try:
         outcome = await fill.wait_outcome()
-        ex.origin_label = fill.origin_label
+        ex.origin_label, ex.origin_name = fill.origin_label, fill.origin_name
         if not collapsed:
             ex.origin_ms = fill.origin_ms
     except FillAborted:

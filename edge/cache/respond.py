@@ -82,8 +82,8 @@ def finish_headers(
     """Our member of Cache-Status appended to what upstream caches said, X-Cache, Server-Timing; counted."""
     existing = tuple(value for name, value in headers if name.lower() == "cache-status")
     kept = [(name, value) for name, value in headers if name.lower() not in _OURS]
-    if status is not None and status.fwd is not None and ex.origin_label and ex.site is not None and ex.site.choice:
-        status = dataclasses.replace(status, fwd_origin=ex.origin_label)  # which of the site's origins answered
+    if status is not None and status.fwd is not None and ex.origin_name and ex.site is not None and ex.site.choice:
+        status = dataclasses.replace(status, fwd_origin=ex.origin_name)  # which of the site's origins answered
     if status is not None:
         value, legacy = status_values(existing, status)
         kept.append(("Cache-Status", value))

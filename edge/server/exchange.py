@@ -197,6 +197,7 @@ class Exchange:
         "lookup_ms",
         "origin_label",
         "origin_ms",
+        "origin_name",
         "protocol",
         "site",
         "started",
@@ -219,7 +220,8 @@ class Exchange:
         self.cache_status: str | None = None
         self.lookup_ms: float | None = None
         self.origin_ms: float | None = None
-        self.origin_label: str | None = None  # which origin answered, when one did
+        self.origin_label: str | None = None  # which origin answered, when one did (its URL)
+        self.origin_name: str | None = None  # ... and the name clients may see
         self.site: Any = None  # the cache layer's Site, once the request's Host chose one
 
     # -- request body ------------------------------------------------------------------------

@@ -233,6 +233,8 @@ origins = ["http://10.0.1.5"]
         ({"sites": [{"name": "a", "hosts": ["x"], "origins": ["http://o"], "health": {"path": "healthz"}}]},
          ["path"]),
         ({"sites": [{"name": "a", "hosts": ["x"], "origins": []}]}, ["origins"]),
+        ({"sites": [{"name": "a", "hosts": ["x.com:8080"], "origins": ["http://o"]}]}, ["port"]),
+        ({"sites": [{"name": "a", "hosts": ["x"], "origins": ["http://user:pw@o"]}]}, ["credentials"]),
     ],
 )  # fmt: skip
 def test_bad_sites_are_refused_naming_the_problem(data: dict[str, Any], must_mention: list[str]) -> None:

@@ -20,6 +20,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
+from urllib.parse import urlsplit
 
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler
@@ -33,6 +34,7 @@ from edge.http import policy
 from edge.http.headers import get_first
 from edge.jsonbody import BadJsonBody, read_json
 from edge.metrics import StatsCollector, collect_worker_stats, merge_origins, publish_stats_forever, summarize
+from edge.router.select import shard_key
 from edge.runtime import EdgeRuntime
 from edge.sites import purge_targets, visible_tags
 
@@ -291,6 +293,20 @@ async def origins(request: web.Request) -> web.Response:
     return web.json_response({"edge": runtime.node_name, "sites": list(sites.values())})
 
 
+async def cluster(request: web.Request) -> web.Response:
+    """GET /cluster[?url=…] — this edge's view of its region: peers and their health, parents, and
+    (with ``url``) the URL's owners, computed as the router computes them."""
+    cache = _cache(request)
+    if cache.cluster is None:
+        return web.json_response({"error": "no [cluster] configured on this edge"}, status=404)
+    url = request.query.get("url")
+    target = None
+    if url is not None:
+        parts = urlsplit(url)
+        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    return web.json_response(cache.cluster.describe(shard_key(target) if target is not None else None))
+
+
 async def stats(request: web.Request) -> web.Response:
     """GET /stats — hit ratios by requests and bytes, tiers, evictions, corrupt files; all workers."""
     runtime = request.app[RUNTIME_KEY]
@@ -356,6 +372,7 @@ def openapi_document() -> dict[str, Any]:
                 }
             },
             "/stats": {"get": {"summary": "Hit ratios, tiers, evictions, corrupt files", "responses": json_ok}},
+            "/cluster": {"get": {"summary": "The region: peers, parents, a URL's owners", "responses": json_ok}},
             "/origins": {"get": {"summary": "Each site's origins: state, since, last error", "responses": json_ok}},
             "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "text"}}}},
             "/healthz": {"get": {"summary": "Liveness", "security": [], "responses": json_ok}},
@@ -393,6 +410,7 @@ def create_admin_app(settings: EdgeSettings, runtime: EdgeRuntime) -> web.Applic
     app.router.add_get("/cache", inspect)
     app.router.add_get("/stats", stats)
     app.router.add_get("/origins", origins)
+    app.router.add_get("/cluster", cluster)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)

@@ -325,6 +325,46 @@ class SiteSettings(StrictModel):
 DEFAULT_SITE = "default"
 
 
+class ClusterSettings(StrictModel):
+    """The edge's region as one cache (README "A region as one cache"): the inventory the router
+    reads too, this edge's name in it, and how misses travel between peers and to a parent tier."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    inventory: Path | None = None
+    self_name: str | None = Field(default=None, alias="self")
+    peer_fill: bool = True  # a miss for a key this edge does not own is fetched from its owner
+    peer_copy: bool = False  # a non-owner keeps a copy (memory tier only) of what a peer sent it
+    token: str | None = None  # the shared secret that marks a request as a peer's
+    parent: list[str] = Field(default_factory=list)  # misses of owners go there before the origin
+    health_interval: Annotated[float, Field(gt=0)] = 1.0
+    health_timeout: Annotated[float, Field(gt=0)] = 1.0
+    fall: Annotated[int, Field(ge=1)] = 3
+    rise: Annotated[int, Field(ge=1)] = 2
+
+    @field_validator("parent", mode="before")
+    @classmethod
+    def _parent_list(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [value] if value.strip() else []
+        return value
+
+    @field_validator("parent")
+    @classmethod
+    def _parent_urls(cls, value: list[str]) -> list[str]:
+        return [_http_url(item) for item in value]
+
+    @model_validator(mode="after")
+    def _complete(self) -> ClusterSettings:
+        if self.inventory is None:
+            return self
+        if not self.self_name:
+            raise ValueError("cluster.self: required with cluster.inventory (this edge's name in it)")
+        if self.peer_fill and not self.token:
+            raise ValueError("cluster.token: required for peer_fill (peers prove who they are with it)")
+        return self
+
+
 def default_workers() -> int:
     return os.cpu_count() or 1
 
@@ -364,6 +404,7 @@ class EdgeSettings(StrictModel):
     cache: CacheSettings = CacheSettings()
     compression: CompressionSettings = CompressionSettings()
     limits: LimitSettings = LimitSettings()
+    cluster: ClusterSettings = ClusterSettings()
 
     @field_validator("origin")
     @classmethod
@@ -386,6 +427,21 @@ class EdgeSettings(StrictModel):
         doubled = sorted(name for name, count in names.items() if count > 1)
         if doubled:
             raise ValueError(f"site names must be unique: {', '.join(doubled)}")
+        return self
+
+    @model_validator(mode="after")
+    def _cluster_member(self) -> EdgeSettings:
+        cluster = self.cluster
+        if cluster.inventory is None:
+            return self
+        from edge.inventory import InventoryError, load_inventory  # the router's model, read once here
+
+        try:
+            inventory = load_inventory(cluster.inventory)
+        except InventoryError as exc:
+            raise ValueError(f"cluster.inventory: {exc}") from None
+        if cluster.self_name not in {edge.name for edge in inventory.edges}:
+            raise ValueError(f"cluster.self: {cluster.self_name!r} is not an edge of {cluster.inventory}")
         return self
 
     def site_list(self) -> list[SiteSettings]:

@@ -17,6 +17,7 @@ Shape of the file::
     longitude = -6.26
     url = "http://127.0.0.1:8081"
     admin_url = "http://127.0.0.1:9081"
+    peer_url = "http://10.0.0.5:8081"   # optional; where the region's peers fill from it (default: url)
     country = "IE"          # optional, used when a client has a country but no coordinates
     continent = "EU"        # optional, likewise for a continent
     weight = 1.0            # optional; share of the region's keys (rendezvous hashing)
@@ -136,11 +137,17 @@ class EdgeEntry(BaseModel):
     longitude: float = Field(ge=-180.0, le=180.0)
     url: OriginUrl
     admin_url: OriginUrl
+    peer_url: OriginUrl | None = None  # where peers send peer-fill requests (default: url)
     weight: float = Field(default=1.0, gt=0.0)
     bias_km: float = 0.0
     enabled: bool = True
     country: CountryCode = None
     continent: ContinentCode = None
+
+    @property
+    def fill_url(self) -> str:
+        """Where peers send peer-fill requests: ``peer_url``, else the public ``url``."""
+        return self.peer_url or self.url
 
 
 class Inventory(BaseModel):

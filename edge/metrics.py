@@ -102,7 +102,9 @@ def worker_snapshot(runtime: EdgeRuntime) -> dict[str, Any]:
         origin_latency_count=counters.origin_latency_count,
         tiers={tier.name: tier.stats() for tier in cache.store.tiers},
         origins=origin_snapshot(cache.sites),
-    )
+        peers={name: {"requests": c.requests, "hits": c.hits, "failures": c.failures}
+               for name, c in (cache.cluster.counters.items() if cache.cluster is not None else ())},
+    )  # fmt: skip
     return snapshot
 
 
@@ -301,6 +303,25 @@ class StatsCollector:
                 cumulative.append((bound, running))
             latency.add_metric(labels, cumulative, row["latency_sum"])
         yield from (up, requests, errors, latency)
+        peers: dict[str, dict[str, int]] = {}
+        for item in self.snapshots:
+            for name, values in item.get("peers", {}).items():
+                merged = peers.setdefault(name, {"requests": 0, "hits": 0, "failures": 0})
+                for counter in merged:
+                    merged[counter] += int(values.get(counter, 0))
+        families = {
+            "requests": CounterMetricFamily("edgecache_peer_requests", "Misses sent to the key's owner in the region",
+                                            labels=["edge", "peer"]),
+            "hits": CounterMetricFamily("edgecache_peer_hits", "Peer requests the owner answered from its cache",
+                                        labels=["edge", "peer"]),
+            "failures": CounterMetricFamily("edgecache_peer_failures",
+                                            "Peer requests that failed (the origin was asked instead)",
+                                            labels=["edge", "peer"]),
+        }  # fmt: skip
+        for name, values in peers.items():
+            for counter, family in families.items():
+                family.add_metric([self.edge, name], values[counter])
+        yield from families.values()
 
 
 

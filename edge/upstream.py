@@ -276,6 +276,7 @@ class OriginResponse:
     on_release: Callable[[], None] | None = field(default=None, repr=False)
     origin_label: str = ""  # which origin answered: its URL (access log, /origins)
     origin_name: str = ""  # ... and its name, which clients may see (Cache-Status fwd-origin)
+    via_peer: str | None = None  # the peer (its inventory name) that answered, on a peer fill
 
     @property
     def at_eof(self) -> bool:

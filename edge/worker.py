@@ -26,6 +26,7 @@ from edge.cache.coalesce import KeyLocks
 from edge.cache.context import CacheContext
 from edge.cache.driver import Cache
 from edge.catchup import catch_up_with_control_plane
+from edge.cluster import Cluster, build_cluster
 from edge.config import ConfigError, EdgeSettings
 from edge.purge import PurgeLog, Purger
 from edge.runtime import EdgeRuntime
@@ -75,6 +76,7 @@ class EdgeWorker:
         self.runtime.request_reload = request_reload
         self.session: ClientSession | None = None
         self.sites: SiteTable | None = None
+        self.cluster: Cluster | None = None
         self.context: CacheContext | None = None
         self.service: Cache | None = None
         self.access_log: AccessLog | None = None
@@ -92,6 +94,9 @@ class EdgeWorker:
         cache_dir = Path(settings.cache_dir)
         self.sites = SiteTable([build_site(settings, site, cache_dir / "origins") for site in settings.site_list()])
         self.sites.start()
+        self.cluster = build_cluster(settings)
+        if self.cluster is not None:
+            await self.cluster.start()
         memory = MemoryStore(cache.memory_max_bytes, cache.memory_max_object_bytes) if cache.memory_max_bytes else None
         disk: DiskStore | None = None
         if cache.enabled:
@@ -106,6 +111,7 @@ class EdgeWorker:
             sites=self.sites,
             store=store,
             purger=Purger(PurgeLog(cache_dir / "purge"), store),
+            cluster=self.cluster,
             # Collapsing across workers needs a lock per key in a shared file; one worker needs none.
             key_locks=KeyLocks(str(cache_dir / "fill.locks")) if cache.enabled and settings.workers > 1 else None,
         )
@@ -176,6 +182,8 @@ class EdgeWorker:
             await self.session.close()
         if self.sites is not None:
             await self.sites.close()
+        if self.cluster is not None:
+            await self.cluster.close()
 
 
 async def serve_worker(settings: EdgeSettings, node_name: str, public: socket.socket, admin: socket.socket) -> None:

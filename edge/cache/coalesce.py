@@ -53,6 +53,7 @@ class Fill:
         self.origin_ms: float | None = None  # requests that joined (collapsed) rather than started the fill
         self.origin_label: str | None = None  # the origin that answered (its URL)
         self.origin_name: str | None = None
+        self.via_peer: str | None = None  # the peer that answered (edge.cluster): Cache-Status fwd=peer
         self._chunks: list[bytes] = []
         self._buffered = 0  # bytes held in _chunks
         self._base = 0  # index of _chunks[0] in the full chunk sequence

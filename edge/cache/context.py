@@ -8,6 +8,7 @@ from collections.abc import Awaitable
 from dataclasses import dataclass, field
 
 from edge.cache.coalesce import Coalescer, KeyLocks
+from edge.cluster import Cluster
 from edge.config import CacheSettings, EdgeSettings
 from edge.http import policy
 from edge.metrics import CacheCounters
@@ -36,6 +37,7 @@ class CacheContext:
     store: TieredStore
     purger: Purger
     key_locks: KeyLocks | None = None
+    cluster: Cluster | None = None  # the region as one cache (edge.cluster), with [cluster] set
     counters: CacheCounters = field(default_factory=CacheCounters)
     coalescer: Coalescer = field(default_factory=Coalescer)
     hit_for_miss: dict[str, tuple[float, str]] = field(default_factory=dict)

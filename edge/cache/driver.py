@@ -30,6 +30,7 @@ from edge.cache import partial, respond, revalidate, slices
 from edge.cache.context import CacheContext
 from edge.cache.hit import SLOW_REQUEST_FIELDS, HitPath
 from edge.cache.lookup import Verdict, look_up
+from edge.cluster import PEER_HEADER_BYTES
 from edge.errors import ClientFault, EdgeError, LoopDetected, Misdirected
 from edge.forward import client_host, origin_target, stripped_fields
 from edge.http import coding, forwarding, invalidation, policy, validation, vary
@@ -73,6 +74,9 @@ class Cache:
                 shown = client_host(head)[:200] or "(none)"
                 raise Misdirected(f"no site of this edge serves host {shown!r}")
             ex.site = site
+            if ctx.cluster is not None:
+                token = next((v for n, v in head.raw_headers if n.lower() == PEER_HEADER_BYTES), None)
+                ex.peer = ctx.cluster.is_peer_request(token)
             if head.method == "PURGE":
                 await self._purge_one_url(ex)
                 return
@@ -145,7 +149,8 @@ class Cache:
                     fill = lookup.fill
                     collapsed = fill is not None
                     if fill is None:
-                        request = fills.origin_request(ctx, ex, target, drop=validation.CONDITIONAL_REQUEST_FIELDS)
+                        request = fills.origin_request(ctx, ex, target, drop=validation.CONDITIONAL_REQUEST_FIELDS,
+                                                       via_cluster=True)  # fmt: skip
                         fill = fills.launch(ctx, ("validate", key, found.meta.variant),
                                             revalidate.conditional(request, found.meta), received, key, found.meta,
                                             ex)  # fmt: skip
@@ -153,7 +158,8 @@ class Cache:
                 case Verdict.MISS:
                     ctx.counters.misses += 1
                     # Range and the client's own conditionals are answered here, from the complete object.
-                    request = fills.origin_request(ctx, ex, target, drop=validation.CONDITIONAL_REQUEST_FIELDS)
+                    request = fills.origin_request(ctx, ex, target, drop=validation.CONDITIONAL_REQUEST_FIELDS,
+                                                   via_cluster=True)  # fmt: skip
                     fill_key = fills.complete_fill_key(ctx, key, received)
                     fill = fills.launch(ctx, fill_key, request, received, key, None, ex)
                     await fills.serve(ctx, ex, received, target, key, fill, lookup.fwd, False, stale=None)
@@ -196,7 +202,7 @@ class Cache:
         if joined is not None:
             joined.waiters -= 1  # nobody waits for it here
             return
-        request = fills.origin_request(ctx, ex, target, drop=validation.CONDITIONAL_REQUEST_FIELDS)
+        request = fills.origin_request(ctx, ex, target, drop=validation.CONDITIONAL_REQUEST_FIELDS, via_cluster=True)
         fills.launch(ctx, fill_key, revalidate.conditional(request, found.meta), received, key, found.meta, None)
 
     # -- unsafe and other methods: write-through with invalidation (RFC 9111 §4, §4.4) ----------

@@ -33,6 +33,7 @@ from edge.cache import combine, compress, crossfill, respond, revalidate
 from edge.cache.coalesce import Fill, FillAborted
 from edge.cache.context import CacheContext
 from edge.cache.outcomes import FillOutcome, OriginFailed, Refreshed, Shared, StoredElsewhere, Unshared
+from edge.cluster import Keep, PeerRoute, shard_key
 from edge.errors import EdgeError, OriginBodyBroken
 from edge.forward import client_host, origin_headers
 from edge.http import coding, forwarding, parts, policy, ranges, validation, vary
@@ -42,7 +43,7 @@ from edge.server.exchange import Exchange
 from edge.sites import site_tags
 from edge.store.base import BodyChecksum, CachedObject, StoredMeta, StoreWriter
 from edge.store.tiered import close_handle
-from edge.upstream import OriginRequest, OriginResponse, decode_raw_headers, iter_body, send_to_origin
+from edge.upstream import OriginRequest, OriginResponse, OriginRoute, decode_raw_headers, iter_body, send_to_origin
 
 log = logging.getLogger("edge.fill")
 
@@ -99,18 +100,28 @@ def ttl_of(ctx: CacheContext, meta: StoredMeta) -> int:
 
 
 def origin_request(
-    ctx: CacheContext, ex: Exchange, target: str, *, method: str | None = None, drop: Iterable[str] = ()
+    ctx: CacheContext,
+    ex: Exchange,
+    target: str,
+    *,
+    method: str | None = None,
+    drop: Iterable[str] = (),
+    via_cluster: bool = False,
 ) -> OriginRequest:
     """The client's request as the origin receives it (``drop``: fields the cache answers itself),
-    for one of its site's origins."""
+    for one of its site's origins — or, ``via_cluster`` (a miss or revalidation to be stored), for
+    the key's owner in the region or the parent tier (``edge.cluster``)."""
     site = ex.site
     host = client_host(ex.head)
     keyed_host = host if site.preserve_host and host else None
+    route: OriginRoute = site.origins
+    if via_cluster and ctx.cluster is not None:
+        route = ctx.cluster.route(shard_key(target), site.origins, host, ex.peer)
     return OriginRequest(
         method=method or ex.head.method,
         target=target,
         headers=origin_headers(ex.head, ctx.settings, keyed_host, ctx.node_name, drop),
-        route=site.origins,
+        route=route,
         host=keyed_host,
         body=ex.body_chunks() if ex.body is not None else None,
         affinity=site.keys.for_request(ex.head, target),
@@ -252,6 +263,7 @@ async def run(
         request_time = time.time()
         upstream = await send_to_origin(request, on_interim=owner.interim if owner else None)
         fill.origin_label, fill.origin_name = upstream.origin_label, upstream.origin_name
+        fill.via_peer = upstream.via_peer
         response_time = time.time()
         ctx.counters.observe_origin(response_time - request_time)
         fill.origin_ms = (response_time - request_time) * 1000
@@ -347,8 +359,10 @@ async def run(
         )  # fmt: skip
         announce = crossfill.Announcement(ctx, lock_name, fill, meta, shared) if locked and lock_name else None
         try:
+            keep = request.route.keep if isinstance(request.route, PeerRoute) and upstream.via_peer else "all"
             await _store_body(ctx, fill, upstream, meta, combine_parts=spec.kind is FillKind.RANGE, codec=codec,
-                              announce=announce, expected_size=part.length if part is not None else None)  # fmt: skip
+                              announce=announce, expected_size=part.length if part is not None else None,
+                              keep=keep)  # fmt: skip
         finally:
             if announce is not None:
                 announce.withdraw()
@@ -403,6 +417,7 @@ async def _store_body(
     codec: compress.Encoder | None = None,
     announce: crossfill.Announcement | None = None,
     expected_size: int | None = None,
+    keep: Keep = "all",
 ) -> None:
     """Stream the body into the fill (for readers) and into the tiers (for later hits).
 
@@ -414,11 +429,12 @@ async def _store_body(
     """
     settings = ctx.cache_settings
     key, variant = meta.key, meta.variant
-    writer = ctx.store.disk.writer(key, variant) if ctx.store.disk is not None else None
-    memory_copy: bytearray | None = bytearray() if ctx.store.memory is not None else None
+    # A non-owner keeps nothing of what its peer sent (``keep="none"``), or a memory copy only.
+    writer = ctx.store.disk.writer(key, variant) if ctx.store.disk is not None and keep == "all" else None
+    memory_copy: bytearray | None = bytearray() if ctx.store.memory is not None and keep != "none" else None
     checksum = BodyChecksum()
     held: bytes | None = None
-    storing = True
+    storing = keep != "none"
     try:
         source = _counted(ctx, iter_body(upstream))
         async for chunk in compress.encoded(source, codec) if codec is not None else source:
@@ -621,6 +637,8 @@ async def serve_outcome(
     """Answer one request from a fill's outcome, reading its body with ``reader`` (closed here)."""
     reader_open = True
     node = ctx.node_name
+    if fill.via_peer:
+        fwd = "peer"
     try:
         match outcome:
             case Refreshed(meta=meta, storable=storable) if storable or not collapsed:
@@ -695,6 +713,8 @@ async def _stream_shared(
     # A 206 is the part this request asked for (the fill forwarded its Range and If-Range).
     partial = outcome.status == 206
     collapsed = collapsed or fill.followed
+    if fill.via_peer:
+        fwd = "peer"  # the region's owner answered (its own member precedes ours)
     status = CacheStatus(ctx.node_name, fwd=fwd, fwd_status=outcome.status, stored=True, collapsed=collapsed or None,
                          detail="partial" if partial else detail or fill.detail)  # fmt: skip
     wants_range = not partial and ranges.range_value(received, method) is not None

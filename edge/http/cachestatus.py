@@ -26,7 +26,7 @@ from http_sfv.item import Item
 from http_sfv.list import List as SfList
 from http_sfv.types import Token
 
-FwdReason = Literal["bypass", "method", "uri-miss", "vary-miss", "miss", "request", "stale", "partial"]
+FwdReason = Literal["bypass", "method", "uri-miss", "vary-miss", "miss", "request", "stale", "partial", "peer"]
 # RFC 9211 §2.2, "from most specific to least".
 FWD_REASONS: tuple[FwdReason, ...] = get_args(FwdReason)
 

@@ -57,7 +57,7 @@ from edge.router.config import RouterSettings
 from edge.router.coverage import CoverageError, CoverageMap, CoverageZone, load_coverage
 from edge.router.geo import GeoDatabaseError, GeoLocator, GeoResult
 from edge.router.health import HealthChecker
-from edge.router.select import Decision, Selector
+from edge.router.select import Decision, Selector, shard_key
 
 __all__ = [
     "ROUTER_KEY",
@@ -314,7 +314,7 @@ class Router:
         else:
             location, zone = self.place(address)
             token = str(address)
-        cache_key = host.lower() + target
+        cache_key = shard_key(target)
         decision = self.selector().decide(location, cache_key, zone, token)
         if decision.edge is None:
             status, redirect = 503, None

@@ -36,7 +36,7 @@ from edge.router.app import (
 from edge.router.clientip import ClientAddress
 from edge.router.coverage import CoverageZone
 from edge.router.geo import GeoResult
-from edge.router.select import Selector
+from edge.router.select import Selector, shard_key
 from edge.server.exchange import Exchange, RequestHead
 from edge.server.protocol import Listener, listen
 from edge.server.wire import header_block, http_date, status_line
@@ -113,7 +113,7 @@ class RedirectService:
             xff = []
         decided = time.perf_counter()
         client, location, zone, token = router.resolve(peer, xff)
-        cache_key = host.lower() + target
+        cache_key = shard_key(target)
         selector = router.selector()
         if settings.debug_header:
             decision = selector.decide(location, cache_key, zone, token)

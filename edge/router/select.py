@@ -242,6 +242,13 @@ def hrw_score(cache_key: str, edge: EdgeEntry) -> float:
     return -edge.weight / math.log(h)
 
 
+def shard_key(target: str) -> str:
+    """What owners in a region are computed from — by the router and by the edges themselves
+    (``edge.cluster``), so both agree: the request target (path and query), not the Host, which
+    the router's redirect replaces by the edge's."""
+    return target
+
+
 def rendezvous_order(cache_key: str, edges: Sequence[EdgeEntry]) -> list[tuple[EdgeEntry, float]]:
     """``edges`` ranked for ``cache_key``, best owner first; equal scores go by name."""
     scored = [(edge, hrw_score(cache_key, edge)) for edge in edges]

@@ -198,6 +198,7 @@ class Exchange:
         "origin_label",
         "origin_ms",
         "origin_name",
+        "peer",
         "protocol",
         "site",
         "started",
@@ -222,6 +223,7 @@ class Exchange:
         self.origin_ms: float | None = None
         self.origin_label: str | None = None  # which origin answered, when one did (its URL)
         self.origin_name: str | None = None  # ... and the name clients may see
+        self.peer = False  # a peer edge's request (it carried the cluster token): answered as an owner
         self.site: Any = None  # the cache layer's Site, once the request's Host chose one
 
     # -- request body ------------------------------------------------------------------------

@@ -544,7 +544,7 @@ async def test_route_endpoint_explains_the_decision(
     assert route["client"] == {"address": "192.0.2.7", "source": "peer", "detail": "given as ?ip="}
     assert route["location"]["city"] == "Dublin"
     assert route["location"]["source"] == "city"
-    assert route["cache_key"] == "cdn.example/a%20b?c=1"
+    assert route["cache_key"] == "/a%20b?c=1"  # the shard key: the target, as the edges compute it
     decision = route["decision"]
     assert (decision["edge"], decision["region"], decision["rule"]) == ("eu-west-1", "eu-west", "distance")
     assert "nearest healthy region eu-west" in decision["reason"]

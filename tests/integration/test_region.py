@@ -1,0 +1,248 @@
+"""A region as one cache (``[cluster]``, ``edge.cluster``), with real edge processes on loopback and
+a counting origin: how many times the origin is asked, and what clients get when edges stop."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from edge.inventory import load_inventory
+from edge.router.select import rendezvous_order
+from origin_stub import OriginStubServer
+from origin_stub.body import expected_body
+from tests.conftest import EdgeProcess, free_port, launch_edge
+from tests.support.wait import until
+
+TOKEN = "region-secret"
+Region = list[EdgeProcess]
+
+
+def write_inventory(path: Path, ports: list[tuple[int, int]], replication: int) -> None:
+    lines = [f"replication = {replication}\n"]
+    for index, (port, admin) in enumerate(ports):
+        lines.append(
+            f'\n[[edges]]\nname = "r-{index}"\nregion = "r"\nlatitude = 50.0\nlongitude = 8.0\n'
+            f'url = "http://127.0.0.1:{port}"\nadmin_url = "http://127.0.0.1:{admin}"\n'
+        )
+    path.write_text("".join(lines))
+
+
+async def json_get(url: str) -> Any:
+    async with aiohttp.ClientSession() as client, client.get(url) as resp:
+        return await resp.json()
+
+
+async def start_region(
+    origin: OriginStubServer,
+    tmp_path: Path,
+    edge_processes: list[EdgeProcess],
+    *,
+    replication: int,
+    count: int = 3,
+    extra: Callable[[int], str] = lambda index: "",
+    cache: str = "",
+) -> Region:
+    ports = [(free_port(), free_port()) for _ in range(count)]
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    inventory = tmp_path / "inventory.toml"
+    write_inventory(inventory, ports, replication)
+    region: Region = []
+    for index, (port, admin) in enumerate(ports):
+        config = tmp_path / f"edge-{index}.toml"
+        config.write_text(
+            f'origin = "{origin.url}"\nname = "r-{index}"\n{cache}\n'
+            f'[cluster]\ninventory = "{inventory}"\nself = "r-{index}"\ntoken = "{TOKEN}"\n'
+            f"health_interval = 0.2\nfall = 2\nrise = 1\n{extra(index)}"
+        )
+        edge = launch_edge([
+            "--config", str(config), "--listen", f"127.0.0.1:{port}", "--admin-listen", f"127.0.0.1:{admin}",
+            "--cache-dir", str(tmp_path / f"cache-{index}"), "--workers", "1", "--access-log", "off",
+        ])  # fmt: skip
+        edge_processes.append(edge)
+        region.append(edge)
+
+    async def all_healthy() -> bool:
+        for edge in region:
+            try:
+                report = await json_get(f"{edge.admin_url}/cluster")
+            except aiohttp.ClientError:
+                return False
+            if not all(peer["healthy"] for peer in report["peers"]):
+                return False
+        return True
+
+    await until(all_healthy, timeout=20, what="every edge sees its peers healthy")
+    return region
+
+
+async def fetch(edge: EdgeProcess, path: str, headers: dict[str, str] | None = None) -> tuple[int, Any, bytes]:
+    async with aiohttp.ClientSession() as client, client.get(f"{edge.url}{path}", headers=headers) as resp:
+        return resp.status, resp.headers, await resp.read()
+
+
+def owners(tmp_path: Path, path: str) -> list[str]:
+    inventory = load_inventory(tmp_path / "inventory.toml")
+    ranked = [edge.name for edge, _ in rendezvous_order(path, inventory.in_region("r"))]
+    return ranked[: inventory.replication]
+
+
+def origin_total(origin: OriginStubServer, prefix: str) -> int:
+    return sum(count for path, count in origin.state.paths.items() if path.startswith(prefix))
+
+
+async def warm(region: Region, paths: list[str]) -> None:
+    for path in paths:
+        for edge in region:
+            status, _, _body = await fetch(edge, path)
+            assert status == 200
+
+
+PATHS = [f"/obj/k{index}?size=200&max_age=600" for index in range(100)]
+
+
+async def test_every_object_reaches_the_origin_once_per_region(
+    origin: OriginStubServer, tmp_path: Path, edge_processes: list[EdgeProcess]
+) -> None:
+    region = await start_region(origin, tmp_path, edge_processes, replication=1)
+    await warm(region, PATHS)
+    assert origin_total(origin, "/obj/k") == 100
+    # The edges agree with the router on owners, and say where an object came from.
+    report = await json_get(f"{region[0].admin_url}/cluster?url=http://x/obj/k7?size=200%26max_age=600")
+    assert report["url"]["owners"] == owners(tmp_path, "/obj/k7?size=200&max_age=600")
+    first = int(report["url"]["owners"][0][-1])
+    other = region[(first + 1) % 3]
+    status, headers, body = await fetch(other, "/obj/k7?size=200&max_age=600")
+    assert (status, body) == (200, expected_body("k7", 200))
+    members = headers["Cache-Status"].split(", ")
+    assert members[0].startswith(f"r-{first};hit")  # the owner's member first (origin-most), then ours
+    assert "fwd=peer" in members[-1]
+    async with aiohttp.ClientSession() as client, client.get(f"{other.admin_url}/metrics") as resp:
+        text = await resp.text()
+    assert f'edgecache_peer_requests_total{{edge="r-{(first + 1) % 3}",peer="r-{first}"}}' in text
+
+
+async def test_with_two_replicas_losing_an_edge_loses_nothing(
+    origin: OriginStubServer, tmp_path: Path, edge_processes: list[EdgeProcess]
+) -> None:
+    region = await start_region(origin, tmp_path, edge_processes, replication=2)
+    await warm(region, PATHS)
+    assert origin_total(origin, "/obj/k") == 100
+    region[0].stop()  # the first owner of about a third of the keys, a second owner of another third
+    for path in PATHS:
+        for edge in region[1:]:
+            status, _, _body = await fetch(edge, path)
+            assert status == 200
+    assert origin_total(origin, "/obj/k") == 100  # every key still had a copy on a live owner
+
+
+async def test_with_one_replica_only_the_lost_edges_keys_are_fetched_again(
+    origin: OriginStubServer, tmp_path: Path, edge_processes: list[EdgeProcess]
+) -> None:
+    region = await start_region(origin, tmp_path, edge_processes, replication=1)
+    await warm(region, PATHS)
+    region[1].stop()
+    lost = [path for path in PATHS if owners(tmp_path, path)[0] == "r-1"]
+    assert 10 < len(lost) < 60
+    for path in PATHS:
+        for edge in (region[0], region[2]):
+            assert (await fetch(edge, path))[0] == 200
+    assert origin_total(origin, "/obj/k") == 100 + len(lost)  # each lost key once more, no more
+
+
+async def test_the_region_holds_what_one_edge_cannot(
+    origin: OriginStubServer, tmp_path: Path, edge_processes: list[EdgeProcess]
+) -> None:
+    small = "[cache]\nmemory_max_bytes = 1048576\nmemory_max_object_bytes = 65536\ndisk_max_bytes = 1048576\n"
+    region = await start_region(origin, tmp_path, edge_processes, replication=1, cache=small)
+    working_set = [f"/obj/ws{index}?size=20000&max_age=600" for index in range(120)]  # 2.4 MB: > one edge
+
+    async def hit_ratio(edges: Region, prefix: str) -> float:
+        before = origin_total(origin, prefix)
+        for round_index, path in enumerate(working_set * 2):
+            await fetch(edges[round_index % len(edges)], path)
+        second_round = origin_total(origin, prefix) - before - len(working_set)
+        return 1 - second_round / len(working_set)
+
+    ratio = await hit_ratio(region, "/obj/ws")
+    assert ratio > 0.9  # three edges' memory and disk hold the working set
+    for edge in region:
+        edge.stop()
+    big = "[cache]\nmemory_max_bytes = 3145728\nmemory_max_object_bytes = 65536\ndisk_max_bytes = 3145728\n"
+    alone = await start_region(origin, tmp_path / "alone", edge_processes, replication=1, count=1, cache=big)
+    single = await hit_ratio(alone, "/obj/ws")
+    assert abs(ratio - single) < 0.1  # ... as one edge with three times the memory does
+    for edge in alone:
+        edge.stop()
+    lone = await start_region(origin, tmp_path / "lone", edge_processes, replication=1, count=1, cache=small)
+    assert await hit_ratio(lone, "/obj/ws") < 0.5  # one small edge alone cannot hold it (measured: 0.0)
+
+
+async def test_forged_peer_headers_change_nothing_and_loops_end(
+    origin: OriginStubServer, tmp_path: Path, edge_processes: list[EdgeProcess]
+) -> None:
+    region = await start_region(origin, tmp_path, edge_processes, replication=1)
+    path = "/s/forged"
+    await _script(origin, "forged", [{"headers": [["Cache-Control", "max-age=600"]], "body": "ok"}])
+    first = int(owners(tmp_path, path)[0][-1])
+    other = region[(first + 1) % 3]
+    status, headers, _ = await fetch(other, path, {"Edgecache-Peer": "guessed"})
+    assert status == 200
+    assert "fwd=peer" in headers["Cache-Status"]  # still a client request: filled through the owner
+    seen = await _seen(origin, "forged")
+    assert len(seen) == 1
+    assert all(name.lower() != "edgecache-peer" or value == TOKEN for name, value in seen[0]["headers"])
+    assert not any(name.lower() == "edgecache-peer" for name, _ in seen[0]["headers"])
+    status, _, _body = await fetch(other, path, {"Via": f"1.1 r-{(first + 1) % 3}"})
+    assert status == 508
+
+
+async def test_a_parent_loop_ends_without_a_storm(
+    origin: OriginStubServer, tmp_path: Path, edge_processes: list[EdgeProcess]
+) -> None:
+    ports = [(free_port(), free_port()) for _ in range(2)]
+
+    def parent(index: int) -> str:
+        return f'parent = "http://127.0.0.1:{ports[1 - index][0]}"\n'
+
+    region = await _two_with_parents(origin, tmp_path, edge_processes, ports, parent)
+    status, _, body = await fetch(region[0], "/obj/looped?size=10&max_age=600")
+    assert (status, body) == (200, expected_body("looped", 10))
+    assert origin_total(origin, "/obj/looped") == 1
+    assert origin.state.total < 5
+
+
+async def _two_with_parents(
+    origin: OriginStubServer,
+    tmp_path: Path,
+    edge_processes: list[EdgeProcess],
+    ports: list[tuple[int, int]],
+    parent: Callable[[int], str],
+) -> Region:
+    region: Region = []
+    for index, (port, admin) in enumerate(ports):
+        inventory = tmp_path / f"inventory-{index}.toml"
+        write_inventory(inventory, [(port, admin)], 1)  # each its own one-edge region: parents only
+        config = tmp_path / f"edge-{index}.toml"
+        config.write_text(
+            f'origin = "{origin.url}"\nname = "r-{index}"\n[cluster]\ninventory = "{inventory}"\n'
+            f'self = "r-0"\ntoken = "{TOKEN}"\n{parent(index)}'
+        )
+        edge = launch_edge([
+            "--config", str(config), "--listen", f"127.0.0.1:{port}", "--admin-listen", f"127.0.0.1:{admin}",
+            "--cache-dir", str(tmp_path / f"cache-{index}"), "--workers", "1", "--access-log", "off",
+        ])  # fmt: skip
+        edge_processes.append(edge)
+        region.append(edge)
+    return region
+
+
+async def _script(origin: OriginStubServer, name: str, responses: list[dict[str, Any]]) -> None:
+    async with aiohttp.ClientSession() as client, client.put(f"{origin.url}/_stub/script/{name}", json=responses) as r:
+        assert r.status == 200
+
+
+async def _seen(origin: OriginStubServer, name: str) -> list[dict[str, Any]]:
+    return await json_get(f"{origin.url}/_stub/script/{name}/requests")  # type: ignore[no-any-return]

@@ -45,8 +45,8 @@ log = logging.getLogger("edge.cluster")
 
 PEER_HEADER = "Edgecache-Peer"
 PEER_HEADER_BYTES = b"edgecache-peer"
-SUSPECT_S = 5.0
-Keep = Literal["all", "memory", "none"]  # a peer that failed a request stays out of the owners at least this long
+SUSPECT_S = 5.0  # a peer that failed a request stays out of the owners at least this long
+Keep = Literal["all", "memory", "none"]  # what a fill through a peer stores here
 
 
 @dataclass(slots=True)

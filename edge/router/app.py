@@ -40,6 +40,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
+from urllib.parse import urlsplit
 
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler
@@ -385,6 +386,11 @@ class Router:
                 candidate["health"] = state.state
                 candidate["last_error"] = state.last_error
         address = result.client.address
+        ranked = sorted(
+            (candidate for candidate in decision["candidates"] if candidate["owner_rank"] is not None),
+            key=lambda candidate: candidate["owner_rank"],
+        )
+        owners = [candidate["name"] for candidate in ranked[: self.inventory.replication]]  # as edges rank them
         return {
             "request": {"method": method, "host": host, "target": target},
             "client": {
@@ -395,6 +401,7 @@ class Router:
             "location": result.location.to_dict(),
             "coverage_zone": None if result.zone is None else _zone_dict(result.zone),
             "cache_key": result.cache_key,
+            "owners": owners,
             "decision": decision,
             "status": result.status,
             "redirect": result.redirect,
@@ -517,7 +524,8 @@ def _bad_request(message: str) -> web.Response:
 
 
 async def admin_route(request: web.Request) -> web.Response:
-    """``GET /route?ip=…`` (or ``peer=…&xff=…``): the decision for a hypothetical request."""
+    """``GET /route?ip=…`` (or ``peer=…&xff=…``), with ``path=`` (+ ``host=``) or ``url=``: the
+    decision for a hypothetical request, and the target's owners in the chosen region."""
     router = request.app[ROUTER_KEY]
     query = request.query
     ip_text = query.get("ip")
@@ -534,10 +542,17 @@ async def admin_route(request: web.Request) -> web.Response:
     else:
         return _bad_request("give ?ip=ADDRESS (or ?peer=ADDRESS with optional &xff=... lines)")
     path = query.get("path", "/")
+    host = query.get("host", "")
+    url = query.get("url")
+    if url is not None:  # an absolute URL names host and target at once (as the edges' /cluster?url=)
+        parts = urlsplit(url)
+        if not parts.netloc or not parts.scheme:
+            return _bad_request(f"url: {url!r} is not an absolute http(s) URL")
+        host = parts.netloc
+        path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     if not path.startswith("/"):
         return _bad_request("path: must start with '/' (it may carry a query: path=/a%3Fb%3D1)")
     method = query.get("method", "GET").upper()
-    host = query.get("host", "")
     _, target = request_target(path)
     result = router.route(client, host, target, method)
     return web.json_response(router.explain(result, method, host, target), dumps=_dumps)

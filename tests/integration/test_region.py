@@ -6,10 +6,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
+from aiohttp.test_utils import TestServer
 
 from edge.inventory import load_inventory
+from edge.router.app import create_router, create_router_admin_app, open_router_parts
+from edge.router.config import RouterSettings
 from edge.router.select import rendezvous_order
 from origin_stub import OriginStubServer
 from origin_stub.body import expected_body
@@ -246,3 +250,87 @@ async def _script(origin: OriginStubServer, name: str, responses: list[dict[str,
 
 async def _seen(origin: OriginStubServer, name: str) -> list[dict[str, Any]]:
     return await json_get(f"{origin.url}/_stub/script/{name}/requests")  # type: ignore[no-any-return]
+
+
+async def test_router_and_edges_agree_on_owners(
+    origin: OriginStubServer, tmp_path: Path, edge_processes: list[EdgeProcess]
+) -> None:
+    region = await start_region(origin, tmp_path, edge_processes, replication=2)
+    settings = RouterSettings.model_validate({
+        "edges": str(tmp_path / "inventory.toml"), "purge_state_dir": str(tmp_path / "purges"),
+        "health_interval": 0.1, "fall": 1, "rise": 1,
+    })  # fmt: skip
+    parts = open_router_parts(settings)
+    router = create_router(
+        settings, inventory=parts.inventory, locator=parts.locator, coverage=parts.coverage, health=parts.health
+    )
+    await router.start()
+    admin = TestServer(create_router_admin_app(router), host="127.0.0.1")
+    await admin.start_server()
+    try:
+        await until(lambda: all(router.health.healthy_view().values()), timeout=10, what="router sees every edge")
+        for index in range(20):
+            url = f"http://cdn.example/obj/agree{index}?size=5"
+            route = await json_get(f"http://127.0.0.1:{admin.port}/route?ip=127.0.0.1&url={quote(url)}")
+            for edge in region:
+                view = await json_get(f"{edge.admin_url}/cluster?url={quote(url)}")
+                assert view["url"]["owners"] == route["owners"], url
+            if route["decision"]["edge"] is not None:
+                assert route["decision"]["edge"] in route["owners"]
+    finally:
+        await admin.close()
+        await router.close()
+
+
+async def test_a_soft_purge_refreshes_through_the_owners(
+    origin: OriginStubServer, tmp_path: Path, edge_processes: list[EdgeProcess]
+) -> None:
+    region = await start_region(
+        origin, tmp_path, edge_processes, replication=2, extra=lambda index: "peer_copy = true\n"
+    )
+    paths = [f"/obj/soft{index}?size=100&max_age=600&etag=v1" for index in range(10)]
+    await warm(region, paths)
+    assert origin_total(origin, "/obj/soft") == 10
+    for edge in region:  # as the control plane does: every edge, every copy
+        async with aiohttp.ClientSession() as client:
+            body = {"prefix": "http://cdn.example/obj/soft", "soft": True}
+            async with client.post(f"{edge.admin_url}/purge", json=body) as resp:
+                assert resp.status == 200
+    for path in paths:
+        for edge in region:
+            status, headers, body = await fetch(edge, path)
+            assert status == 200
+            assert body == expected_body(path.split("?")[0].rsplit("/", 1)[1], 100)
+    assert origin_total(origin, "/obj/soft") == 20  # one revalidation per key, by its first owner
+    for path in paths:  # ... after which every copy is fresh again
+        for edge in region:
+            _, headers, _body = await fetch(edge, path)
+            assert ";hit" in headers["Cache-Status"].split(", ")[-1]
+    assert origin_total(origin, "/obj/soft") == 20
+
+
+async def test_a_parent_tier_shows_every_hop_and_falls_back_to_the_origin(
+    origin: OriginStubServer, tmp_path: Path, edge_processes: list[EdgeProcess]
+) -> None:
+    ports = [(free_port(), free_port()) for _ in range(2)]
+
+    def parent(index: int) -> str:
+        return f'parent = "http://127.0.0.1:{ports[1][0]}"\n' if index == 0 else ""
+
+    child, shield = await _two_with_parents(origin, tmp_path, edge_processes, ports, parent)
+    status, headers, body = await fetch(child, "/obj/tier?size=10&max_age=600")
+    assert (status, body) == (200, expected_body("tier", 10))
+    hops = headers["Cache-Status"].split(", ")
+    assert hops[0].startswith("r-1;fwd=uri-miss"), hops  # origin-most first: the parent,
+    assert hops[1].startswith("r-0;fwd=uri-miss"), hops  # then the edge the client asked
+    via = ", ".join(headers.getall("Via")).split(", ")
+    assert [hop.split()[-1] for hop in via][-2:] == ["r-1", "r-0"]
+    await fetch(child, "/obj/tier2?size=10&max_age=600")
+    status, headers, _ = await fetch(shield, "/obj/tier2?size=10&max_age=600")
+    assert headers["Cache-Status"].startswith("r-1;hit")  # the shield holds what its children fetched
+    assert origin_total(origin, "/obj/tier") == 2
+    shield.stop()
+    for index in range(5):  # the parent is gone: misses go to the origin, no client error
+        status, _, body = await fetch(child, f"/obj/gone{index}?size=10&max_age=600")
+        assert (status, body) == (200, expected_body(f"gone{index}", 10))
+    assert origin_total(origin, "/obj/gone") == 5

@@ -1,5 +1,6 @@
-"""``make demo``: a local multi-region CDN on loopback — two origin instances, three regional edges
-(each balancing over both origins, with health checks), the router.
+"""``make demo``: a local multi-region CDN on loopback — two origin instances, four edges in three
+regions (each balancing over both origins, with health checks; the two edges of eu-west act as one
+cache, filling each other's misses), the router.
 
 Every component runs as its own process exactly as an operator would start it (the same CLIs and
 the same inventory file format), so the demo doubles as a smoke test of the real programs.  The
@@ -13,6 +14,7 @@ import argparse
 import contextlib
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -30,6 +32,9 @@ REGIONS = (
     ("eu-west", 53.35, -6.26, "IE", "EU", "192.0.2.7"),
     ("ap-southeast", 1.35, 103.82, "SG", "AS", "203.0.113.7"),
 )
+# edge name, region; edge ports are --edge-port + position (the first three keep the ports of one
+# edge per region; eu-west's second edge comes last)
+EDGES = (("us-east", "us-east"), ("eu-west-a", "eu-west"), ("ap-southeast", "ap-southeast"), ("eu-west-b", "eu-west"))
 
 
 START_TIMEOUT_S = 60.0
@@ -128,10 +133,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--router-port", type=int, default=env_int("DEMO_ROUTER_PORT", 8080))
     parser.add_argument("--router-admin-port", type=int, default=env_int("DEMO_ROUTER_ADMIN_PORT", 8081))
     parser.add_argument(
-        "--edge-port", type=int, default=env_int("DEMO_EDGE_PORT", 8101), help="first edge port (then +1, +2)"
+        "--edge-port", type=int, default=env_int("DEMO_EDGE_PORT", 8101), help="first edge port (then +1, +2, +3)"
     )
     parser.add_argument(
-        "--admin-port", type=int, default=env_int("DEMO_ADMIN_PORT", 9101), help="first edge admin port (then +1, +2)"
+        "--admin-port", type=int, default=env_int("DEMO_ADMIN_PORT", 9101), help="first edge admin port (then +1, +2, +3)"
     )
     parser.add_argument("--workdir", type=Path, default=Path(os.environ.get("DEMO_DIR", ".demo")))
     parser.add_argument("--workers", type=int, default=env_int("DEMO_WORKERS", 1), help="workers per edge")
@@ -144,9 +149,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def write_inventory(path: Path, host: str, edge_port: int, admin_port: int) -> None:
     """The one inventory file both the router and (through the control plane) the edges use."""
     lines = ['region_fallback = ["us-east", "eu-west", "ap-southeast"]\n']
-    for index, (name, latitude, longitude, country, continent, _) in enumerate(REGIONS):
+    places = {region: (latitude, longitude, country, continent) for region, latitude, longitude, country, continent, _
+              in REGIONS}  # fmt: skip
+    for index, (name, region) in enumerate(EDGES):
+        latitude, longitude, country, continent = places[region]
         lines.append(
-            f'\n[[edges]]\nname = "{name}"\nregion = "{name}"\nlatitude = {latitude}\nlongitude = {longitude}\n'
+            f'\n[[edges]]\nname = "{name}"\nregion = "{region}"\nlatitude = {latitude}\nlongitude = {longitude}\n'
             f'url = "http://{host}:{edge_port + index}"\nadmin_url = "http://{host}:{admin_port + index}"\n'
             f'country = "{country}"\ncontinent = "{continent}"\n'
         )
@@ -156,13 +164,16 @@ def write_inventory(path: Path, host: str, edge_port: int, admin_port: int) -> N
 ORIGINS = ("origin-a", "origin-b")
 
 
-def write_edge_config(path: Path, host: str, origin_port: int) -> None:
-    """Each edge's one site: every host, both origin instances, health-checked every second."""
+def write_edge_config(path: Path, host: str, origin_port: int, name: str, inventory: Path, token: str) -> None:
+    """Each edge's one site (every host, both origin instances, health-checked every second) and its
+    place in its region (``[cluster]``: the inventory the router reads, this edge's name in it)."""
     origins = ", ".join(f'"http://{host}:{origin_port + index}"' for index in range(len(ORIGINS)))
     path.write_text(
         '[[sites]]\nname = "demo"\nhosts = ["*"]\n'
         f"origins = [{origins}]\n"
         'health = { path = "/healthz", interval = 1.0, timeout = 1.0, fall = 2, rise = 2 }\n'
+        f'\n[cluster]\ninventory = "{inventory.resolve()}"\nself = "{name}"\ntoken = "{token}"\n'
+        "health_interval = 0.5\n"
     )
 
 
@@ -173,14 +184,17 @@ def guide(args: argparse.Namespace) -> str:
     first_edge = f"http://{host}:{args.edge_port}"
     edges = "\n".join(
         f"  {name:<13}: http://{host}:{args.edge_port + index}   (admin http://{host}:{args.admin_port + index})"
-        for index, (name, *_rest) in enumerate(REGIONS)
+        f"   region {region}"
+        for index, (name, region) in enumerate(EDGES)
     )
+    eu_a, eu_b = f"http://{host}:{args.edge_port + 1}", f"http://{host}:{args.edge_port + 3}"
+    origin_a, origin_b = f"http://{host}:{args.origin_port}", f"http://{host}:{args.origin_port + 1}"
     redirects = "\n".join(
         f"  curl -si -H 'X-Forwarded-For: {client}' {router}/obj/hello   # a client in {name}"
         for name, *_rest, client in REGIONS
     )
     return f"""
-edgecache demo is up: a CDN with three regions on {host}.
+edgecache demo is up: a CDN with four edges in three regions on {host}.
   origins      : http://{host}:{args.origin_port}/ and http://{host}:{args.origin_port + 1}/   (/_stub/counters)
 {edges}
   router       : {router}/   (admin {router_admin}: /route?ip=…, /health, /purge, /purges)
@@ -209,7 +223,15 @@ edgecache demo is up: a CDN with three regions on {host}.
   curl -si '{first_edge}/obj/any?size=64'               # still 200: from origin-b (fwd-origin in Cache-Status)
   curl -s http://{host}:{args.admin_port}/origins       # origin-a: "down" with its last error; back after 30 s
 
-6. In a browser: open {router}/ — the router redirects to an edge, which serves and caches the demo page.
+6. eu-west-a and eu-west-b are one cache: each key has one owner there, and a miss on the other edge is
+   filled by its peer, not the origin (Cache-Status: the owner's member first, then fwd=peer):
+  curl -s 'http://{host}:{args.admin_port + 1}/cluster?url=http://x/obj/shared%3Fsize=64%26max_age=300'   # owners
+  curl -si '{eu_a}/obj/shared?size=64&max_age=300'
+  curl -si '{eu_b}/obj/shared?size=64&max_age=300'      # the non-owner says fwd=peer: its peer answered
+  curl -s '{origin_a}/_stub/counters?path=/obj/shared'; curl -s '{origin_b}/_stub/counters?path=/obj/shared'
+  # counts add up to 1: the region asked the origins once
+
+7. In a browser: open {router}/ — the router redirects to an edge, which serves and caches the demo page.
 
 Ctrl-C stops everything.
 """
@@ -252,7 +274,7 @@ def components_for(args: argparse.Namespace, inventory: Path) -> list[Component]
             f"{router_admin}/healthz",
         ),
     ]
-    for index, (name, *_rest) in enumerate(REGIONS):
+    for index, (name, _region) in enumerate(EDGES):
         components.append(
             Component(
                 f"edge {name}",
@@ -261,7 +283,7 @@ def components_for(args: argparse.Namespace, inventory: Path) -> list[Component]
                     "-m",
                     "edge",
                     "--config",
-                    str(workdir / "edge.toml"),
+                    str(workdir / f"edge-{name}.toml"),
                     "--listen",
                     f"{host}:{args.edge_port + index}",
                     "--admin-listen",
@@ -295,7 +317,9 @@ def main(argv: list[str] | None = None) -> None:
     workdir.mkdir(parents=True, exist_ok=True)
     inventory = workdir / "inventory.toml"
     write_inventory(inventory, args.host, args.edge_port, args.admin_port)
-    write_edge_config(workdir / "edge.toml", args.host, args.origin_port)
+    token = secrets.token_hex(16)  # this run's peer secret
+    for name, _region in EDGES:
+        write_edge_config(workdir / f"edge-{name}.toml", args.host, args.origin_port, name, inventory, token)
     components = components_for(args, inventory)
     code = 0
     try:
@@ -316,7 +340,7 @@ def main(argv: list[str] | None = None) -> None:
         ready = [
             Component(f"edge {name} (ready)", [], f"http://{args.host}:{args.admin_port + index}/readyz",
                       process=edges[f"edge {name}"].process)
-            for index, (name, *_rest) in enumerate(REGIONS)
+            for index, (name, _region) in enumerate(EDGES)
         ]  # fmt: skip
         wait_until_ready(ready, deadline, lambda: stopping)
         wait_all_healthy(f"http://{args.host}:{args.router_admin_port}/health", deadline, lambda: stopping)

@@ -159,7 +159,9 @@ class Cluster:
                                       "healthy": self.healthy(entry, now)}  # fmt: skip
             state = health.get(entry.name)
             if state is not None:
-                row.update(state=state.state, last_error=state.last_error, last_change=state.last_change)
+                row.update(state=state.state, last_change=state.last_change)
+                if not state.healthy:  # an old error is not news while the peer answers
+                    row["last_error"] = state.last_error
             counters = self.counters.get(entry.name)
             if counters is not None:
                 row.update(requests=counters.requests, hits=counters.hits, failures=counters.failures)

@@ -54,6 +54,7 @@ class Fill:
         self.origin_label: str | None = None  # the origin that answered (its URL)
         self.origin_name: str | None = None
         self.via_peer: str | None = None  # the peer that answered (edge.cluster): Cache-Status fwd=peer
+        self.stores = True  # False: a non-owner relays its peer's answer and keeps no copy
         self._chunks: list[bytes] = []
         self._buffered = 0  # bytes held in _chunks
         self._base = 0  # index of _chunks[0] in the full chunk sequence

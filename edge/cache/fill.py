@@ -337,6 +337,8 @@ async def run(
         stored_headers = respond.without_fields(headers, (*decision.strip_fields, *respond.FRAMING_FIELDS))
         shared = Shared(status, upstream.reason or "", tuple(respond.without_fields(headers, decision.strip_fields)),
                         owner_headers=tuple(headers))  # fmt: skip
+        if isinstance(request.route, PeerRoute) and upstream.via_peer and request.route.keep == "none":
+            fill.stores = False  # said before any reader answers (Cache-Status: no ``stored``)
         fill.set_outcome(shared)
         fields = vary_names or ()
         secondary = vary.secondary_key(fields, received)
@@ -715,7 +717,8 @@ async def _stream_shared(
     collapsed = collapsed or fill.followed
     if fill.via_peer:
         fwd = "peer"  # the region's owner answered (its own member precedes ours)
-    status = CacheStatus(ctx.node_name, fwd=fwd, fwd_status=outcome.status, stored=True, collapsed=collapsed or None,
+    status = CacheStatus(ctx.node_name, fwd=fwd, fwd_status=outcome.status, stored=fill.stores,
+                         collapsed=collapsed or None,
                          detail="partial" if partial else detail or fill.detail)  # fmt: skip
     wants_range = not partial and ranges.range_value(received, method) is not None
     conditional = (

@@ -72,7 +72,7 @@ def get(
 
 def test_demo_end_to_end_and_clean_stop(tmp_path: Path) -> None:
     origin_port, router_port, router_admin_port = free_block(2), free_port(), free_port()
-    edge_base, admin_base = free_block(3), free_block(3)
+    edge_base, admin_base = free_block(4), free_block(4)
     process = subprocess.Popen(
         [
             sys.executable, "-m", "demo",
@@ -96,10 +96,12 @@ def test_demo_end_to_end_and_clean_stop(tmp_path: Path) -> None:
         output = "".join(lines)
         assert "edgecache demo is up" in output
         router = f"http://127.0.0.1:{router_port}"
-        for index, client in enumerate(("198.51.100.7", "192.0.2.7", "203.0.113.7")):
+        regions = {"198.51.100.7": [0], "192.0.2.7": [1, 3], "203.0.113.7": [2]}  # eu-west has two edges
+        for client, indexes in regions.items():
             status, headers, _ = get(f"{router}/obj/demo?size=32&max_age=60", {"X-Forwarded-For": client})
             assert status == 302
-            assert headers["Location"] == f"http://127.0.0.1:{edge_base + index}/obj/demo?size=32&max_age=60"
+            edges = [f"http://127.0.0.1:{edge_base + index}/obj/demo?size=32&max_age=60" for index in indexes]
+            assert headers["Location"] in edges
         edge = f"http://127.0.0.1:{edge_base}"
         assert get(f"{edge}/obj/demo?size=32&max_age=60")[1]["X-Cache"] == "MISS"
         status, headers, body = get(f"{edge}/obj/demo?size=32&max_age=60")
@@ -110,11 +112,17 @@ def test_demo_end_to_end_and_clean_stop(tmp_path: Path) -> None:
             f"http://127.0.0.1:{router_admin_port}/purge", {"Content-Type": "application/json"}, "POST", purge_body
         )
         assert status == 200
-        assert json.loads(answer)["applied"] == 3
+        assert json.loads(answer)["applied"] == 4
         assert get(f"{edge}/obj/demo?size=32&max_age=60")[1]["X-Cache"] == "MISS"
         status, _, page = get(f"{edge}/")
         assert status == 200
         assert b"edgecache demo" in page
+        # The two eu-west edges are one cache: the non-owner is filled by its peer, the origins asked once.
+        shared = "/obj/shared?size=16&max_age=300"
+        members = [get(f"http://127.0.0.1:{edge_base + index}{shared}")[1]["Cache-Status"] for index in (1, 3)]
+        assert sum("fwd=peer" in status for status in members) == 1, members
+        counts = [get(f"http://127.0.0.1:{origin_port + index}/_stub/counters?path=/obj/shared") for index in (0, 1)]
+        assert sum(json.loads(body)["count"] for _, _, body in counts) == 1
         # Each edge balances over the two origin instances and reports their health.
         status, _, report = get(f"http://127.0.0.1:{admin_base}/origins")
         origins = json.loads(report)["sites"][0]["origins"]
@@ -123,7 +131,7 @@ def test_demo_end_to_end_and_clean_stop(tmp_path: Path) -> None:
         named = {get(f"{edge}/obj/failover{index}?size=8")[1].get("X-Stub-Name") for index in range(4)}
         assert named == {"origin-b"}  # every request answered, by the origin still up
         descendants = descendants_of(process.pid)
-        assert len(descendants) >= 9  # 2 origins, router, 3 supervisors, 3 workers
+        assert len(descendants) >= 11  # 2 origins, router, 4 supervisors, 4 workers
     finally:
         os.kill(process.pid, signal.SIGINT)  # what Ctrl-C sends
         process.wait(60)
@@ -137,7 +145,7 @@ def test_demo_end_to_end_and_clean_stop(tmp_path: Path) -> None:
 def test_ctrl_c_during_start_up_stops_everything(tmp_path: Path, after_s: float) -> None:
     """Ctrl-C at any moment of the launcher's start-up stops every process it started, quickly."""
     origin_port, router_port, router_admin_port = free_block(2), free_port(), free_port()
-    edge_base, admin_base = free_block(3), free_block(3)
+    edge_base, admin_base = free_block(4), free_block(4)
     process = subprocess.Popen(
         [
             sys.executable, "-m", "demo",

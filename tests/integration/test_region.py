@@ -123,6 +123,7 @@ async def test_every_object_reaches_the_origin_once_per_region(
     members = headers["Cache-Status"].split(", ")
     assert members[0].startswith(f"r-{first};hit")  # the owner's member first (origin-most), then ours
     assert "fwd=peer" in members[-1]
+    assert "stored" not in members[-1]  # a non-owner keeps no copy without peer_copy
     async with aiohttp.ClientSession() as client, client.get(f"{other.admin_url}/metrics") as resp:
         text = await resp.text()
     assert f'edgecache_peer_requests_total{{edge="r-{(first + 1) % 3}",peer="r-{first}"}}' in text

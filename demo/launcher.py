@@ -133,10 +133,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--router-port", type=int, default=env_int("DEMO_ROUTER_PORT", 8080))
     parser.add_argument("--router-admin-port", type=int, default=env_int("DEMO_ROUTER_ADMIN_PORT", 8081))
     parser.add_argument(
-        "--edge-port", type=int, default=env_int("DEMO_EDGE_PORT", 8101), help="first edge port (then +1, +2, +3)"
+        "--edge-port", type=int, default=env_int("DEMO_EDGE_PORT", 8101), help="first edge port (then +1, ...)"
     )
     parser.add_argument(
-        "--admin-port", type=int, default=env_int("DEMO_ADMIN_PORT", 9101), help="first edge admin port (then +1, +2, +3)"
+        "--admin-port", type=int, default=env_int("DEMO_ADMIN_PORT", 9101), help="first edge admin port (then +1, ...)"
     )
     parser.add_argument("--workdir", type=Path, default=Path(os.environ.get("DEMO_DIR", ".demo")))
     parser.add_argument("--workers", type=int, default=env_int("DEMO_WORKERS", 1), help="workers per edge")

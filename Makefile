@@ -28,6 +28,7 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m bench.edge_bench
 	$(PY) -m bench.purge_bench
+	$(PY) -m bench.region_bench
 	$(PY) -m bench.router_bench
 	$(PY) -m bench.router_bench --access-log
 

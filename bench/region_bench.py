@@ -2,7 +2,7 @@
 
 Starts the origin stub and, in turn, one edge; three edges that do not know each other (islands);
 three edges of one region with peer fill (``[cluster]``); and one edge with three times the cache.
-Each small edge holds less than the working set (``--objects`` × ``--size`` bytes; its memory and
+Each small edge holds less than the working set (``--objects`` times ``--size`` bytes; its memory and
 disk tiers are ``--capacity`` bytes each); clients are spread over a scenario's edges round-robin,
 as an L4 balancer would, in shuffled rounds (seeded).  Prints, per scenario, the origin requests,
 the hit ratio after the first (cold) round — the share of requests the origin did not see — and
@@ -81,23 +81,20 @@ def start_scenario(
                 "health_interval = 0.2\nfall = 2\nrise = 1\n"
             )
         config.write_text(text)
-        processes.append(
-            subprocess.Popen(
-                [
-                    sys.executable, "-m", "edge", "--config", str(config),
-                    "--listen", f"127.0.0.1:{public}", "--admin-listen", f"127.0.0.1:{admin}",
-                    "--cache-dir", str(workdir / f"cache-{index}"), "--workers", "1",
-                    "--access-log", "off", "--log-level", "warning",
-                ],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-            )  # fmt: skip
-        )
+        argv = [
+            sys.executable, "-m", "edge", "--config", str(config),
+            "--listen", f"127.0.0.1:{public}", "--admin-listen", f"127.0.0.1:{admin}",
+            "--cache-dir", str(workdir / f"cache-{index}"), "--workers", "1",
+            "--access-log", "off", "--log-level", "warning",
+        ]  # fmt: skip
+        quiet = subprocess.DEVNULL
+        processes.append(subprocess.Popen(argv, stdout=quiet, stderr=quiet, start_new_session=True))
     urls = [(f"http://127.0.0.1:{public}", f"http://127.0.0.1:{admin}") for public, admin in ports]
-    for _, admin in urls:
-        wait_http(f"{admin}/readyz", timeout=60)
+    for _, admin_url in urls:
+        wait_http(f"{admin_url}/readyz", timeout=60)
     if scenario.cluster and scenario.edges > 1:
         deadline = time.monotonic() + 30
-        while not all(_peers_healthy(admin) for _, admin in urls):
+        while not all(_peers_healthy(admin_url) for _, admin_url in urls):
             if time.monotonic() > deadline:
                 raise RuntimeError("the edges never saw their peers healthy")
             time.sleep(0.1)

@@ -20,7 +20,6 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
-from urllib.parse import urlsplit
 
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler
@@ -29,12 +28,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from edge.cache.context import CacheContext
 from edge.cache.fill import entry_of
+from edge.cluster import shard_of
 from edge.config import EdgeSettings
 from edge.http import policy
 from edge.http.headers import get_first
 from edge.jsonbody import BadJsonBody, read_json
 from edge.metrics import StatsCollector, collect_worker_stats, merge_origins, publish_stats_forever, summarize
-from edge.router.select import shard_key
 from edge.runtime import EdgeRuntime
 from edge.sites import purge_targets, visible_tags
 
@@ -300,11 +299,14 @@ async def cluster(request: web.Request) -> web.Response:
     if cache.cluster is None:
         return web.json_response({"error": "no [cluster] configured on this edge"}, status=404)
     url = request.query.get("url")
-    target = None
-    if url is not None:
-        parts = urlsplit(url)
-        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    return web.json_response(cache.cluster.describe(shard_key(target) if target is not None else None))
+    shard = None
+    if url is not None:  # the URL's key on its site, as a request for it is keyed here
+        try:
+            _, keys = purge_targets(cache.sites, "urls", [url], request.query.get("site"))
+        except ValueError as exc:
+            return web.json_response({"error": str(exc)}, status=400)
+        shard = shard_of(keys[0])
+    return web.json_response(cache.cluster.describe(shard))
 
 
 async def stats(request: web.Request) -> web.Response:

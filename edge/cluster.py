@@ -1,9 +1,10 @@
 """A region as one cache: every edge of a region knows which of them own a key, and a miss travels to
 the owner rather than to the origin (Varnish's shard director, Traffic Server's parent selection).
 
-    owners(target) = the top ``replication`` of the region's healthy edges (this one always counts
+    owners(target) = the top ``replication`` of the region's healthy enabled edges (this one counts
                      as healthy) by the router's weighted rendezvous hashing of the same shard key
-                     (the request target), so a client the router sent lands on the first owner
+                     (the normalised request target), so a client the router sent lands on the
+                     first owner
 
     a miss here, as                    goes to                               stores
     ─────────────────────────────────  ────────────────────────────────────  ─────────────────────
@@ -23,6 +24,7 @@ sees the failure.  Parents are chosen by rendezvous hashing too, and a parent th
 
 from __future__ import annotations
 
+import hmac
 import logging
 import time
 from dataclasses import dataclass, field, replace
@@ -34,19 +36,41 @@ from edge.balance import rendezvous_score
 from edge.config import ClusterSettings, EdgeSettings, UpstreamSettings
 from edge.errors import OriginTimeout, OriginUnreachable
 from edge.health import Health, State
+from edge.http import forwarding
 from edge.inventory import EdgeEntry, Inventory, load_inventory
 from edge.router.health import HealthChecker
 from edge.router.select import rendezvous_order, shard_key
 from edge.upstream import InterimSink, OriginPool, OriginRequest, OriginResponse, OriginRoute
 
-__all__ = ["PEER_HEADER", "Cluster", "Keep", "ParentRoute", "PeerRoute", "build_cluster", "shard_key"]
+__all__ = [
+    "PEER_HEADER", "PEER_PROTO_HEADER", "Cluster", "Keep", "ParentRoute", "PeerRoute", "build_cluster", "shard_key",
+    "shard_of",
+]  # fmt: skip
 
 log = logging.getLogger("edge.cluster")
 
 PEER_HEADER = "Edgecache-Peer"
 PEER_HEADER_BYTES = b"edgecache-peer"
+# The client's scheme, which the owner keys by (with preserve_host) and passes on as
+# X-Forwarded-Proto; believed only together with the token.
+PEER_PROTO_HEADER = "Edgecache-Peer-Proto"
+PEER_PROTO_HEADER_BYTES = b"edgecache-peer-proto"
+# Peers wait longer than the origin's read_timeout: an owner whose origin is slow answers (504 at
+# worst) before the peer request times out, so a slow origin never makes a healthy peer suspect.
+PEER_READ_MARGIN_S = 5.0
 SUSPECT_S = 5.0  # a peer that failed a request stays out of the owners at least this long
 Keep = Literal["all", "memory", "none"]  # what a fill through a peer stores here
+
+
+def shard_of(key: str) -> str:
+    """The shard key of a cache key: its normalised target (path and query), so every request the
+    site's key options make one object (``drop_query_params``, ``sort_query``…) has one owner.  For
+    targets those options leave alone this is the router's key (``shard_key``), byte for byte."""
+    scheme_end = key.find("://")
+    if scheme_end < 0:
+        return key
+    path_start = key.find("/", scheme_end + 3)
+    return key[path_start:] if path_start >= 0 else "/"
 
 
 @dataclass(slots=True)
@@ -79,7 +103,7 @@ class Cluster:
     # -- who owns a key --------------------------------------------------------------------------
     def healthy(self, entry: EdgeEntry, now: float) -> bool:
         if entry.name == self.me.name:
-            return True
+            return entry.enabled  # a disabled edge owns nothing, as the router and its peers see it
         if self._suspect.get(entry.name, 0.0) > now:
             return False
         return self.checker is None or self.checker.healthy_view().get(entry.name, False)
@@ -101,10 +125,21 @@ class Cluster:
 
     def is_peer_request(self, token: bytes | None) -> bool:
         expected = self.settings.token
-        return expected is not None and token is not None and token == expected.encode("latin-1", "replace")
+        if expected is None or token is None:
+            return False
+        return hmac.compare_digest(token, expected.encode("latin-1", "replace"))
+
+    def relays(self, shard: str, peer_request: bool) -> bool:
+        """Does a miss here go to the key's owner as it is, keeping nothing (a non-owner without
+        ``peer_copy``)?  The owner then answers ranges, conditionals and HEAD itself."""
+        if peer_request or not self.settings.peer_fill or self.settings.peer_copy:
+            return False
+        return self.role(shard)[0] == "none"
 
     # -- where a miss goes -----------------------------------------------------------------------
-    def route(self, target: str, fallback: OriginRoute, client_host: str, peer_request: bool) -> OriginRoute:
+    def route(
+        self, target: str, fallback: OriginRoute, client_host: str, peer_request: bool, scheme: str = "http"
+    ) -> OriginRoute:
         """The route of a miss for ``target``: the owner for a non-first-owner, else the parent
         tier or the origin.  A ``PeerRoute`` says whether this edge keeps what it fetched
         (``keep``: a secondary owner does; a non-owner only with ``peer_copy``, in memory)."""
@@ -114,7 +149,7 @@ class Cluster:
         role, owner = self.role(target)
         if owner is None:
             return upstream
-        return PeerRoute(self, target, owner, upstream, client_host, self.keep_for(role))
+        return PeerRoute(self, target, owner, upstream, client_host, self.keep_for(role), scheme)
 
     def keep_for(self, role: str) -> Keep:
         return "all" if role != "none" else ("memory" if self.settings.peer_copy else "none")
@@ -122,7 +157,8 @@ class Cluster:
     def pool_for(self, entry: EdgeEntry) -> OriginPool:
         pool = self._pools.get(entry.name)
         if pool is None:
-            pool = self._pools[entry.name] = OriginPool(URL(entry.fill_url), self.upstream)
+            patient = self.upstream.model_copy(update={"read_timeout": self.upstream.read_timeout + PEER_READ_MARGIN_S})
+            pool = self._pools[entry.name] = OriginPool(URL(entry.fill_url), patient)
         return pool
 
     def suspect(self, name: str, reason: str) -> None:
@@ -179,10 +215,19 @@ class Cluster:
 
 
 class PeerRoute:
-    """A miss sent to the key's owner; the origin (or parent) when the owner cannot be reached."""
+    """A miss sent to the key's owner; the next owner, then the origin (or parent), when it cannot
+    answer.  Only an owner that cannot be reached is taken out of the owners: a 421 or 508 says
+    something about this request (a client can provoke one with ``Via``), not about the peer."""
 
     def __init__(
-        self, cluster: Cluster, target: str, owner: EdgeEntry, fallback: OriginRoute, client_host: str, keep: Keep
+        self,
+        cluster: Cluster,
+        target: str,
+        owner: EdgeEntry,
+        fallback: OriginRoute,
+        client_host: str,
+        keep: Keep,
+        scheme: str = "http",
     ) -> None:
         self.cluster = cluster
         self.target = target
@@ -190,34 +235,41 @@ class PeerRoute:
         self.fallback = fallback
         self.client_host = client_host
         self.keep = keep
+        self.scheme = scheme
         self.name = fallback.name
 
     async def send(self, request: OriginRequest, on_interim: InterimSink | None = None) -> OriginResponse:
         cluster = self.cluster
         token = cluster.settings.token or ""
         peer_request = replace(
-            request, host=self.client_host or request.host, headers=[*request.headers, (PEER_HEADER, token)]
-        )
-        for _attempt in range(2):  # the owner, then (if it failed) whoever owns the key without it
-            counters = cluster.counters_for(self.owner.name)
-            counters.requests += 1
-            try:
-                response = await cluster.pool_for(self.owner).request(peer_request, on_interim)
-            except (OriginUnreachable, OriginTimeout) as exc:
-                failure = exc.reason
+            request, host=self.client_host or request.host,
+            headers=[*request.headers, (PEER_HEADER, token), (PEER_PROTO_HEADER, self.scheme)],
+        )  # fmt: skip
+        passed = set(forwarding.via_pseudonyms(request.headers))  # hops this request already made
+        tried: set[str] = set()
+        owner: EdgeEntry | None = self.owner
+        while owner is not None and len(tried) < 2:  # the owner, then whoever owns the key without it
+            tried.add(owner.name)
+            if owner.name.lower() in passed:
+                pass  # asking it would come back here as a loop (508): skip it, for this request only
             else:
-                if response.status not in (421, 508):  # 421: it does not serve this site; 508: a loop
-                    return self._answered(response, counters)
-                response.release()
-                failure = f"answered {response.status}"
-            counters.failures += 1
-            cluster.suspect(self.owner.name, failure)
-            role, owner = cluster.role(self.target)
-            self.keep = cluster.keep_for(role)
-            if owner is None:
-                break  # this edge owns the key now: it asks the parent or origin itself
-            self.owner = owner
-        return await self.fallback.send(request, on_interim)
+                counters = cluster.counters_for(owner.name)
+                counters.requests += 1
+                try:
+                    response = await cluster.pool_for(owner).request(peer_request, on_interim)
+                except (OriginUnreachable, OriginTimeout) as exc:
+                    counters.failures += 1
+                    cluster.suspect(owner.name, exc.reason)
+                else:
+                    if response.status not in (421, 508):  # 421: it does not serve this site; 508: a loop
+                        self.owner = owner
+                        return self._answered(response, counters)
+                    response.release()
+                    counters.failures += 1
+            owner = next((o for o in cluster.owners(self.target) if o.name not in tried), None)
+            if owner is not None and owner.name == cluster.me.name:
+                owner = None  # this edge owns the key now: it asks the parent or origin itself
+        return await self.fallback.send(request, on_interim)  # what it fetches itself, it keeps
 
     def _answered(self, response: OriginResponse, counters: PeerCounters) -> OriginResponse:
         if any(name.lower() == b"cache-status" and b";hit" in value for name, value in response.raw_headers):
@@ -252,9 +304,8 @@ class ParentRoute:
             if parent.health.failure(time.time(), exc.reason):
                 log.warning("parent %s is down (%s): misses go to the origin", parent.url, exc.reason)
             return await self.fallback.send(request, on_interim)
-        if response.status == 508:
+        if response.status == 508:  # a loop through this request's path, not a fault of the parent
             response.release()
-            parent.health.failure(time.time(), "parent loop (508)")
             return await self.fallback.send(request, on_interim)
         if (parent.health.state is State.UP or trial) and parent.health.success(time.time()):
             log.warning("parent %s is up again", parent.url)
@@ -270,7 +321,9 @@ def build_cluster(settings: EdgeSettings) -> Cluster | None:
         return None
     inventory = load_inventory(config.inventory)
     me = next(edge for edge in inventory.edges if edge.name == config.self_name)
-    region = [edge for edge in inventory.in_region(me.region) if edge.enabled or edge.name == me.name]
+    region = [edge for edge in inventory.in_region(me.region) if edge.enabled]
+    if not me.enabled:
+        region.append(me)  # listed (its role is always "none"), never an owner
     peers = [edge for edge in region if edge.name != me.name]
     checker = None
     if peers:

@@ -18,7 +18,8 @@ from edge.server.exchange import RequestHead
 
 # Fields the edge writes itself (hop-by-hop ones are dropped anyway); Expect is answered by our
 # own front end (100 Continue) when the body is first read.
-_REWRITTEN = ("host", "expect", "x-forwarded-proto", "x-forwarded-host", "x-forwarded-for", "edgecache-peer")
+_REWRITTEN = ("host", "expect", "x-forwarded-proto", "x-forwarded-host", "x-forwarded-for", "edgecache-peer",
+              "edgecache-peer-proto")
 
 
 def origin_target(head: RequestHead) -> str:

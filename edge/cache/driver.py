@@ -30,7 +30,7 @@ from edge.cache import partial, respond, revalidate, slices
 from edge.cache.context import CacheContext
 from edge.cache.hit import SLOW_REQUEST_FIELDS, HitPath
 from edge.cache.lookup import Verdict, look_up
-from edge.cluster import PEER_HEADER_BYTES
+from edge.cluster import PEER_HEADER_BYTES, PEER_PROTO_HEADER_BYTES, shard_of
 from edge.errors import ClientFault, EdgeError, LoopDetected, Misdirected
 from edge.forward import client_host, origin_target, stripped_fields
 from edge.http import coding, forwarding, invalidation, policy, validation, vary
@@ -77,6 +77,10 @@ class Cache:
             if ctx.cluster is not None:
                 token = next((v for n, v in head.raw_headers if n.lower() == PEER_HEADER_BYTES), None)
                 ex.peer = ctx.cluster.is_peer_request(token)
+                if ex.peer:  # the client's scheme, as the first edge saw it (keys, X-Forwarded-Proto)
+                    proto = next((v for n, v in head.raw_headers if n.lower() == PEER_PROTO_HEADER_BYTES), None)
+                    if proto in (b"http", b"https"):
+                        head.scheme = proto.decode("ascii")
             if head.method == "PURGE":
                 await self._purge_one_url(ex)
                 return
@@ -155,6 +159,11 @@ class Cache:
                                             revalidate.conditional(request, found.meta), received, key, found.meta,
                                             ex)  # fmt: skip
                     await fills.serve(ctx, ex, received, target, key, fill, lookup.fwd, collapsed, stale=found)
+                case Verdict.MISS | Verdict.PARTIAL if self._relays(ex, key):
+                    # Not an owner and keeping nothing: the owner answers the request as it was sent
+                    # (its ranges, conditionals, HEAD), and fills from the origin once for the region.
+                    ctx.counters.misses += 1
+                    await fills.own_request(ctx, ex, target, lookup.fwd, interim=True, via_cluster=True)
                 case Verdict.MISS:
                     ctx.counters.misses += 1
                     # Range and the client's own conditionals are answered here, from the complete object.
@@ -174,7 +183,10 @@ class Cache:
                         await partial.serve(ctx, ex, received, target, key, lookup.fwd)
                 case Verdict.HIT_FOR_MISS | Verdict.PASS:
                     ctx.counters.misses += 1
-                    await fills.own_request(ctx, ex, target, lookup.fwd, lookup.detail, interim=True)
+                    # A HEAD that misses asks the key's owner, which may hold the object; what is
+                    # known to be uncacheable goes straight to the origin.
+                    await fills.own_request(ctx, ex, target, lookup.fwd, lookup.detail, interim=True,
+                                            via_cluster=lookup.verdict is Verdict.PASS)  # fmt: skip
                 case Verdict.ONLY_IF_CACHED:
                     await respond.error(
                         ctx, ex, 504, "not in cache and the request allows only a cached response (only-if-cached)",
@@ -184,6 +196,10 @@ class Cache:
                     assert_never(lookup.verdict)
         finally:
             close_handle(found)
+
+    def _relays(self, ex: Exchange, key: str) -> bool:
+        cluster = self.ctx.cluster
+        return cluster is not None and cluster.relays(shard_of(key), ex.peer)
 
     async def _hit(self, ex: Exchange, received: HeaderList, found: CachedObject,
                    decision: policy.ServeDecision, detail: str | None = None) -> None:  # fmt: skip

@@ -33,7 +33,7 @@ from edge.cache import combine, compress, crossfill, respond, revalidate
 from edge.cache.coalesce import Fill, FillAborted
 from edge.cache.context import CacheContext
 from edge.cache.outcomes import FillOutcome, OriginFailed, Refreshed, Shared, StoredElsewhere, Unshared
-from edge.cluster import Keep, PeerRoute, shard_key
+from edge.cluster import Keep, PeerRoute, shard_of
 from edge.errors import EdgeError, OriginBodyBroken
 from edge.forward import client_host, origin_headers
 from edge.http import coding, forwarding, parts, policy, ranges, validation, vary
@@ -116,7 +116,8 @@ def origin_request(
     keyed_host = host if site.preserve_host and host else None
     route: OriginRoute = site.origins
     if via_cluster and ctx.cluster is not None:
-        route = ctx.cluster.route(shard_key(target), site.origins, host, ex.peer)
+        shard = shard_of(site.keys.for_request(ex.head, target))
+        route = ctx.cluster.route(shard, site.origins, host, ex.peer, ex.head.scheme)
     return OriginRequest(
         method=method or ex.head.method,
         target=target,
@@ -140,16 +141,26 @@ async def send(ctx: CacheContext, ex: Exchange, request: OriginRequest, *, inter
 
 
 async def own_request(
-    ctx: CacheContext, ex: Exchange, target: str, fwd: FwdReason, why: str | None = None, *, interim: bool = False
+    ctx: CacheContext,
+    ex: Exchange,
+    target: str,
+    fwd: FwdReason,
+    why: str | None = None,
+    *,
+    interim: bool = False,
+    via_cluster: bool = False,
 ) -> None:
     """This request goes to the origin alone: nothing is stored or shared, so the origin sees the
-    client's own Accept-Encoding (the edge compresses only what it stores)."""
-    request = origin_request(ctx, ex, target)
+    client's own Accept-Encoding (the edge compresses only what it stores).  ``via_cluster``: to
+    the key's owner when this edge is not one (``edge.cluster``), as the client sent it."""
+    request = origin_request(ctx, ex, target, via_cluster=via_cluster)
     original = ex.head.original_accept_encoding
     if original is not None:
         request.headers[:] = [(name, value) for name, value in request.headers if name.lower() != "accept-encoding"]
         request.headers.extend(("Accept-Encoding", value.decode("latin-1")) for value in original)
     upstream = await send(ctx, ex, request, interim=interim)
+    if upstream.via_peer:
+        fwd = "peer"  # the owner's member precedes ours
     status = CacheStatus(ctx.node_name, fwd=fwd, fwd_status=upstream.status, stored=False, detail=why or None)
     await respond.relay(ctx, ex, upstream, status)
 
@@ -715,6 +726,7 @@ async def _stream_shared(
     # A 206 is the part this request asked for (the fill forwarded its Range and If-Range).
     partial = outcome.status == 206
     collapsed = collapsed or fill.followed
+    asked = fwd
     if fill.via_peer:
         fwd = "peer"  # the region's owner answered (its own member precedes ours)
     status = CacheStatus(ctx.node_name, fwd=fwd, fwd_status=outcome.status, stored=fill.stores,
@@ -740,7 +752,9 @@ async def _stream_shared(
             close_handle(found.obj)
         if fill.failure is not None:
             raise OriginBodyBroken(str(fill.failure))
-        await own_request(ctx, ex, target, fwd)
+        # Not stored here (too large, or a copy this edge does not keep): asked again as sent,
+        # through the key's owner when there is one.
+        await own_request(ctx, ex, target, asked, via_cluster=True)
         return
     sent = outcome.owner_headers if not collapsed and outcome.owner_headers is not None else outcome.headers
     headers = respond.client_headers(ctx, sent, keep_age=True)

@@ -49,7 +49,7 @@ async def serve(ctx: CacheContext, ex: Exchange, received: HeaderList, target: s
     fill = fills.join(ctx, fill_key, key)
     collapsed = fill is not None
     if fill is None:
-        request = fills.origin_request(ctx, ex, target, drop=_FORWARD_DROP)
+        request = fills.origin_request(ctx, ex, target, drop=_FORWARD_DROP, via_cluster=True)
         fill = fills.launch(ctx, fill_key, request, received, key, None, ex, fills.FillSpec(fills.FillKind.RANGE))
     await fills.serve(ctx, ex, received, target, key, fill, fwd, collapsed, stale=None)
 

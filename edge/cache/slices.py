@@ -304,7 +304,9 @@ async def _obtain(
         fill = fills.join(ctx, fill_key, key) if _attempt == 0 else None
         collapsed = fill is not None
         if fill is None:
-            request = fills.origin_request(ctx, ex, target, drop=validation.CONDITIONAL_REQUEST_FIELDS)
+            request = fills.origin_request(
+                ctx, ex, target, drop=validation.CONDITIONAL_REQUEST_FIELDS, via_cluster=True
+            )
             request.headers.append(("Range", parts.slice_request_range(index, size)))
             spec = fills.FillSpec(fills.FillKind.SLICE, size, index)
             fill = fills.launch(ctx, fill_key, request, received, key, None, ex if owner else None, spec)
@@ -371,7 +373,7 @@ async def _prefetch(
     if stored is not None:
         _release(stored)
         return
-    request = fills.origin_request(ctx, ex, target, drop=validation.CONDITIONAL_REQUEST_FIELDS)
+    request = fills.origin_request(ctx, ex, target, drop=validation.CONDITIONAL_REQUEST_FIELDS, via_cluster=True)
     request.headers.append(("Range", parts.slice_request_range(index, size)))
     fills.launch(ctx, fill_key, request, received, key, None, None, fills.FillSpec(fills.FillKind.SLICE, size, index))
 
@@ -399,7 +401,7 @@ async def _not_sliced(
         if outcome.upstream is not None and not got.collapsed:
             outcome.upstream.release()
         ctx.counters.misses += 1
-        request = fills.origin_request(ctx, ex, target, drop=validation.CONDITIONAL_REQUEST_FIELDS)
+        request = fills.origin_request(ctx, ex, target, drop=validation.CONDITIONAL_REQUEST_FIELDS, via_cluster=True)
         fill = fills.launch(ctx, fills.complete_fill_key(ctx, key, received), request, received, key, None, ex)
         await fills.serve(ctx, ex, received, target, key, fill, fwd, False, stale=None)
         return

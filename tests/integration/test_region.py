@@ -123,7 +123,7 @@ async def test_every_object_reaches_the_origin_once_per_region(
     members = headers["Cache-Status"].split(", ")
     assert members[0].startswith(f"r-{first};hit")  # the owner's member first (origin-most), then ours
     assert "fwd=peer" in members[-1]
-    assert "stored" not in members[-1]  # a non-owner keeps no copy without peer_copy
+    assert members[-1].endswith("stored=?0")  # a non-owner keeps no copy without peer_copy
     async with aiohttp.ClientSession() as client, client.get(f"{other.admin_url}/metrics") as resp:
         text = await resp.text()
     assert f'edgecache_peer_requests_total{{edge="r-{(first + 1) % 3}",peer="r-{first}"}}' in text
@@ -335,3 +335,90 @@ async def test_a_parent_tier_shows_every_hop_and_falls_back_to_the_origin(
         status, _, body = await fetch(child, f"/obj/gone{index}?size=10&max_age=600")
         assert (status, body) == (200, expected_body(f"gone{index}", 10))
     assert origin_total(origin, "/obj/gone") == 5
+
+
+def non_owner(region: Region, tmp_path: Path, path: str) -> tuple[EdgeProcess, int]:
+    first = int(owners(tmp_path, path)[0][-1])
+    return region[(first + 1) % 3], first
+
+
+async def test_a_non_owner_relays_ranges_conditionals_and_head_to_the_owner(
+    origin: OriginStubServer, tmp_path: Path, edge_processes: list[EdgeProcess]
+) -> None:
+    region = await start_region(origin, tmp_path, edge_processes, replication=1)
+    path = "/obj/relayed?size=1000&max_age=600&etag=v1"
+    other, first = non_owner(region, tmp_path, path)
+    status, _, body = await fetch(other, path)
+    assert (status, body) == (200, expected_body("relayed", 1000))
+    status, headers, body = await fetch(other, path, {"Range": "bytes=10-19"})
+    assert (status, body) == (206, expected_body("relayed", 1000)[10:20])
+    assert headers["Cache-Status"].startswith(f"r-{first};hit")  # the owner answered the range itself
+    assert "fwd=peer" in headers["Cache-Status"].split(", ")[-1]
+    status, headers, _ = await fetch(other, path, {"If-None-Match": headers["ETag"]})
+    assert status == 304
+    async with aiohttp.ClientSession() as client, client.head(f"{other.url}{path}") as resp:
+        assert (resp.status, resp.headers["Content-Length"]) == (200, "1000")
+    assert origin_total(origin, "/obj/relayed") == 1  # the owner filled once; it answered everything
+    inspect = await json_get(f"{other.admin_url}/cache?url={quote('http://cdn.example' + path)}")
+    assert inspect["variants"] == []  # and the non-owner kept nothing
+
+
+async def test_keys_the_site_makes_one_have_one_owner(
+    origin: OriginStubServer, tmp_path: Path, edge_processes: list[EdgeProcess]
+) -> None:
+    cache = '[cache]\ndrop_query_params = ["utm_*"]\nsort_query = true\n'
+    region = await start_region(origin, tmp_path, edge_processes, replication=1, cache=cache)
+    for index in range(6):
+        for edge in region:
+            status, _, body = await fetch(edge, f"/obj/norm?utm_source=n{index}&size=30&max_age=600")
+            assert (status, body) == (200, expected_body("norm", 30))
+    assert origin_total(origin, "/obj/norm") == 1
+
+
+async def test_a_client_naming_the_owner_in_via_cannot_take_it_out(
+    origin: OriginStubServer, tmp_path: Path, edge_processes: list[EdgeProcess]
+) -> None:
+    region = await start_region(origin, tmp_path, edge_processes, replication=1)
+    path = "/obj/via1?size=10&max_age=600"
+    other, first = non_owner(region, tmp_path, path)
+    for _ in range(3):  # the owner's name in Via: this request skips the owner; the owner stays in
+        status, _, body = await fetch(other, path, {"Via": f"1.1 r-{first}"})
+        assert (status, body) == (200, expected_body("via1", 10))
+    report = await json_get(f"{other.admin_url}/cluster")
+    assert all(peer["healthy"] for peer in report["peers"])
+    keys = [f"/obj/via-k{index}?size=10&max_age=600" for index in range(30)]
+    await warm(region, keys)
+    assert origin_total(origin, "/obj/via-k") == 30  # nobody was taken out: still once per region
+
+
+async def test_a_slow_origin_does_not_make_an_owner_suspect(
+    origin: OriginStubServer, tmp_path: Path, edge_processes: list[EdgeProcess]
+) -> None:
+    region = await start_region(
+        origin, tmp_path, edge_processes, replication=1, cache="[upstream]\nread_timeout = 0.5\n"
+    )
+    path = "/obj/slow?size=10&max_age=600&delay_ms=1500"
+    other, _first = non_owner(region, tmp_path, path)
+    status, _, _body = await fetch(other, path)
+    assert status == 504  # the owner's answer: its origin was too slow
+    assert origin_total(origin, "/obj/slow") == 1  # not asked a second time by the non-owner
+    report = await json_get(f"{other.admin_url}/cluster")
+    assert all(peer["healthy"] for peer in report["peers"])
+
+
+async def test_peer_copy_keeps_a_memory_copy_only(
+    origin: OriginStubServer, tmp_path: Path, edge_processes: list[EdgeProcess]
+) -> None:
+    region = await start_region(
+        origin, tmp_path, edge_processes, replication=1, extra=lambda index: "peer_copy = true\n"
+    )
+    path = "/obj/copied?size=100&max_age=600"
+    other, first = non_owner(region, tmp_path, path)
+    status, headers, _ = await fetch(other, path)
+    member = headers["Cache-Status"].split(", ")[-1]
+    assert (status, member.split(";")[:2]) == (200, [f"r-{(first + 1) % 3}", "fwd=peer"])
+    inspect = await json_get(f"{other.admin_url}/cache?url={quote('http://cdn.example' + path)}")
+    assert [variant["tier"] for variant in inspect["variants"]] == ["memory"]
+    _, headers, _ = await fetch(other, path)
+    assert headers["Cache-Status"].split(", ")[-1].startswith(f"r-{(first + 1) % 3};hit")  # its own copy now
+    assert origin_total(origin, "/obj/copied") == 1

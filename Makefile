@@ -18,7 +18,11 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(PY) -m demo
 
+# Real components some tests need (Debian packages): installed when missing and running as root.
+SYSTEM_PACKAGES := redis-server=redis-server
+
 test: $(STAMP)
+	@sh tools/ensure-packages.sh $(SYSTEM_PACKAGES)
 	$(PY) -m pytest -q -p no:cacheprovider
 
 lint: $(STAMP)

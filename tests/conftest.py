@@ -22,6 +22,7 @@ from hypothesis import settings as hypothesis_settings
 from edge.config import EdgeSettings
 from origin_stub import OriginStubServer
 from tests.support.edge import InProcessAdmin, InProcessEdge, start_in_process
+from tests.support.redis import RedisServer
 
 # Properties, not timings: on two shared cores an example may take longer than hypothesis's 200 ms.
 hypothesis_settings.register_profile("edgecache", deadline=None)
@@ -168,3 +169,15 @@ def edge_processes() -> Iterator[list[EdgeProcess]]:
     yield started
     for edge_process in started:
         edge_process.stop()
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A real redis-server on a random port with its own directory and AOF on (skipped, saying how
+    to enable it, where the binary is missing); stopped by PID."""
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -68,6 +68,7 @@ _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS edges (name TEXT PRIMARY KEY, applied_through INTEGER NOT NULL,"
     " updated_at REAL NOT NULL)",
     "CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS idempotency (key TEXT PRIMARY KEY, seq INTEGER NOT NULL)",
 )
 
 
@@ -231,12 +232,14 @@ class ClusterPurgeLog:
         max_records: int | None = 100_000,
         max_age: float | None = None,
         clock: Callable[[], float] = time.time,
+        db_name: str = DB_NAME,
     ) -> None:
         if max_records is not None and max_records < 1:
             raise ValueError("max_records must be at least 1")
         if max_age is not None and max_age <= 0:
             raise ValueError("max_age must be positive")
         self.directory = Path(directory)
+        self.db_name = db_name
         self.max_records = max_records
         self.max_age = max_age
         self._clock = clock
@@ -254,7 +257,8 @@ class ClusterPurgeLog:
     # -- opening and closing ---------------------------------------------------------------------
 
     def _take_directory_lock(self) -> int:
-        fd = os.open(self.directory / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+        lock_name = LOCK_NAME if self.db_name == DB_NAME else f"{self.db_name}.lock"
+        fd = os.open(self.directory / lock_name, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -263,7 +267,9 @@ class ClusterPurgeLog:
         return fd
 
     def _open(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.directory / DB_NAME, timeout=10.0, isolation_level=None, check_same_thread=False)
+        conn = sqlite3.connect(
+            self.directory / self.db_name, timeout=10.0, isolation_level=None, check_same_thread=False
+        )
         try:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")
@@ -327,7 +333,20 @@ class ClusterPurgeLog:
 
     def append(self, request: PurgeRequest) -> ClusterPurge:
         """Log a purge durably and return it with its sequence and id; applies retention too."""
+        return self.append_once(request, None)[0]
+
+    def append_once(self, request: PurgeRequest, idempotency_key: str | None) -> tuple[ClusterPurge, bool]:
+        """:meth:`append`, unless ``idempotency_key`` already logged a purge still held: then that
+        purge and False (a retried POST is one purge)."""
         with self._transaction() as conn:
+            if idempotency_key is not None:
+                row = conn.execute("SELECT seq FROM idempotency WHERE key = ?", (idempotency_key,)).fetchone()
+                if row is not None:
+                    found = conn.execute(
+                        f"SELECT {_RECORD_COLUMNS} FROM purges WHERE seq = ?", (int(row[0]),)
+                    ).fetchone()
+                    if found is not None:
+                        return _record(found), False
             seq = self._last_seq + 1
             record = ClusterPurge(
                 seq=seq,
@@ -344,10 +363,12 @@ class ClusterPurgeLog:
                 (seq, record.id, record.kind, json.dumps(stored), int(record.soft), record.created_at),
             )
             conn.execute("UPDATE meta SET value = ? WHERE name = 'last_seq'", (str(seq),))
+            if idempotency_key is not None:
+                conn.execute("INSERT OR REPLACE INTO idempotency (key, seq) VALUES (?, ?)", (idempotency_key, seq))
             pruned = self._prune_in(conn, seq, record.created_at)
         self._last_seq = seq
         self._pruned_through = pruned
-        return record
+        return record, True
 
     def prune(self, now: float | None = None) -> int:
         """Apply retention now (``append`` does too); returns how many records were deleted."""
@@ -368,6 +389,7 @@ class ClusterPurgeLog:
         if cut > self._pruned_through:
             conn.execute("DELETE FROM purges WHERE seq <= ?", (cut,))
             conn.execute("DELETE FROM deliveries WHERE seq <= ?", (cut,))
+            conn.execute("DELETE FROM idempotency WHERE seq <= ?", (cut,))
             conn.execute("UPDATE meta SET value = ? WHERE name = 'pruned_through'", (str(cut),))
         return cut
 

@@ -267,6 +267,8 @@ async def readyz(request: web.Request) -> web.Response:
         "cluster_seq": cluster_seq,
         "uptime_s": round(time.monotonic() - runtime.started_monotonic, 3),
     }
+    if runtime.settings.control_plane is not None and runtime.control_plane.state != "none":
+        body["control_plane"] = runtime.control_plane.to_json()  # "unreachable": serving, purges wait
     if not runtime.ready.is_set():
         body["reason"] = runtime.not_ready_reason
         return web.json_response(body, status=503)

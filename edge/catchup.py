@@ -37,6 +37,11 @@ async def catch_up_with_control_plane(runtime: EdgeRuntime, session: aiohttp.Cli
     if settings.control_plane is None or cache is None:
         mark_caught_up(runtime)
         return
+    if not settings.control_plane.lower().startswith(("http://", "https://")):
+        from edge.purgestream import follow_purge_stream  # the shared log in Redis: read it directly
+
+        await follow_purge_stream(runtime, settings.control_plane)
+        return
     headers = {hdrs.AUTHORIZATION: f"Bearer {settings.control_plane_token}"} if settings.control_plane_token else {}
     base = settings.control_plane.rstrip("/")
     purge_log = cache.purger.log

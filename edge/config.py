@@ -406,6 +406,18 @@ class EdgeSettings(StrictModel):
     limits: LimitSettings = LimitSettings()
     cluster: ClusterSettings = ClusterSettings()
 
+    @field_validator("control_plane")
+    @classmethod
+    def _control_plane_url(cls, value: str | None) -> str | None:
+        """A router's admin URL (catch up over HTTP), or the shared purge log in Redis."""
+        if value is None or value.lower().startswith(("http://", "https://")):
+            return value
+        from edge.controlplane.redisurl import parse_purge_log_url
+
+        if parse_purge_log_url(value).kind == "sqlite":
+            raise ValueError("a SQLite purge log belongs to one router: give that router's admin URL (http://…)")
+        return value
+
     @field_validator("origin")
     @classmethod
     def _origin_is_http_url(cls, value: str | None) -> str | None:
@@ -553,6 +565,23 @@ def format_validation_error(error: ValidationError, source: str) -> str:
             message = "required setting is missing"
         lines.append(f"  {field}: {message}")
     return "\n".join(lines)
+
+
+_DURATION_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
+
+
+def parse_duration(text: str) -> float:
+    """``"90"``, ``"90s"``, ``"15m"``, ``"12h"``, ``"7d"``, ``"2w"`` → seconds; ``ValueError`` otherwise."""
+    value = text.strip().lower()
+    factor = _DURATION_UNITS.get(value[-1:]) if value else None
+    number = value[:-1] if factor is not None else value
+    try:
+        seconds = float(number) * (factor or 1.0)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a duration (seconds, or a number with s, m, h, d or w)") from None
+    if not seconds > 0 or seconds == float("inf"):
+        raise ValueError(f"{text!r}: a duration must be positive and finite")
+    return seconds
 
 
 def read_toml(path: Path) -> dict[str, Any]:

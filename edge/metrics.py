@@ -104,6 +104,7 @@ def worker_snapshot(runtime: EdgeRuntime) -> dict[str, Any]:
         origins=origin_snapshot(cache.sites),
         peers={name: {"requests": c.requests, "hits": c.hits, "failures": c.failures}
                for name, c in (cache.cluster.counters.items() if cache.cluster is not None else ())},
+        control_plane=runtime.control_plane.to_json(),
     )  # fmt: skip
     return snapshot
 
@@ -264,6 +265,19 @@ class StatsCollector:
         workers = GaugeMetricFamily("edgecache_workers_alive", "Worker processes answering", labels=["edge"])
         workers.add_metric([self.edge], summary["workers"])
         yield workers
+        links = [item["control_plane"] for item in self.snapshots if item.get("control_plane", {}).get("state")
+                 not in (None, "none")]  # fmt: skip
+        if links:
+            connected = GaugeMetricFamily(
+                "edgecache_control_plane_connected",
+                "Workers reading the shared purge log now (0: Redis unreachable; still serving)", labels=["edge"],
+            )  # fmt: skip
+            connected.add_metric([self.edge], sum(1 for link in links if link["state"] == "connected"))
+            yield connected
+            applied = GaugeMetricFamily("edgecache_control_plane_applied_seq",
+                                        "Highest purge-log sequence this edge applied", labels=["edge"])  # fmt: skip
+            applied.add_metric([self.edge], max(int(link.get("applied_seq") or 0) for link in links))
+            yield applied
         buckets = [0] * (len(ORIGIN_LATENCY_BUCKETS) + 1)
         latency_sum = 0.0
         for item in self.snapshots:

@@ -146,15 +146,37 @@ class PurgeLog:
     ) -> PurgeRecord:
         """Log a purge durably; the caller applies it, then calls :meth:`publish`."""
         async with self._lock:
-            return await asyncio.to_thread(self._append_sync, kind, tuple(values), soft, purge_id, cluster_seq)
+            record = await asyncio.to_thread(self._append_sync, kind, tuple(values), soft, purge_id, cluster_seq)
+        assert record is not None
+        return record
+
+    async def append_cluster(
+        self, kind: PurgeKind, values: Sequence[str], soft: bool, purge_id: str, cluster_seq: int, stream_id: str
+    ) -> PurgeRecord | None:
+        """Log a purge read from the shared purge stream unless another worker of this edge already
+        did (its sequence is not above the edge's): None then.  Keeps the stream position too."""
+        async with self._lock:
+            return await asyncio.to_thread(
+                self._append_sync, kind, tuple(values), soft, purge_id, cluster_seq, stream_id
+            )
 
     def _append_sync(
-        self, kind: PurgeKind, values: tuple[str, ...], soft: bool, purge_id: str, cluster_seq: int | None
-    ) -> PurgeRecord:
+        self, kind: PurgeKind, values: tuple[str, ...], soft: bool, purge_id: str, cluster_seq: int | None,
+        stream_id: str | None = None,
+    ) -> PurgeRecord | None:  # fmt: skip
         conn = self._connection()
         at = time.time()
         with conn:
             conn.execute("BEGIN IMMEDIATE")
+            if stream_id is not None:
+                row = conn.execute("SELECT value FROM meta WHERE name = 'cluster_seq'").fetchone()
+                if cluster_seq is not None and row is not None and int(row[0]) >= cluster_seq:
+                    return None  # another worker applied it: nothing to do twice
+                conn.execute(
+                    "INSERT INTO meta (name, value) VALUES ('cluster_stream_id', ?) ON CONFLICT(name) DO UPDATE"
+                    " SET value = excluded.value",
+                    (stream_id,),
+                )
             cursor = conn.execute(
                 "INSERT INTO purges (kind, vals, soft, at, purge_id, cluster_seq) VALUES (?, ?, ?, ?, ?, ?)",
                 (kind, json.dumps(values), int(soft), at, purge_id, cluster_seq),
@@ -190,6 +212,39 @@ class PurgeLog:
         return [
             PurgeRecord(int(r[0]), r[1], tuple(json.loads(r[2])), bool(r[3]), float(r[4]), r[5], r[6]) for r in rows
         ]
+
+    async def cluster_position(self) -> tuple[int, str, str]:
+        """(cluster sequence, stream id, log id) this edge last applied from a shared purge stream."""
+
+        def read() -> tuple[int, str, str]:
+            rows = dict(self._connection().execute(
+                "SELECT name, value FROM meta WHERE name IN ('cluster_seq', 'cluster_stream_id', 'cluster_log_id')"
+            ).fetchall())  # fmt: skip
+            return int(rows.get("cluster_seq", 0)), str(rows.get("cluster_stream_id", "")), str(
+                rows.get("cluster_log_id", "")
+            )
+
+        return await asyncio.to_thread(read)
+
+    async def follow_log(self, log_id: str, *, reset: bool) -> None:
+        """Remember which purge log this edge follows; ``reset``: a different log, whose sequences
+        mean nothing here, so start from 0 (the caller purged everything first)."""
+
+        def write() -> None:
+            conn = self._connection()
+            with conn:
+                conn.execute("BEGIN IMMEDIATE")
+                values = [("cluster_log_id", log_id)]
+                if reset:
+                    values += [("cluster_seq", "0"), ("cluster_stream_id", "")]
+                conn.executemany(
+                    "INSERT INTO meta (name, value) VALUES (?, ?)"
+                    " ON CONFLICT(name) DO UPDATE SET value = excluded.value",
+                    values,
+                )
+
+        async with self._lock:
+            await asyncio.to_thread(write)
 
     async def cluster_seq(self) -> int:
         """The last control-plane sequence this edge applied (0 if none)."""
@@ -350,10 +405,22 @@ class Purger:
         has surely finished.
         """
         record = await self.log.append(kind, values, soft, purge_id, cluster_seq)
+        return record, await self._publish_and_apply(record)
+
+    async def purge_from_stream(
+        self, kind: PurgeKind, values: list[str], soft: bool, purge_id: str, cluster_seq: int, stream_id: str
+    ) -> int | None:
+        """:meth:`purge` for a record of the shared purge stream, once per edge however many of its
+        workers read it: the affected count, or None when another worker applied it."""
+        record = await self.log.append_cluster(kind, values, soft, purge_id, cluster_seq, stream_id)
+        if record is None:
+            return None
+        return await self._publish_and_apply(record)
+
+    async def _publish_and_apply(self, record: PurgeRecord) -> int:
         self.log.publish(record)
         await self.sync()
-        affected = await self._apply_to_disk(record)
-        return record, affected
+        return await self._apply_to_disk(record)
 
     async def _apply_to_memory(self, record: PurgeRecord) -> None:
         memory = self.store.memory

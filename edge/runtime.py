@@ -30,3 +30,24 @@ class EdgeRuntime:
     not_ready_reason: str = "starting"
     started_monotonic: float = field(default_factory=time.monotonic)
     request_reload: Callable[[], tuple[bool, str]] = _no_reload
+    control_plane: ControlPlaneLink = field(default_factory=lambda: ControlPlaneLink())
+
+
+@dataclass
+class ControlPlaneLink:
+    """How this worker's link to the purge log stands (``/readyz`` and metrics say it): once caught
+    up, a lost link does not make the edge unready — it keeps serving and reconnects."""
+
+    state: str = "none"  # none | connecting | connected | unreachable
+    last_error: str | None = None
+    since: float = field(default_factory=time.time)
+    applied_seq: int = 0
+
+    def set(self, state: str, error: str | None = None) -> None:
+        if state != self.state:
+            self.since = time.time()
+        self.state, self.last_error = state, error
+
+    def to_json(self) -> dict[str, object]:
+        return {"state": self.state, "last_error": self.last_error, "since": self.since,
+                "applied_seq": self.applied_seq}  # fmt: skip

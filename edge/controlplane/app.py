@@ -33,14 +33,16 @@ import json
 import logging
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import hdrs, web
 from pydantic import ValidationError
 
 from edge.admin import token_matches
 from edge.controlplane.models import ControlPlaneSettings, PurgeRequest
-from edge.controlplane.service import ControlPlane
+from edge.controlplane.purgelog import PurgeLogUnavailable, open_purge_log
+from edge.controlplane.service import ControlPlane, ControlPlaneCounters
+from edge.controlplane.shared import SharedControlPlane
 from edge.inventory import Inventory
 from edge.jsonbody import BadJsonBody, read_json
 
@@ -48,7 +50,29 @@ __all__ = ["CONTROL_PLANE_KEY", "create_control_plane_app", "register_control_pl
 
 log = logging.getLogger("edge.controlplane")
 
-CONTROL_PLANE_KEY = web.AppKey("control_plane", ControlPlane)
+class ControlPlaneApi(Protocol):
+    """What the handlers need: the embedded control plane (:class:`ControlPlane`, SQLite, fan-out)
+    and the shared one (:class:`SharedControlPlane`, Redis, edges read the stream) both are it."""
+
+    counters: ControlPlaneCounters
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def purge(self, request: PurgeRequest, idempotency_key: str | None = None) -> dict[str, Any]: ...
+
+    async def describe(self, purge_id: str) -> dict[str, Any] | None: ...
+
+    async def page(self, after: int, limit: int) -> dict[str, Any]: ...
+
+    async def overview(self, limit: int = 100) -> dict[str, Any]: ...
+
+    def edge_lag(self) -> dict[str, int]: ...
+
+
+CONTROL_PLANE_KEY = web.AppKey("control_plane", ControlPlaneApi)
+MAX_IDEMPOTENCY_KEY = 200
 
 DEFAULT_PAGE = 1000
 MAX_PAGE = 10_000
@@ -109,10 +133,13 @@ def _int_param(request: web.Request, name: str, default: int, low: int, high: in
 
 
 class _Handlers:
-    def __init__(self, control_plane: ControlPlane) -> None:
+    def __init__(self, control_plane: ControlPlaneApi) -> None:
         self.control_plane = control_plane
 
     async def purge(self, request: web.Request) -> web.Response:
+        key = request.headers.get("Idempotency-Key")
+        if key is not None and (not key or len(key) > MAX_IDEMPOTENCY_KEY or not key.isprintable()):
+            return _error(400, f"Idempotency-Key: 1 to {MAX_IDEMPOTENCY_KEY} printable characters")
         try:
             wanted = PurgeRequest.model_validate(await read_json(request))
         except BadJsonBody as exc:
@@ -124,13 +151,23 @@ class _Handlers:
             reason = "; ".join(f"{item['field']}: {item['error']}" for item in problems)
             return _error(422, f"invalid purge request: {reason}", problems=problems)
         try:
-            result = await self.control_plane.purge(wanted)
+            result = await self.control_plane.purge(wanted, key)
         except sqlite3.Error as exc:
             log.error("cannot write the purge log: %s", exc)
             return _error(503, f"purge log unavailable, nothing was purged: {exc}")
+        except PurgeLogUnavailable as exc:
+            return web.json_response(
+                {"error": f"purge log unavailable, nothing was purged: {exc}"}, status=503, headers={"Retry-After": "1"}
+            )
         return web.json_response(result)
 
     async def purges(self, request: web.Request) -> web.Response:
+        try:
+            return await self._purges(request)
+        except PurgeLogUnavailable as exc:
+            return _error(503, str(exc))
+
+    async def _purges(self, request: web.Request) -> web.Response:
         if "after" in request.query:
             after = _int_param(request, "after", 0, 0, 2**63 - 1)
             limit = _int_param(request, "limit", DEFAULT_PAGE, 1, MAX_PAGE)
@@ -140,7 +177,10 @@ class _Handlers:
 
     async def purge_status(self, request: web.Request) -> web.Response:
         purge_id = request.match_info["purge_id"]
-        found = await self.control_plane.describe(purge_id)
+        try:
+            found = await self.control_plane.describe(purge_id)
+        except PurgeLogUnavailable as exc:
+            return _error(503, str(exc))
         if found is None:
             return _error(404, f"no purge {purge_id!r} (unknown, or deleted by retention)")
         return web.json_response(found)
@@ -148,9 +188,15 @@ class _Handlers:
 
 def register_control_plane(
     app: web.Application, inventory: Inventory, settings: ControlPlaneSettings, *, prefix: str = ""
-) -> ControlPlane:
-    """Add the control plane's routes (under ``prefix``) and lifecycle to ``app``; return it."""
-    control_plane = ControlPlane(inventory, settings)
+) -> ControlPlaneApi:
+    """Add the control plane's routes (under ``prefix``) and lifecycle to ``app``; return it: the
+    embedded one for a SQLite log, the shared one for a Redis log (``settings.purge_log``)."""
+    control_plane: ControlPlaneApi
+    if settings.purge_log is not None and not settings.purge_log.startswith("sqlite:"):
+        purge_log = open_purge_log(settings.purge_log, max_records=settings.max_records, max_age=settings.max_age)
+        control_plane = SharedControlPlane(inventory, settings, purge_log)
+    else:
+        control_plane = ControlPlane(inventory, settings)
     app[CONTROL_PLANE_KEY] = control_plane
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:

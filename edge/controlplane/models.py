@@ -178,6 +178,16 @@ class ControlPlaneSettings(BaseModel):
     retry_interval: Annotated[float, Field(gt=0, le=3600)] = 1.0
     max_records: Annotated[int, Field(ge=1)] | None = 100_000
     max_age: Annotated[float, Field(gt=0)] | None = None
+    purge_log: str | None = None  # sqlite:///file or redis://… (default: controlplane.sqlite in state_dir)
+
+    @field_validator("purge_log")
+    @classmethod
+    def _purge_log_url(cls, value: str | None) -> str | None:
+        if value is not None:
+            from edge.controlplane.redisurl import parse_purge_log_url
+
+            parse_purge_log_url(value)
+        return value
 
     @field_validator("edge_token", "admin_token")
     @classmethod

@@ -19,13 +19,17 @@ from typing import Literal
 from urllib.parse import unquote, urlsplit
 
 import redis.asyncio as aioredis
+import redis.exceptions
+from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
+from redis.backoff import ExponentialBackoff
 
 __all__ = ["PurgeLogUrl", "connect", "parse_purge_log_url"]
 
 CONNECT_TIMEOUT_S = 2.0
-SOCKET_TIMEOUT_S = 5.0  # per command; a blocking XREAD passes its own, longer timeout
+SOCKET_TIMEOUT_S = 10.0  # per command, longer than an XREAD BLOCK (edge.purgestream)
 HEALTH_CHECK_S = 15
+RETRIES = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +103,10 @@ def connect(target: PurgeLogUrl) -> aioredis.Redis:
         "socket_keepalive": True,
         "health_check_interval": HEALTH_CHECK_S,
         "decode_responses": True,
+        # A connection Redis closed (a restart, a failover) is retried at once on a new one, twice:
+        # appends may then repeat, which a purge tolerates (and an idempotency key prevents).
+        "retry": Retry(ExponentialBackoff(cap=0.25, base=0.02), RETRIES),
+        "retry_on_error": [redis.exceptions.ConnectionError, redis.exceptions.TimeoutError],
     }
     if target.kind == "redis":
         client: aioredis.Redis = aioredis.from_url(target.url, **common)

@@ -36,8 +36,9 @@ from typing import Any
 import aiohttp
 from aiohttp import hdrs
 
-from edge.controlplane.log import ClusterPurge, ClusterPurgeLog, Delivery, EdgeStatus, edge_status
+from edge.controlplane.log import DB_NAME, ClusterPurge, ClusterPurgeLog, Delivery, EdgeStatus, edge_status
 from edge.controlplane.models import ControlPlaneSettings, PurgeRequest
+from edge.controlplane.redisurl import parse_purge_log_url
 from edge.inventory import EdgeEntry, Inventory
 
 __all__ = ["ControlPlane", "ControlPlaneCounters", "DeliveryError", "EdgeRejectedError"]
@@ -175,8 +176,13 @@ class ControlPlane:
     async def start(self) -> None:
         """Open the log, load each edge's progress, open the HTTP client, start the background loop."""
         settings = self.settings
+        directory, db_name = settings.state_dir, DB_NAME
+        if settings.purge_log is not None:  # sqlite:///dir/file.db
+            path = parse_purge_log_url(settings.purge_log).path
+            assert path is not None
+            directory, db_name = path.parent, path.name
         purge_log = await asyncio.to_thread(
-            ClusterPurgeLog, settings.state_dir, max_records=settings.max_records, max_age=settings.max_age
+            ClusterPurgeLog, directory, max_records=settings.max_records, max_age=settings.max_age, db_name=db_name
         )
         try:
             progress = await asyncio.to_thread(purge_log.ensure_edges, [edge.name for edge in self.edges])
@@ -217,11 +223,13 @@ class ControlPlane:
 
     # -- the purge call --------------------------------------------------------------------------
 
-    async def purge(self, request: PurgeRequest) -> dict[str, Any]:
-        """Log ``request``, fan it out to every enabled edge in parallel, return per-edge results."""
-        record = await asyncio.to_thread(self.log.append, request)
-        self.counters.bump(self.counters.purges, record.kind)
-        self.counters.soft_purges += int(record.soft)
+    async def purge(self, request: PurgeRequest, idempotency_key: str | None = None) -> dict[str, Any]:
+        """Log ``request``, fan it out to every enabled edge in parallel, return per-edge results.
+        A repeated ``idempotency_key`` returns the purge it logged (fanned out again where missing)."""
+        record, created = await asyncio.to_thread(self.log.append_once, request, idempotency_key)
+        if created:
+            self.counters.bump(self.counters.purges, record.kind)
+            self.counters.soft_purges += int(record.soft)
         started = time.perf_counter()
         states = list(self._states.values())
         results = await asyncio.gather(*(self._fan_out_one(state, record, started) for state in states))
@@ -237,6 +245,7 @@ class ControlPlane:
             "kind": record.kind,
             "soft": record.soft,
             "created_at": record.created_at,
+            "duplicate": not created,
             "edges": edges,
             "applied": applied,
             "failed": len(results) - applied,
@@ -560,6 +569,7 @@ class ControlPlane:
             "latest_seq": latest,
             "oldest_seq": self.log.oldest_seq,
             "log_id": self.log.log_id,
+            "backend": "sqlite",
             "edges": {name: state.to_json(latest) for name, state in self._states.items()},
         }
 

@@ -82,6 +82,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--purge-state-dir", dest="purge_state_dir", help="where the cluster purge log is kept (default var/router)"
     )
     parser.add_argument("--purge-edge-token", dest="purge_edge_token", help="bearer token for the edges' admin APIs")
+    parser.add_argument(
+        "--purge-log", dest="purge_log",
+        help="sqlite:///path (embedded, the default) or redis://host:6379/0, rediss://, redis+sentinel://…",
+    )  # fmt: skip
+    parser.add_argument(
+        "--purge-log-retention", dest="purge_log_retention", help="keep purges this long (seconds, or 7d, 12h…)"
+    )
     parser.add_argument("--check-config", action="store_true", help="validate everything and exit")
     return parser.parse_args(argv)
 
@@ -91,6 +98,8 @@ OVERRIDES = (
     "tls_key",
     "purge_state_dir",
     "purge_edge_token",
+    "purge_log",
+    "purge_log_retention",
     "listen",
     "admin_listen",
     "admin_token",

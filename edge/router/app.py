@@ -646,6 +646,8 @@ def create_router_admin_app(router: Router) -> web.Application:
             timeout=settings.purge_timeout,
             retry_interval=settings.purge_retry_interval,
             max_records=settings.purge_max_records,
+            max_age=settings.purge_log_retention,
+            purge_log=settings.purge_log,
         ),
     )
     return app

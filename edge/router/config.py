@@ -40,9 +40,11 @@ from edge.config import (
     LimitSettings,
     format_validation_error,
     is_loopback_host,
+    parse_duration,
     parse_host_port,
     read_toml,
 )
+from edge.controlplane.redisurl import parse_purge_log_url
 from edge.router.clientip import IPNetwork
 from edge.tls import check_tls_pair
 
@@ -113,6 +115,10 @@ class RouterSettings(BaseModel):
     purge_timeout: Annotated[float, Field(gt=0, le=600)] = 2.0
     purge_retry_interval: Annotated[float, Field(gt=0, le=3600)] = 1.0
     purge_max_records: Annotated[int, Field(ge=1)] | None = 100_000
+    # Where the purge log lives: sqlite:///path (embedded, one router; default: controlplane.sqlite
+    # in purge_state_dir) or redis://, rediss://, redis+sentinel:// (shared by every router and edge).
+    purge_log: str | None = None
+    purge_log_retention: Annotated[float, Field(gt=0)] | None = None  # seconds ("7d", "12h" too)
     access_log_file: Path | None = None  # default: stderr; SIGUSR1 reopens the file
     limits: LimitSettings = LimitSettings()  # what one client may send to the redirect listener
 
@@ -123,6 +129,18 @@ class RouterSettings(BaseModel):
         if isinstance(value, str):
             return [part for part in value.replace(",", " ").split() if part]
         return value
+
+    @field_validator("purge_log")
+    @classmethod
+    def _purge_log_url(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_purge_log_url(value)
+        return value
+
+    @field_validator("purge_log_retention", mode="before")
+    @classmethod
+    def _duration(cls, value: object) -> object:
+        return parse_duration(value) if isinstance(value, str) else value
 
     @field_validator("listen", "admin_listen")
     @classmethod

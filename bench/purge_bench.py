@@ -1,6 +1,9 @@
 """Purge latency across a local cluster: ``POST /purge`` on the router until every edge serves fresh content.
 
-Starts the origin stub, three edges and the router (which hosts the purge control plane) on
+Runs once per purge-log backend: ``sqlite`` (the router's embedded log; it pushes each purge to
+the edges) and ``redis`` (a ``redis-server`` started here on a random port; the router appends to
+the stream and the edges read it themselves) — the latter only where ``redis-server`` is installed
+(``make test`` installs it as root).  Starts the origin stub, three edges and the router on
 loopback, then for each of N objects: caches it on all three edges (checked: ``X-Cache: HIT``),
 sends the purge to the router, and requests the object from every edge until each answers with a
 fresh copy from the origin (``X-Cache: MISS``).  Prints p50/p99 of that whole interval and of the
@@ -12,7 +15,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -73,11 +78,43 @@ async def measure(router_admin: str, edges: list[str], count: int, budget_s: flo
     }
 
 
+def start_redis(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            "redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", str(workdir), "--save", "",
+            "--appendonly", "yes", "--appendfsync", "everysec", "--daemonize", "no",
+        ],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
+                sock.sendall(b"PING\r\n")
+                if sock.recv(16).startswith(b"+PONG"):
+                    return process, f"redis://127.0.0.1:{port}/0"
+        except OSError:
+            time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGTERM)
+    raise RuntimeError("redis-server did not start")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.purge_bench", description=__doc__)
     parser.add_argument("--purges", type=int, default=200)
     parser.add_argument("--budget", type=float, default=120.0, help="seconds at most for the purge loop")
+    parser.add_argument("--backend", choices=["sqlite", "redis", "both"], default="both")
     args = parser.parse_args(argv)
+    backends = ["sqlite", "redis"] if args.backend == "both" else [args.backend]
+    for backend in backends:
+        if backend == "redis" and shutil.which("redis-server") is None:
+            print("purge, redis backend: redis-server not installed (make test installs it as root); skipped")
+            continue
+        run_backend(backend, args)
+
+
+def run_backend(backend: str, args: argparse.Namespace) -> None:
     workdir = Path(tempfile.mkdtemp(prefix="edgecache-purgebench-"))
     origin_port, router_port, router_admin_port = free_port(), free_port(), free_port()
     edge_ports = [(free_port(), free_port()) for _ in range(3)]
@@ -91,13 +128,21 @@ def main(argv: list[str] | None = None) -> None:
     )
     python = sys.executable
     quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, "start_new_session": True}
-    processes = [
+    processes: list[subprocess.Popen[bytes]] = []
+    purge_log: list[str] = []
+    control_plane = f"http://127.0.0.1:{router_admin_port}"
+    if backend == "redis":
+        redis_process, redis_url = start_redis(workdir)
+        processes.append(redis_process)
+        purge_log, control_plane = ["--purge-log", redis_url], redis_url
+    processes += [
         subprocess.Popen([python, "-m", "origin_stub", "--port", str(origin_port)], **quiet),  # type: ignore[call-overload]
         subprocess.Popen(
             [
                 python, "-m", "edge.router", "--listen", f"127.0.0.1:{router_port}",
                 "--admin-listen", f"127.0.0.1:{router_admin_port}", "--edges", str(inventory),
                 "--purge-state-dir", str(workdir / "router"), "--no-access-log", "--health-interval", "0.5",
+                *purge_log,
             ],
             **quiet,
         ),  # type: ignore[call-overload]
@@ -110,7 +155,7 @@ def main(argv: list[str] | None = None) -> None:
                     "--listen", f"127.0.0.1:{public}", "--admin-listen", f"127.0.0.1:{admin}",
                     "--cache-dir", str(workdir / f"e{index}"), "--workers", "1", "--name", f"e{index}",
                     "--access-log", "off", "--log-level", "warning",
-                    "--control-plane", f"http://127.0.0.1:{router_admin_port}",
+                    "--control-plane", control_plane,
                 ],
                 **quiet,
             )
@@ -128,7 +173,8 @@ def main(argv: list[str] | None = None) -> None:
             )
         )
         print(
-            f"purge through the router to 3 local edges serving fresh content ({int(figures['purges'])} purges): "
+            f"purge ({backend} log) through the router to 3 local edges serving fresh content "
+            f"({int(figures['purges'])} purges): "
             f"p50 {figures['p50_ms']:.1f} ms, p99 {figures['p99_ms']:.1f} ms "
             f"(the POST alone: p50 {figures['call_p50_ms']:.1f} ms, p99 {figures['call_p99_ms']:.1f} ms; "
             f"target p99 <= 50 ms)"

@@ -50,7 +50,7 @@ from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
 
 from edge.admin import token_matches
 from edge.config import ConfigError
-from edge.controlplane.app import register_control_plane
+from edge.controlplane.app import CONTROL_PLANE_KEY, register_control_plane
 from edge.controlplane.models import ControlPlaneSettings
 from edge.inventory import Inventory, InventoryError, load_inventory
 from edge.router.clientip import ClientAddress, IPAddress, IPNetwork, client_address, parse_address
@@ -163,6 +163,17 @@ class RouterMetrics:
             "edgecache_router_geodb_reloads_total",
             "Geo database reloads, by result (ok/failed).",
             ["result"],
+            registry=self.registry,
+        )
+        self.purge_lag = Gauge(
+            "edgecache_router_purge_lag",
+            "Purges logged that the edge has not applied yet (as of the control plane's last look).",
+            ["edge"],
+            registry=self.registry,
+        )
+        self.purge_log_up = Gauge(
+            "edgecache_router_purge_log_up",
+            "1 while the purge log can be written (Redis reachable, or the embedded SQLite log), else 0.",
             registry=self.registry,
         )
         self.geodb_build_epoch = Gauge(
@@ -598,6 +609,11 @@ async def admin_metrics(request: web.Request) -> web.Response:
     for name, state in router.health.snapshot().items():
         metrics.edge_up.labels(name, state.region).set(1 if state.healthy else 0)
         metrics.edge_consecutive_failures.labels(name, state.region).set(state.consecutive_fail)
+    control_plane = request.app.get(CONTROL_PLANE_KEY)
+    if control_plane is not None:
+        for name, lag in control_plane.edge_lag().items():
+            metrics.purge_lag.labels(name).set(lag)
+        metrics.purge_log_up.set(0 if getattr(control_plane, "reachable", True) is False else 1)
     return web.Response(body=metrics.render(), headers={hdrs.CONTENT_TYPE: CONTENT_TYPE_LATEST})
 
 

@@ -241,6 +241,8 @@ async def test_redis_down_means_503_for_purges_while_edges_keep_serving(cluster:
     assert "unreachable" in answer["error"]
     status, _ = await get_json(f"{router.admin_url}/purges")
     assert status == 503
+    async with aiohttp.ClientSession() as client, client.get(f"{router.admin_url}/metrics") as resp:
+        assert "edgecache_router_purge_log_up 0.0" in await resp.text()
     edge = cluster.edges["e0"]
     for _ in range(5):
         assert await fetch(edge, path) == (200, "HIT")

@@ -226,25 +226,29 @@ class PurgeLog:
 
         return await asyncio.to_thread(read)
 
-    async def follow_log(self, log_id: str, *, reset: bool) -> None:
-        """Remember which purge log this edge follows; ``reset``: a different log, whose sequences
-        mean nothing here, so start from 0 (the caller purged everything first)."""
+    async def reset_cluster(self, log_id: str, *, expected: tuple[str, int]) -> bool:
+        """Follow ``log_id`` from its start (sequence 0) — only if this edge's (log id, sequence)
+        are still ``expected``: of several workers noticing a new log at once, one resets, and none
+        rewinds what a sibling applied since.  The caller purged everything first."""
 
-        def write() -> None:
+        def write() -> bool:
             conn = self._connection()
             with conn:
                 conn.execute("BEGIN IMMEDIATE")
-                values = [("cluster_log_id", log_id)]
-                if reset:
-                    values += [("cluster_seq", "0"), ("cluster_stream_id", "")]
+                rows = dict(conn.execute(
+                    "SELECT name, value FROM meta WHERE name IN ('cluster_seq', 'cluster_log_id')"
+                ).fetchall())  # fmt: skip
+                if (str(rows.get("cluster_log_id", "")), int(rows.get("cluster_seq", 0))) != expected:
+                    return False
                 conn.executemany(
                     "INSERT INTO meta (name, value) VALUES (?, ?)"
                     " ON CONFLICT(name) DO UPDATE SET value = excluded.value",
-                    values,
+                    [("cluster_log_id", log_id), ("cluster_seq", "0"), ("cluster_stream_id", "")],
                 )
+                return True
 
         async with self._lock:
-            await asyncio.to_thread(write)
+            return await asyncio.to_thread(write)
 
     async def cluster_seq(self) -> int:
         """The last control-plane sequence this edge applied (0 if none)."""

@@ -19,8 +19,11 @@ first worker to claim its sequence) and that worker acknowledges it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
+from collections.abc import Awaitable
+from typing import TypeVar
 
 from edge.catchup import mark_caught_up
 from edge.controlplane.log import ClusterPurge
@@ -38,6 +41,12 @@ BATCH = 500
 BLOCK_MS = 4000  # one XREAD waits this long for news (under the socket timeout), then asks again
 BACKOFF_FIRST_S = 0.2
 BACKOFF_MAX_S = 5.0
+APPLY_GRACE_S = 30.0  # how long a stopping worker lets a purge it started finish
+T = TypeVar("T")
+
+
+class Diverged(Exception):
+    """The log is not the history this worker followed (wiped, replaced, or rolled back)."""
 
 
 class Follower:
@@ -48,6 +57,7 @@ class Follower:
         self.runtime = runtime
         self.cache = runtime.cache
         self.log = purge_log
+        self.log_id = ""
         self.seq = 0  # the last sequence this worker saw applied (by it or a sibling)
         self.position = ""  # its stream id ("" : unknown, find it by sequence)
 
@@ -61,13 +71,17 @@ class Follower:
                 if not self.runtime.ready.is_set():
                     mark_caught_up(self.runtime)
                     log.info("caught up with the purge log %s at sequence %d", self.log.url.shown, self.seq)
-                elif link.state == "unreachable":
+                elif link.state != "connected":
                     log.warning("purge log %s reachable again; caught up at sequence %d", self.log.url.shown, self.seq)
                 link.set("connected")
                 delay = BACKOFF_FIRST_S
                 while True:
                     entries = await self.log.wait_after_id(self.position or "0-0", BATCH, BLOCK_MS)
+                    if not entries and await self.log.log_id() != self.log_id:
+                        raise Diverged("the purge log was replaced")
                     await self.apply(entries, live=True)
+            except Diverged as exc:
+                log.warning("purge log %s: %s; reading it again from this edge's position", self.log.url.shown, exc)
             except PurgeLogUnavailable as exc:
                 if link.state != "unreachable":
                     log.warning("%s; still serving, reconnecting", exc)
@@ -76,44 +90,64 @@ class Follower:
                     self.runtime.not_ready_reason = f"catching up with the purge log: {exc}"
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, BACKOFF_MAX_S)
+            except Exception as exc:  # a local fault (disk, SQLite): never stop following for good
+                log.exception("following the purge log failed; trying again")
+                link.set("error", f"{type(exc).__name__}: {exc}"[:300])
+                if not self.runtime.ready.is_set():
+                    self.runtime.not_ready_reason = f"catching up with the purge log: {exc}"[:300]
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, BACKOFF_MAX_S)
 
     async def replay(self) -> None:
-        """Apply everything after this edge's position; purge everything when records were lost."""
+        """Apply everything after this edge's position; purge everything when records were lost or
+        the log is not the history this edge followed."""
         purge_log = self.cache.purger.log
-        log_id = await self.log.log_id()
+        self.log_id = log_id = await self.log.log_id()
         seq, position, known = await purge_log.cluster_position()
-        if known != log_id:
-            if seq > 0 or known:
-                log.warning("purge log %s is not the one this edge followed (%s): purging everything stored",
-                            self.log.url.shown, known or "a router's")  # fmt: skip
-                await self.cache.purger.purge("all", [], False, f"new-log-{log_id[:12]}", None)
-            await purge_log.follow_log(log_id, reset=True)
-            seq, position = 0, ""
-        self.seq, self.position = max(self.seq, seq), position or self.position
+        reason = ""
+        if known != log_id and (seq > 0 or known):
+            reason = f"it is not the log this edge followed ({known or 'a router'})"
+        elif known == log_id and seq > 0:
+            latest = await self.log.latest_seq()
+            at_position = await self.log.entry_at(position) if position else None
+            if latest < seq:
+                reason = f"its last sequence {latest} is below the {seq} this edge applied (rolled back)"
+            elif at_position is not None and at_position.seq != seq:
+                reason = f"its record at {position} is sequence {at_position.seq}, not {seq}"
+        if reason:
+            log.warning("purge log %s: %s: purging everything stored", self.log.url.shown, reason)
+            await self._shielded(self.cache.purger.purge("all", [], False, f"new-log-{log_id[:12]}", None))
+            await purge_log.reset_cluster(log_id, expected=(known, seq))
+        elif known != log_id:
+            await purge_log.reset_cluster(log_id, expected=(known, seq))
+        self.seq, self.position, _ = await purge_log.cluster_position()
         while True:
+            latest = await self.log.latest_seq()  # read first: a record appended meanwhile is no gap
             if self.position:
                 entries = await self.log.entries_after_id(self.position, BATCH)
             else:
                 entries = await self.log.entries_after_seq(self.seq, BATCH)
             if not entries:
-                latest = await self.log.latest_seq()
                 if latest > self.seq:  # records after ours are gone from the stream
                     await self._gap(latest, "")
                     continue
-                return
+                break
             await self.apply(entries, live=False)
             if len(entries) < BATCH:
-                return
+                break
+        if self.seq > 0:  # re-sent after every (re)connection: an acknowledgement lost before is not lost
+            await self.log.acknowledge(self.runtime.node_name, self.seq)
 
     async def apply(self, entries: list[StreamEntry], *, live: bool) -> None:
         last_applied: tuple[int, int | None, float | None] | None = None
         for stream_id, record in entries:
             if record.seq <= self.seq:
-                self.position = stream_id
+                if live or self.position:
+                    raise Diverged(f"sequence {record.seq} came after {self.seq}")
                 continue
             if record.seq > self.seq + 1:
                 await self._gap(record.seq - 1, self.position)
-            affected = await self._apply_one(stream_id, record)
+            affected = await self._shielded(self._apply_one(stream_id, record))
             self.seq, self.position = record.seq, stream_id
             self.runtime.control_plane.applied_seq = record.seq
             if affected is None:
@@ -125,6 +159,18 @@ class Follower:
                 last_applied = (record.seq, affected, ms)
         if last_applied is not None:  # a replay acknowledges its last record: the watermark covers the rest
             await self.log.acknowledge(self.runtime.node_name, *last_applied)
+
+    @staticmethod
+    async def _shielded(work: Awaitable[T]) -> T:
+        """Run ``work`` to its end even if this worker is stopped meanwhile: a purge logged here but
+        not published and applied would be skipped by every sibling as done."""
+        task = asyncio.ensure_future(work)
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(task, APPLY_GRACE_S)
+            raise
 
     async def _apply_one(self, stream_id: str, record: ClusterPurge) -> int | None:
         cache = self.cache
@@ -140,9 +186,9 @@ class Follower:
         """Records up to ``through`` are missing: what they purged is unknown, so everything goes."""
         log.warning("purge records %d..%d were trimmed from %s before this edge read them: purging everything",
                     self.seq + 1, through, self.log.url.shown)  # fmt: skip
-        affected = await self.cache.purger.purge_from_stream(
+        affected = await self._shielded(self.cache.purger.purge_from_stream(
             "all", [], False, f"gap-{self.seq + 1}-{through}", through, position
-        )
+        ))  # fmt: skip
         self.seq = through
         if affected is not None:
             await self.log.acknowledge(self.runtime.node_name, through, affected, None)

@@ -18,10 +18,23 @@ Rules:
   edge, because the router sends clients to an edge's own public URL), a headless Service for
   it, a ClusterIP Service (the inventory's ``admin_url`` points at it) and a LoadBalancer
   Service for clients;
-- the router is a StatefulSet of one pod: it hosts the purge control plane, whose log (on a
-  volume, ``purge_state_dir``) must be the only one the edges follow;
-- tokens (``admin_token``, ``control_plane_token``, ``purge_edge_token``) are never copied into
-  a ConfigMap: pods read them from the Secret named in ``values.toml``;
+- the router depends on where the purge log lives (``purge_log`` in ``router.toml``):
+
+  - in Redis (``redis://``, ``rediss://``, ``redis+sentinel://``): a Deployment of
+    ``router_replicas`` pods (stateless: any of them takes ``POST /purge``) with a
+    PodDisruptionBudget; every edge's ``control_plane`` must name the same Redis.  With
+    ``[redis] deploy = true`` a StatefulSet of one Redis (append-only file on a volume) and its
+    Service ``redis`` are rendered too (``redis.yaml``), and ``purge_log`` must point at that
+    Service; with a managed Redis, ``deploy = false``.  ``[redis] url_secret_key`` takes the URL
+    (with its password) from the Secret instead of the ConfigMaps (``ROUTER_PURGE_LOG``,
+    ``EDGE_CONTROL_PLANE``);
+  - embedded SQLite (no ``purge_log``, or ``sqlite://``): a StatefulSet of one pod with the log on
+    a volume (``purge_state_dir``), which the edges follow over HTTP (``control_plane =
+    "http://router:<admin port>"``);
+
+- tokens and URLs that may carry a password (``admin_token``, ``control_plane_token``,
+  ``purge_edge_token``; ``purge_log`` and ``control_plane`` with ``url_secret_key``) are never
+  copied into a ConfigMap: pods read them from the Secret named in ``values.toml``;
 - sizes are derived, not guessed, so the edge configs must state ``workers``,
   ``[cache] memory_max_bytes`` and ``[cache] disk_max_bytes``: memory limit = supervisor +
   workers x (per-worker baseline + memory tier x overhead factor); cache volume = disk budget
@@ -68,6 +81,9 @@ DEFAULT_DRAIN_TIMEOUT = 10.0  # EdgeSettings.drain_timeout's default (edge/confi
 SUPERVISOR_GRACE_S = 2  # the supervisor waits drain_timeout + 2 s before killing a worker
 STOP_MARGIN_S = 10
 ROUTER_GRACE_S = 15
+REDIS_PORT = 6379
+REDIS_UID = 999  # the redis user of the official image: it then needs no capabilities
+GENERATED = ("configmaps.yaml", "edges.yaml", "router.yaml", "redis.yaml")  # every file it may write
 
 _K8S_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
@@ -224,7 +240,14 @@ class Values:
     edge: dict[str, Any]
     edges: dict[str, dict[str, Any]]
     router: dict[str, Any]
-    router_storage: str
+    router_replicas: int
+    router_storage: str | None
+    redis_deploy: bool
+    redis_image: str
+    redis_storage: str
+    redis_storage_class: str | None
+    redis_appendfsync: str
+    redis_url_secret_key: str | None
     geoipupdate: bool
     geoip_image: str
     geoip_edition: str
@@ -235,6 +258,22 @@ def load_values(path: Path) -> Values:
     data = read_toml(path)
     source = str(path)
     geoip = data.get("geoip", {})
+    redis = data.get("redis", {})
+    if not isinstance(redis, Mapping):
+        raise GenerateError(f"{source}: [redis] must be a table")
+    replicas = data.get("router_replicas", 1)
+    if not isinstance(replicas, int) or isinstance(replicas, bool) or replicas < 1:
+        raise GenerateError(f"{source}: router_replicas: expected a number >= 1, got {replicas!r}")
+    storage = data.get("router_storage")
+    if storage is not None and not isinstance(storage, str):
+        raise GenerateError(f"{source}: router_storage: expected a quantity such as \"1Gi\", got {storage!r}")
+    fsync = str(redis.get("appendfsync", "everysec"))
+    if fsync not in ("always", "everysec", "no"):
+        raise GenerateError(f"{source}: [redis] appendfsync: always, everysec or no, got {fsync!r}")
+    url_key = redis.get("url_secret_key")
+    if url_key is not None and (not isinstance(url_key, str) or not url_key):
+        raise GenerateError(f"{source}: [redis] url_secret_key: the Secret's key holding the URL, got {url_key!r}")
+    redis_deploy = bool(redis.get("deploy", False))
     return Values(
         namespace=k8s_name(require(data, "namespace", str, source, "the namespace of every object"), source),
         cluster_domain=require(data, "cluster_domain", str, source, "for in-cluster admin URLs"),
@@ -243,7 +282,14 @@ def load_values(path: Path) -> Values:
         edge=dict(data.get("edge", {})),
         edges={name: dict(table) for name, table in data.get("edges", {}).items()},
         router=dict(data.get("router", {})),
-        router_storage=require(data, "router_storage", str, source, "the volume of the router's purge log"),
+        router_replicas=replicas,
+        router_storage=storage,
+        redis_deploy=redis_deploy,
+        redis_image=require(redis, "image", str, f"{source} [redis]", "the Redis image") if redis_deploy else "",
+        redis_storage=require(redis, "storage", str, f"{source} [redis]", "its volume") if redis_deploy else "",
+        redis_storage_class=redis.get("storage_class"),
+        redis_appendfsync=fsync,
+        redis_url_secret_key=url_key,
         geoipupdate=bool(geoip.get("geoipupdate", False)),
         geoip_image=str(geoip.get("image", "")),
         geoip_edition=str(geoip.get("edition", "")),
@@ -270,6 +316,7 @@ class EdgeSite:
     grace_s: int
     storage_class: str | None
     admin_url: str | None
+    control_plane: str | None  # as rendered (None when it comes from the Secret)
 
 
 def edge_site(path: Path, config: dict[str, Any], inventory_edge: Mapping[str, Any], values: Values) -> EdgeSite:
@@ -279,6 +326,8 @@ def edge_site(path: Path, config: dict[str, Any], inventory_edge: Mapping[str, A
     if extra is None or not isinstance(extra.get("url"), str):
         raise GenerateError(f"{VALUES_FILE.name}: [edges.{name}] url must be set (the edge's public URL)")
     merged = without_secrets(merge(config, values.edge))
+    if values.redis_url_secret_key:
+        merged.pop("control_plane", None)  # EDGE_CONTROL_PLANE, from the Secret
     if merged.get("tls_cert") or merged.get("tls_key"):
         raise GenerateError(f"{source}: native TLS needs a Secret mounted in the pod; extend the template first")
     workers = require(merged, "workers", int, source, "os.cpu_count() sees the node's CPUs, not the pod's")
@@ -293,6 +342,11 @@ def edge_site(path: Path, config: dict[str, Any], inventory_edge: Mapping[str, A
         f"Edge {name}: generated by deploy/k8s/generate.py from deploy/config/{path.name}",
         "and deploy/k8s/values.toml.  Do not edit; the tokens come from the Secret (EDGE_ADMIN_TOKEN).",
     ]
+    if values.redis_url_secret_key:
+        header.append("control_plane comes from the Secret too (EDGE_CONTROL_PLANE): its URL may hold a password.")
+    control_plane = merged.get("control_plane")
+    if control_plane is not None and not isinstance(control_plane, str):
+        raise GenerateError(f"{source}: control_plane: expected a URL, got {control_plane!r}")
     return EdgeSite(
         name=k8s_name(name, source),
         region=str(inventory_edge["region"]),
@@ -309,7 +363,63 @@ def edge_site(path: Path, config: dict[str, Any], inventory_edge: Mapping[str, A
         grace_s=math.ceil(drain) + SUPERVISOR_GRACE_S + STOP_MARGIN_S,
         storage_class=extra.get("storage_class"),
         admin_url=extra.get("admin_url"),
+        control_plane=control_plane,
     )
+
+
+def is_redis_url(url: object) -> bool:
+    """A shared purge log (redis://, rediss://, redis+sentinel://), not a router's HTTP API or SQLite file."""
+    return isinstance(url, str) and urlsplit(url.strip()).scheme.lower() in ("redis", "rediss", "redis+sentinel")
+
+
+def without_password(url: object) -> str:
+    """A URL as it may appear in an error message."""
+    parts = urlsplit(str(url))
+    if parts.password is None:
+        return str(url)
+    return parts._replace(netloc=f"{parts.username or ''}:***@{parts.netloc.rpartition('@')[2]}").geturl()
+
+
+def check_purge_log(router: Mapping[str, Any], sites: Mapping[str, EdgeSite], values: Values) -> bool:
+    """Whether the purge log is shared in Redis; ``GenerateError`` when the edges, the routers and
+    ``values.toml`` disagree about where it is."""
+    purge_log = router.get("purge_log")
+    if values.redis_url_secret_key:
+        return True  # ROUTER_PURGE_LOG and EDGE_CONTROL_PLANE: the same Secret key for all
+    if not is_redis_url(purge_log):
+        if values.router_replicas != 1:
+            raise GenerateError(
+                f"router_replicas = {values.router_replicas}, but the purge log "
+                f"({without_password(purge_log) if purge_log else 'embedded SQLite'}) "
+                "belongs to one router: set router_replicas = 1, or purge_log = \"redis://…\""
+            )
+        if values.redis_deploy:
+            raise GenerateError("[redis] deploy = true, but the routers' purge_log is not in Redis: set deploy = false")
+        if not values.router_storage:
+            raise GenerateError("router_storage must be set (the volume of the router's embedded purge log)")
+        for site in sites.values():
+            if is_redis_url(site.control_plane):
+                raise GenerateError(
+                    f"{site.source}: control_plane is Redis, but the router's purge log is not: set its purge_log"
+                )
+        return False
+    for site in sites.values():
+        if site.control_plane != purge_log:
+            raise GenerateError(
+                f"{site.source}: control_plane = {without_password(site.control_plane)} is not the routers' purge_log "
+                f"({without_password(purge_log)}): "
+                "in Kubernetes every edge reads the same Redis the routers write"
+            )
+    if values.redis_deploy:
+        url = urlsplit(str(purge_log))
+        services = {"redis", f"redis.{values.namespace}", f"redis.{values.namespace}.svc",
+                    f"redis.{values.namespace}.svc.{values.cluster_domain}"}  # fmt: skip
+        if url.scheme != "redis" or url.hostname not in services or (url.port or REDIS_PORT) != REDIS_PORT:
+            raise GenerateError(
+                f"purge_log {url.scheme}://{url.hostname}:{url.port}: [redis] deploy = true runs the Service "
+                f"redis:{REDIS_PORT} (plain redis://); for another Redis set deploy = false"
+            )
+    return True
 
 
 def admin_url(site: EdgeSite, values: Values) -> str:
@@ -451,13 +561,7 @@ $labels8
               valueFrom:
                 secretKeyRef:
                   name: $secret
-                  key: edge-admin-token
-            # To read the router's purge log while catching up: the router's admin token.
-            - name: EDGE_CONTROL_PLANE_TOKEN
-              valueFrom:
-                secretKeyRef:
-                  name: $secret
-                  key: router-admin-token
+                  key: edge-admin-token$control_plane_env
           ports:
             - name: http
               containerPort: $port
@@ -476,7 +580,7 @@ $labels8
             periodSeconds: 10
             timeoutSeconds: 3
             failureThreshold: 3
-          # Not ready while it catches up on purges it missed: no traffic until then.
+          # Not ready while it replays the purges it missed: no traffic until then.
           readinessProbe:
             httpGet:
               path: /readyz
@@ -523,10 +627,26 @@ $labels8
             storage: ${storage_gib}Gi   # disk_max_bytes x 1.2
 """)
 
-ROUTER = Template("""\
+EDGE_CONTROL_PLANE_TOKEN_ENV = Template("""
+            # To read the router's purge log while catching up: the router's admin token.
+            - name: EDGE_CONTROL_PLANE_TOKEN
+              valueFrom:
+                secretKeyRef:
+                  name: $secret
+                  key: router-admin-token""")
+
+SECRET_ENV = Template("""
+            # $why
+            - name: $name
+              valueFrom:
+                secretKeyRef:
+                  name: $secret
+                  key: $key""")
+
+ROUTER_SERVICES = Template("""\
 ---
-# In-cluster: the admin API — operators, Prometheus, and the purge control plane the edges read
-# (their control_plane URL) — and the public port (for an Ingress, if you use one).
+# In-cluster: the admin API (operators, Prometheus, POST /purge: $purge_note) and the
+# public port (for an Ingress, if you use one).
 apiVersion: v1
 kind: Service
 metadata:
@@ -546,7 +666,8 @@ $labels4
       targetPort: admin
 ---
 # Public: point the site's hostname at this address (low TTL; docs/deploy.md, "DNS").
-# externalTrafficPolicy: Local keeps the client's own address, which is what the router geolocates.
+# externalTrafficPolicy: Local keeps the client's own address, which is what the router geolocates;
+# the cloud load balancer then sends clients only to nodes with a ready router pod.
 apiVersion: v1
 kind: Service
 metadata:
@@ -562,6 +683,49 @@ $labels4
     - name: http
       port: 80
       targetPort: http
+""")
+
+ROUTER_DEPLOYMENT = Template("""\
+---
+# Stateless: the purge log is in Redis, so every replica is the same — each health-checks the
+# edges itself, any of them takes POST /purge — and they need no volume.  Ready (/readyz) while
+# at least one edge is healthy; Redis being down only makes purges fail (503).
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: router
+  labels:
+$labels4
+spec:
+  replicas: $replicas
+  strategy:
+    type: RollingUpdate
+    rollingUpdate:
+      maxUnavailable: 0
+      maxSurge: 1
+  selector:
+    matchLabels:
+$labels6
+$pod
+""")
+
+ROUTER_PDB = Template("""\
+---
+# A node drain takes at most one router away at a time.
+apiVersion: policy/v1
+kind: PodDisruptionBudget
+metadata:
+  name: router
+  labels:
+$labels4
+spec:
+  maxUnavailable: 1
+  selector:
+    matchLabels:
+$labels6
+""")
+
+ROUTER_STATEFULSET = Template("""\
 ---
 apiVersion: apps/v1
 kind: StatefulSet
@@ -571,8 +735,9 @@ metadata:
 $labels4
 spec:
   serviceName: router
-  # One: the router hosts the purge control plane, and every router keeps its own purge log, so
-  # the edges must follow exactly one.  A restart interrupts redirects for a few seconds.
+  # One: the router hosts the embedded (SQLite) purge log, and every router keeps its own, so the
+  # edges must follow exactly one.  A restart interrupts redirects for a few seconds.  With
+  # purge_log = "redis://…" the routers are a Deployment of several instead.
   replicas: 1
   updateStrategy:
     type: RollingUpdate
@@ -582,6 +747,35 @@ spec:
   selector:
     matchLabels:
 $labels6
+$pod
+  # The purge log (SQLite).  If it is ever lost, purge everything once on the new one
+  # (docs/operations.md, "Upgrading").
+  volumeClaimTemplates:
+    - metadata:
+        name: state
+      spec:
+        accessModes: ["ReadWriteOnce"]
+        resources:
+          requests:
+            storage: $storage
+""")
+
+ROUTER_SPREAD = """
+      # Replicas on different nodes where possible (one node going down leaves the others).
+      topologySpreadConstraints:
+        - maxSkew: 1
+          topologyKey: kubernetes.io/hostname
+          whenUnsatisfiable: ScheduleAnyway
+          labelSelector:
+            matchLabels:
+              app.kubernetes.io/name: edgecache
+              app.kubernetes.io/component: router"""
+
+ROUTER_STATE_MOUNT = Template("""
+            - name: state
+              mountPath: $state_dir""")
+
+ROUTER_POD = Template("""\
   template:
     metadata:
       labels:
@@ -598,7 +792,7 @@ $labels8
         fsGroup: 10001
         fsGroupChangePolicy: OnRootMismatch
         seccompProfile:
-          type: RuntimeDefault$init_containers
+          type: RuntimeDefault$spread$init_containers
       containers:
         - name: router
           image: $image
@@ -608,13 +802,7 @@ $labels8
               valueFrom:
                 secretKeyRef:
                   name: $secret
-                  key: router-admin-token
-            # Sent to the edges' admin APIs with each purge: their token.
-            - name: ROUTER_PURGE_EDGE_TOKEN
-              valueFrom:
-                secretKeyRef:
-                  name: $secret
-                  key: edge-admin-token
+                  key: router-admin-token$purge_env
           ports:
             - name: http
               containerPort: $port
@@ -649,9 +837,7 @@ $labels8
           volumeMounts:
             - name: config
               mountPath: /etc/edgecache
-              readOnly: true
-            - name: state
-              mountPath: $state_dir
+              readOnly: true$state_mount
             - name: tmp
               mountPath: /tmp$geoip_mount$geoip_containers
       volumes:
@@ -665,14 +851,153 @@ $labels8
                   name: edgecache-inventory
         - name: tmp
           emptyDir:
-            sizeLimit: 64Mi$geoip_volume
-  # The purge log (SQLite).  If it is ever lost, purge everything once on the new one
-  # (docs/operations.md, "Upgrading").
+            sizeLimit: 64Mi$geoip_volume""")
+
+REDIS = Template("""\
+---
+# The cluster purge log, self-hosted: one Redis whose append-only file lives on a volume.  The
+# routers append purges to its stream, the edges read it.  A managed Redis (ElastiCache,
+# Memorystore, Azure Cache for Redis) instead: [redis] deploy = false in deploy/k8s/values.toml,
+# and take generated/redis.yaml out of kustomization.yaml.
+#
+# Headless Service: the stable network identity of the StatefulSet's pod.
+apiVersion: v1
+kind: Service
+metadata:
+  name: redis-headless
+  labels:
+$labels4
+spec:
+  clusterIP: None
+  selector:
+$labels4
+  ports:
+    - name: redis
+      port: $port
+      targetPort: redis
+---
+# What the routers' purge_log and the edges' control_plane name: redis://redis:$port/0.
+apiVersion: v1
+kind: Service
+metadata:
+  name: redis
+  labels:
+$labels4
+spec:
+  type: ClusterIP
+  selector:
+$labels4
+  ports:
+    - name: redis
+      port: $port
+      targetPort: redis
+---
+# Only edgecache's own pods reach Redis: whatever can write its stream can purge every edge.
+# (Enforced where the cluster's network plugin implements NetworkPolicy.)
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata:
+  name: redis
+  labels:
+$labels4
+spec:
+  podSelector:
+    matchLabels:
+$labels6
+  policyTypes: ["Ingress"]
+  ingress:
+    - from:
+        - podSelector:
+            matchLabels:
+              app.kubernetes.io/name: edgecache
+      ports:
+        - port: redis
+---
+apiVersion: apps/v1
+kind: StatefulSet
+metadata:
+  name: redis
+  labels:
+$labels4
+spec:
+  serviceName: redis-headless
+  # One.  While it restarts, purges answer 503 (nothing is logged that was not acknowledged) and
+  # the edges keep serving, reconnect and replay.  SIGTERM flushes the append-only file, so a
+  # rolling restart loses nothing.  For failover, run Redis with Sentinel (purge_log =
+  # "redis+sentinel://…") or use a managed Redis.
+  replicas: 1
+  updateStrategy:
+    type: RollingUpdate
+  persistentVolumeClaimRetentionPolicy:
+    whenDeleted: Retain
+    whenScaled: Retain
+  selector:
+    matchLabels:
+$labels6
+  template:
+    metadata:
+      labels:
+$labels8
+    spec:
+      terminationGracePeriodSeconds: 30
+      enableServiceLinks: false
+      automountServiceAccountToken: false
+      # The image's redis user: its entrypoint then starts Redis directly (no chown, no gosu), so
+      # it needs no capabilities.
+      securityContext:
+        runAsNonRoot: true
+        runAsUser: $uid
+        runAsGroup: $uid
+        fsGroup: $uid
+        fsGroupChangePolicy: OnRootMismatch
+        seccompProfile:
+          type: RuntimeDefault
+      containers:
+        - name: redis
+          image: $image
+          # appendonly: a purge is in the append-only file before a router is told it is logged.
+          # appendfsync everysec may lose the last second on a power cut; always loses nothing.
+          args: ["redis-server", "--appendonly", "yes", "--appendfsync", $fsync_q, "--dir", "/data"]
+          ports:
+            - name: redis
+              containerPort: $port
+          startupProbe:
+            exec:
+              command: ["redis-cli", "ping"]
+            periodSeconds: 2
+            failureThreshold: 150
+          livenessProbe:
+            exec:
+              command: ["redis-cli", "ping"]
+            periodSeconds: 10
+            timeoutSeconds: 3
+            failureThreshold: 3
+          readinessProbe:
+            exec:
+              command: ["redis-cli", "ping"]
+            periodSeconds: 5
+            timeoutSeconds: 3
+            failureThreshold: 2
+          # The stream holds at most purge_max_records purges (~100 000): a few tens of MiB.
+          resources:
+            requests:
+              cpu: 100m
+              memory: 128Mi
+            limits:
+              memory: 512Mi
+          securityContext:
+            allowPrivilegeEscalation: false
+            readOnlyRootFilesystem: true
+            capabilities:
+              drop: ["ALL"]
+          volumeMounts:
+            - name: data
+              mountPath: /data
   volumeClaimTemplates:
     - metadata:
-        name: state
+        name: data
       spec:
-        accessModes: ["ReadWriteOnce"]
+        accessModes: ["ReadWriteOnce"]$storage_class
         resources:
           requests:
             storage: $storage
@@ -827,18 +1152,34 @@ def render_edge(site: EdgeSite, values: Values) -> str:
         cache_dir=q(site.cache_dir),
         storage_class=storage_class,
         storage_gib=site.storage_gib,
+        control_plane_env=edge_control_plane_env(site, values),
     )
 
 
-def render_router(config: dict[str, Any], config_text: str, inventory_text: str, values: Values) -> str:
+def edge_control_plane_env(site: EdgeSite, values: Values) -> str:
+    """What an edge needs from the Secret to follow the purge log, beyond its own admin token."""
+    if values.redis_url_secret_key:
+        return SECRET_ENV.substitute(
+            why="The shared purge log in Redis: its URL carries the password.",
+            name="EDGE_CONTROL_PLANE",
+            secret=values.secret,
+            key=values.redis_url_secret_key,
+        )
+    if site.control_plane is not None and not is_redis_url(site.control_plane):
+        return EDGE_CONTROL_PLANE_TOKEN_ENV.substitute(secret=values.secret)
+    return ""  # the purge log in Redis, at the URL of the ConfigMap (or none at all)
+
+
+def render_router(
+    config: dict[str, Any], config_text: str, inventory_text: str, values: Values, *, shared: bool
+) -> str:
+    """The router's Services and workload: a Deployment with a shared (Redis) purge log, else a
+    StatefulSet of one with the embedded log on a volume."""
     source = "router.toml"
     edges = PurePosixPath(require(config, "edges", str, source, "the inventory path"))
     if edges.parent != CONFIG_MOUNT:
         raise GenerateError(f"{source}: edges must be in {CONFIG_MOUNT} (the ConfigMap mount), got {edges}")
     geodb = PurePosixPath(require(config, "geodb", str, source, "the geo database path"))
-    state_dir = require(config, "purge_state_dir", str, source, "the purge log lives on a volume")
-    if not state_dir.startswith("/"):
-        raise GenerateError(f"{source}: purge_state_dir must be an absolute path in a container, got {state_dir!r}")
     port = port_of(config.get("listen", "127.0.0.1:8080"), source, "listen")
     admin_port = port_of(config.get("admin_listen", "127.0.0.1:8081"), source, "admin_listen")
     geo: dict[str, str] = {"init_containers": "", "geoip_mount": "", "geoip_containers": "", "geoip_volume": ""}
@@ -861,17 +1202,69 @@ def render_router(config: dict[str, Any], config_text: str, inventory_text: str,
             ),
             "geoip_volume": GEOIP_VOLUME,
         }
-    return ROUTER.substitute(
+    labels = label_blocks(name="edgecache", component="router")
+    purge_env = ""
+    state_dir = ""
+    if shared and values.redis_url_secret_key:
+        purge_env = SECRET_ENV.substitute(
+            why="The shared purge log in Redis: its URL carries the password.",
+            name="ROUTER_PURGE_LOG",
+            secret=values.secret,
+            key=values.redis_url_secret_key,
+        )
+    elif not shared:
+        purge_env = SECRET_ENV.substitute(
+            why="Sent to the edges' admin APIs with each purge: their token.",
+            name="ROUTER_PURGE_EDGE_TOKEN",
+            secret=values.secret,
+            key="edge-admin-token",
+        )
+        state_dir = router_state_dir(config, source)
+    pod = ROUTER_POD.substitute(
         geo,
-        **label_blocks(name="edgecache", component="router"),
+        **labels,
+        spread=ROUTER_SPREAD if shared and values.router_replicas > 1 else "",
+        purge_env=purge_env,
+        state_mount=ROUTER_STATE_MOUNT.substitute(state_dir=q(state_dir)) if state_dir else "",
         admin_port=admin_port,
         port=port,
-        state_dir=q(state_dir),
-        storage=values.router_storage,
         config_sha=q(checksum(config_text, inventory_text)),
         grace=ROUTER_GRACE_S,
         image=q(values.image),
         secret=values.secret,
+    )
+    purge_note = "any replica takes it" if shared else "the log the edges follow"
+    services = ROUTER_SERVICES.substitute(labels, admin_port=admin_port, purge_note=purge_note)
+    if shared:
+        workload = ROUTER_DEPLOYMENT.substitute(labels, replicas=values.router_replicas, pod=pod)
+        if values.router_replicas > 1:
+            workload += ROUTER_PDB.substitute(labels)
+        return services + workload
+    return services + ROUTER_STATEFULSET.substitute(labels, pod=pod, storage=values.router_storage)
+
+
+def router_state_dir(config: Mapping[str, Any], source: str) -> str:
+    """Where the embedded purge log lives: the directory of a sqlite:/// purge_log, else purge_state_dir."""
+    purge_log = config.get("purge_log")
+    if isinstance(purge_log, str):
+        state_dir = str(PurePosixPath(urlsplit(purge_log).path).parent)
+    else:
+        state_dir = require(config, "purge_state_dir", str, source, "the embedded purge log lives on a volume")
+    if not state_dir.startswith("/"):
+        raise GenerateError(f"{source}: the purge log must be at an absolute path in a container, got {state_dir!r}")
+    return state_dir
+
+
+def render_redis(values: Values) -> str:
+    storage_class = f"\n        storageClassName: {q(values.redis_storage_class)}" if values.redis_storage_class else ""
+    return REDIS.substitute(
+        label_blocks(name="edgecache", component="redis"),
+        port=REDIS_PORT,
+        uid=REDIS_UID,
+        image=q(values.redis_image),
+        fsync_q=q(values.redis_appendfsync),
+        storage=values.redis_storage,
+        storage_class=storage_class,
     )
 
 
@@ -908,24 +1301,29 @@ def render(config_dir: Path = CONFIG_DIR, values_file: Path = VALUES_FILE) -> di
         ],
     )
     router_config = without_secrets(merge(read_toml(config_dir / "router.toml"), values.router))
-    router_text = dump_toml(
-        router_config,
-        [
-            "Router: generated by deploy/k8s/generate.py from deploy/config/router.toml",
-            "and deploy/k8s/values.toml.  Do not edit; the token comes from the Secret (ROUTER_ADMIN_TOKEN).",
-        ],
-    )
+    shared = check_purge_log(router_config, sites, values)
+    router_header = [
+        "Router: generated by deploy/k8s/generate.py from deploy/config/router.toml",
+        "and deploy/k8s/values.toml.  Do not edit; the token comes from the Secret (ROUTER_ADMIN_TOKEN).",
+    ]
+    if values.redis_url_secret_key:
+        router_config.pop("purge_log", None)
+        router_header.append("purge_log comes from the Secret too (ROUTER_PURGE_LOG): its URL may hold a password.")
+    router_text = dump_toml(router_config, router_header)
     inventory_key = PurePosixPath(str(router_config.get("edges", ""))).name
     configmaps = [
         configmap("edgecache-inventory", "router", inventory_key, inventory_text),
         configmap("edgecache-router", "router", "router.toml", router_text),
         *(configmap(f"edgecache-edge-{site.name}", "edge", "edge.toml", site.config_text) for site in sites.values()),
     ]
-    return {
+    files = {
         "configmaps.yaml": FILE_HEADER + "".join(configmaps),
         "edges.yaml": FILE_HEADER + "".join(render_edge(site, values) for site in sites.values()),
-        "router.yaml": FILE_HEADER + render_router(router_config, router_text, inventory_text, values),
+        "router.yaml": FILE_HEADER + render_router(router_config, router_text, inventory_text, values, shared=shared),
     }
+    if values.redis_deploy:
+        files["redis.yaml"] = FILE_HEADER + render_redis(values)
+    return files
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -941,14 +1339,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"generate.py: {exc}", file=sys.stderr)
         return 2
     stale = [name for name, text in files.items() if _read(args.out / name) != text]
+    # A file it no longer renders (redis.yaml with [redis] deploy = false) must go too.
+    extra = [name for name in GENERATED if name not in files and (args.out / name).exists()]
     if args.check:
         for name in stale:
             print(f"generate.py: {args.out / name} is stale; run python deploy/k8s/generate.py", file=sys.stderr)
-        return 1 if stale else 0
+        for name in extra:
+            print(f"generate.py: {args.out / name} is no longer generated; run python deploy/k8s/generate.py",
+                  file=sys.stderr)  # fmt: skip
+        return 1 if stale or extra else 0
     args.out.mkdir(parents=True, exist_ok=True)
     for name in stale:
         (args.out / name).write_text(files[name])
         print(f"wrote {args.out / name}")
+    for name in extra:
+        (args.out / name).unlink()
+        print(f"removed {args.out / name}: take generated/{name} out of kustomization.yaml's resources")
     return 0
 
 

@@ -39,6 +39,7 @@ from aiohttp import hdrs, web
 from pydantic import ValidationError
 
 from edge.admin import token_matches
+from edge.controlplane.log import IdempotencyConflict
 from edge.controlplane.models import ControlPlaneSettings, PurgeRequest
 from edge.controlplane.purgelog import PurgeLogUnavailable, open_purge_log
 from edge.controlplane.service import ControlPlane, ControlPlaneCounters
@@ -155,6 +156,8 @@ class _Handlers:
         except sqlite3.Error as exc:
             log.error("cannot write the purge log: %s", exc)
             return _error(503, f"purge log unavailable, nothing was purged: {exc}")
+        except IdempotencyConflict as exc:
+            return _error(422, str(exc))
         except PurgeLogUnavailable as exc:
             return web.json_response(
                 {"error": f"purge log unavailable, nothing was purged: {exc}"}, status=503, headers={"Retry-After": "1"}

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
 import secrets
@@ -47,9 +48,11 @@ __all__ = [
     "Delivery",
     "DeliveryStatus",
     "EdgeStatus",
+    "IdempotencyConflict",
     "LogLockedError",
     "LogPage",
     "edge_status",
+    "request_hash",
 ]
 
 DB_NAME = "controlplane.sqlite"
@@ -68,8 +71,18 @@ _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS edges (name TEXT PRIMARY KEY, applied_through INTEGER NOT NULL,"
     " updated_at REAL NOT NULL)",
     "CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
-    "CREATE TABLE IF NOT EXISTS idempotency (key TEXT PRIMARY KEY, seq INTEGER NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS idempotency (key TEXT PRIMARY KEY, seq INTEGER NOT NULL, hash TEXT NOT NULL)",
 )
+
+
+class IdempotencyConflict(ValueError):
+    """An idempotency key seen before with a different purge (answered 422)."""
+
+
+def request_hash(request: PurgeRequest) -> str:
+    """What a purge request asks for, as a short digest (an idempotency key must mean one purge)."""
+    text = json.dumps([request.kind, list(request.values), request.soft, request.site], separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 class LogLockedError(RuntimeError):
@@ -339,8 +352,11 @@ class ClusterPurgeLog:
         """:meth:`append`, unless ``idempotency_key`` already logged a purge still held: then that
         purge and False (a retried POST is one purge)."""
         with self._transaction() as conn:
+            body_hash = request_hash(request)
             if idempotency_key is not None:
-                row = conn.execute("SELECT seq FROM idempotency WHERE key = ?", (idempotency_key,)).fetchone()
+                row = conn.execute("SELECT seq, hash FROM idempotency WHERE key = ?", (idempotency_key,)).fetchone()
+                if row is not None and row[1] != body_hash:
+                    raise IdempotencyConflict(f"Idempotency-Key {idempotency_key!r} was used for a different purge")
                 if row is not None:
                     found = conn.execute(
                         f"SELECT {_RECORD_COLUMNS} FROM purges WHERE seq = ?", (int(row[0]),)
@@ -364,7 +380,10 @@ class ClusterPurgeLog:
             )
             conn.execute("UPDATE meta SET value = ? WHERE name = 'last_seq'", (str(seq),))
             if idempotency_key is not None:
-                conn.execute("INSERT OR REPLACE INTO idempotency (key, seq) VALUES (?, ?)", (idempotency_key, seq))
+                conn.execute(
+                    "INSERT OR REPLACE INTO idempotency (key, seq, hash) VALUES (?, ?, ?)",
+                    (idempotency_key, seq, body_hash),
+                )
             pruned = self._prune_in(conn, seq, record.created_at)
         self._last_seq = seq
         self._pruned_through = pruned

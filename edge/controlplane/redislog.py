@@ -1,6 +1,6 @@
 """The purge log on a Redis stream: any number of routers append to it, every edge reads it.
 
-Keys (``edgecache:purge:`` by default, one hash tag, so they live on one Redis node):
+Keys (``{edgecache}:purge:`` by default: one hash tag, so a Redis Cluster keeps them on one node):
 
     …log        the stream; each entry: seq, id, kind, values (JSON), soft, created_at, site
     …seq        the last sequence handed out (INCR: contiguous, never reused)
@@ -29,16 +29,17 @@ from typing import Any, TypeVar, cast
 
 import redis.exceptions
 
-from edge.controlplane.log import ClusterPurge, Delivery, LogPage
+from edge.controlplane.log import ClusterPurge, Delivery, IdempotencyConflict, LogPage, request_hash
 from edge.controlplane.models import PurgeKind, PurgeRequest
 from edge.controlplane.purgelog import PurgeLogUnavailable
 from edge.controlplane.redisurl import PurgeLogUrl, connect
 
-__all__ = ["DEFAULT_PREFIX", "RedisPurgeLog", "StreamEntry"]
+__all__ = ["DEFAULT_PREFIX", "IdempotencyConflict", "RedisPurgeLog", "StreamEntry", "request_hash"]
 
-DEFAULT_PREFIX = "edgecache:purge:"
+DEFAULT_PREFIX = "{edgecache}:purge:"
 DEFAULT_DETAIL_TTL_S = 7 * 86400  # delivery details and idempotency keys without an age retention
 PAGE_LIMIT = 10_000
+PRUNE_DETAILS_BATCH = 10_000  # delivery-detail keys deleted per prune at most
 
 T = TypeVar("T")
 StreamEntry = tuple[str, ClusterPurge]  # (stream id, record)
@@ -48,7 +49,11 @@ local stream, seqkey, index, idem, logid = KEYS[1], KEYS[2], KEYS[3], KEYS[4], K
 if redis.call('EXISTS', logid) == 0 then redis.call('SET', logid, ARGV[10]) end
 if ARGV[1] == '1' then
   local seen = redis.call('GET', idem)
-  if seen then return {0, seen} end
+  if seen then
+    local sep = string.find(seen, '|', 1, true)
+    if sep and string.sub(seen, sep + 1) ~= ARGV[11] then return {2, string.sub(seen, 1, sep - 1)} end
+    return {0, sep and string.sub(seen, 1, sep - 1) or seen}
+  end
 end
 local seq = redis.call('INCR', seqkey)
 local fields = {'seq', seq, 'id', 'p-' .. seq .. '-' .. ARGV[3], 'kind', ARGV[4], 'values', ARGV[5],
@@ -60,20 +65,34 @@ else
   sid = redis.call('XADD', stream, '*', unpack(fields))
 end
 redis.call('ZADD', index, seq, sid)
-if ARGV[1] == '1' then redis.call('SET', idem, sid, 'EX', ARGV[9]) end
+if ARGV[1] == '1' then redis.call('SET', idem, sid .. '|' .. ARGV[11], 'EX', ARGV[9]) end
 return {1, sid}
 """
 
 _ACK = """
 local current = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
 if tonumber(ARGV[2]) > current then redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) end
-redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
-redis.call('EXPIRE', KEYS[2], ARGV[4])
+if ARGV[3] ~= '' then
+  redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
+  redis.call('EXPIRE', KEYS[2], ARGV[4])
+end
 return 1
 """
 
 
 def _record(fields: dict[str, str]) -> ClusterPurge:
+    """A stream entry as a record; one that cannot be read (written by something else) becomes an
+    empty purge with its sequence, so readers pass over it instead of stopping at it."""
+    try:
+        return _parse(fields)
+    except (KeyError, ValueError, TypeError):
+        seq = fields.get("seq", "")
+        if not seq.isdigit():
+            raise ValueError(f"a purge-log entry without a sequence: {str(fields)[:200]}") from None
+        return ClusterPurge(int(seq), f"unreadable-{seq}", "urls", (), False, 0.0)
+
+
+def _parse(fields: dict[str, str]) -> ClusterPurge:
     site = fields.get("site") or None
     return ClusterPurge(
         seq=int(fields["seq"]),
@@ -102,7 +121,9 @@ class RedisPurgeLog:
         self._index = f"{prefix}index"
         self._log_id = f"{prefix}log_id"
         self._acks = f"{prefix}acks"
+        self._details_pruned = f"{prefix}details_pruned"
         self._client: Any = None
+        self._blocking: Any = None
         self._append: Any = None
         self._ack: Any = None
 
@@ -111,6 +132,7 @@ class RedisPurgeLog:
         """Make the client; connections open on first use, so a router starts with Redis down."""
         client = connect(self.url)
         self._client = client
+        self._blocking = None  # XREAD BLOCK needs a longer socket timeout: its own client, on demand
         self._append = client.register_script(_APPEND)
         self._ack = client.register_script(_ACK)
 
@@ -118,6 +140,9 @@ class RedisPurgeLog:
         if self._client is not None:
             client, self._client = self._client, None
             await client.aclose()
+        if self._blocking is not None:
+            blocking, self._blocking = self._blocking, None
+            await blocking.aclose()
 
     @property
     def client(self) -> Any:
@@ -129,7 +154,7 @@ class RedisPurgeLog:
         try:
             return await operation()
         except (TimeoutError, redis.exceptions.RedisError, OSError) as exc:
-            detail = str(exc) or type(exc).__name__
+            detail = (str(exc) or type(exc).__name__)[:300]
             raise PurgeLogUnavailable(f"Redis purge log at {self.url.shown} unreachable ({what}): {detail}") from exc
 
     # -- the log ---------------------------------------------------------------------------------
@@ -143,15 +168,18 @@ class RedisPurgeLog:
     async def append(self, request: PurgeRequest, idempotency_key: str | None = None) -> tuple[ClusterPurge, bool]:
         created_at = time.time()
         idem = f"{self.prefix}idem:{idempotency_key}" if idempotency_key is not None else f"{self.prefix}idem:-"
+        body_hash = request_hash(request)
         ttl = int(self.max_age) if self.max_age else DEFAULT_DETAIL_TTL_S
         args = [
             "1" if idempotency_key is not None else "0", str(self.max_records or 0), secrets.token_hex(4),
             request.kind, json.dumps(list(request.values)), "1" if request.soft else "0", repr(created_at),
-            request.site or "", str(max(1, ttl)), uuid.uuid4().hex,
+            request.site or "", str(max(1, ttl)), uuid.uuid4().hex, body_hash,
         ]  # fmt: skip
 
         async def run() -> tuple[ClusterPurge, bool]:
             created, sid = await self._append(keys=[self.stream, self._seq, self._index, idem, self._log_id], args=args)
+            if int(created) == 2:
+                raise IdempotencyConflict(f"Idempotency-Key {idempotency_key!r} was used for a different purge")
             entries = await self.client.xrange(self.stream, sid, sid)
             if not entries:  # a retried key whose purge retention already dropped: log it anew
                 await self.client.delete(idem)
@@ -159,6 +187,15 @@ class RedisPurgeLog:
             return _record(entries[0][1]), bool(int(created))
 
         return await self._call("append", run)
+
+    async def entry_at(self, stream_id: str) -> ClusterPurge | None:
+        """The record at exactly ``stream_id``, if the stream still holds it."""
+
+        async def read() -> ClusterPurge | None:
+            entries = await self.client.xrange(self.stream, stream_id, stream_id)
+            return _record(entries[0][1]) if entries else None
+
+        return await self._call("read", read)
 
     async def latest_seq(self) -> int:
         return await self._call("latest", self._latest)
@@ -210,7 +247,9 @@ class RedisPurgeLog:
         """``XREAD BLOCK``: entries after ``stream_id``, waiting up to ``block_ms`` for the first."""
 
         async def read() -> list[StreamEntry]:
-            answer = await self.client.xread({self.stream: stream_id}, count=count, block=block_ms)
+            if self._blocking is None:
+                self._blocking = connect(self.url, blocking=True)
+            answer = await self._blocking.xread({self.stream: stream_id}, count=count, block=block_ms)
             if not answer:
                 return []
             return [(sid, _record(fields)) for sid, fields in answer[0][1]]
@@ -246,7 +285,8 @@ class RedisPurgeLog:
 
     # -- acknowledgements ------------------------------------------------------------------------
     async def acknowledge(self, edge: str, seq: int, affected: int | None = None, ms: float | None = None) -> None:
-        detail = json.dumps({"status": "applied", "affected": affected, "at": time.time(), "ms": ms})
+        detail = (json.dumps({"status": "applied", "affected": affected, "at": time.time(), "ms": ms})
+                  if affected is not None or ms is not None else "")  # a watermark only: details kept
         ttl = int(self.max_age) if self.max_age else DEFAULT_DETAIL_TTL_S
         await self._call(
             "acknowledge",
@@ -295,6 +335,13 @@ class RedisPurgeLog:
             oldest = await self._oldest()
             upper = f"({oldest}" if oldest is not None else "+inf"
             await self.client.zremrangebyscore(self._index, "-inf", upper)
+            # Delivery details of trimmed records go too (memory follows the count retention).
+            below = oldest if oldest is not None else await self._latest() + 1
+            done = int(await self.client.get(self._details_pruned) or 0)
+            if below - 1 > done:
+                upto = min(below - 1, done + PRUNE_DETAILS_BATCH)
+                await self.client.delete(*(f"{self.prefix}d:{seq}" for seq in range(done + 1, upto + 1)))
+                await self.client.set(self._details_pruned, upto)
             return trimmed
 
         return await self._call("prune", run)

@@ -27,7 +27,8 @@ from redis.backoff import ExponentialBackoff
 __all__ = ["PurgeLogUrl", "connect", "parse_purge_log_url"]
 
 CONNECT_TIMEOUT_S = 2.0
-SOCKET_TIMEOUT_S = 10.0  # per command, longer than an XREAD BLOCK (edge.purgestream)
+SOCKET_TIMEOUT_S = 3.0  # per command: a blackholed server is an error in seconds
+BLOCKING_SOCKET_TIMEOUT_S = 10.0  # the XREAD BLOCK client's (edge.purgestream blocks 4 s)
 HEALTH_CHECK_S = 15
 RETRIES = 2
 
@@ -95,18 +96,20 @@ def parse_purge_log_url(url: str) -> PurgeLogUrl:
     raise ValueError(f"{shown}: the purge log is sqlite:///path, redis://, rediss:// or redis+sentinel://")
 
 
-def connect(target: PurgeLogUrl) -> aioredis.Redis:
-    """A client for a Redis URL (connections are opened lazily, on the first command)."""
+def connect(target: PurgeLogUrl, *, blocking: bool = False) -> aioredis.Redis:
+    """A client for a Redis URL (connections are opened lazily, on the first command);
+    ``blocking``: for ``XREAD BLOCK``, with a socket timeout longer than the block."""
     common = {
         "socket_connect_timeout": CONNECT_TIMEOUT_S,
-        "socket_timeout": SOCKET_TIMEOUT_S,
+        "socket_timeout": BLOCKING_SOCKET_TIMEOUT_S if blocking else SOCKET_TIMEOUT_S,
         "socket_keepalive": True,
         "health_check_interval": HEALTH_CHECK_S,
         "decode_responses": True,
         # A connection Redis closed (a restart, a failover) is retried at once on a new one, twice:
-        # appends may then repeat, which a purge tolerates (and an idempotency key prevents).
+        # appends may then repeat, which a purge tolerates (and an idempotency key prevents).  A
+        # timeout is not retried: a silent server answers as an error after one socket timeout.
         "retry": Retry(ExponentialBackoff(cap=0.25, base=0.02), RETRIES),
-        "retry_on_error": [redis.exceptions.ConnectionError, redis.exceptions.TimeoutError],
+        "retry_on_error": [redis.exceptions.ConnectionError],
     }
     if target.kind == "redis":
         client: aioredis.Redis = aioredis.from_url(target.url, **common)

@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from edge.config import EdgeSettings, load_settings
+from edge.controlplane.redisurl import parse_purge_log_url
 from edge.inventory import Inventory, load_inventory, parse_inventory
 from tests.deploy.support import (
     CONFIG,
@@ -40,6 +41,7 @@ from tests.deploy.support import (
 
 MIB = 1024 * 1024
 PLACEHOLDER_TOKEN = "change-me"
+ROUTERS = ["router-a", "router-b"]  # compose: two routers, one config
 
 
 def edge_settings(path: Path) -> EdgeSettings:
@@ -124,12 +126,17 @@ def test_inventory_validates_and_names_compose_services() -> None:
 
 
 def test_edges_follow_the_routers_purge_log() -> None:
+    """The routers write the purge log in Redis and every edge reads that same log."""
     settings = router_settings()
+    assert settings.purge_log is not None
+    target = parse_purge_log_url(settings.purge_log)
+    assert target.kind == "redis"
     for name, edge in edge_settings_by_name().items():
-        assert edge.control_plane is not None, name
-        url = urlsplit(edge.control_plane)
-        assert (url.hostname, url.port) == ("router", port_of(settings.admin_listen)), name
-    assert "router" in compose()["services"]
+        assert edge.control_plane == settings.purge_log, name
+    # The URL names the compose service, on the port Redis listens on.
+    url = urlsplit(settings.purge_log)
+    assert url.hostname in compose()["services"]
+    assert url.port == 6379
 
 
 def test_router_config_validates() -> None:
@@ -138,7 +145,27 @@ def test_router_config_validates() -> None:
     assert settings.admin_token == PLACEHOLDER_TOKEN
     assert not settings.admin_listen.startswith("127.")
     assert settings.trust_proxy, "compose needs the Docker bridge trusted to demonstrate X-Forwarded-For"
-    # The purge control plane it hosts keeps its log on a volume, and talks to the edges with a token.
+    # The purge log is shared in Redis: nothing pushed to the edges (no token for them), no state.
+    assert settings.purge_log is not None
+    assert parse_purge_log_url(settings.purge_log).kind == "redis"
+    assert settings.purge_edge_token is None
+    assert settings.purge_log_retention is not None
+    assert "purge_state_dir" not in read_toml(CONFIG / "router.toml")
+
+
+def test_router_config_embedded_alternative_is_valid() -> None:
+    """The commented-out SQLite alternative in router.toml still validates when switched on."""
+    loader = router_settings_loader()
+    if loader is None:
+        pytest.skip(NO_ROUTER_CONFIG)
+    lines = (CONFIG / "router.toml").read_text().splitlines()
+    keys = r"# (purge_state_dir|purge_edge_token|purge_retry_interval) ="
+    alternative = [line[2:] for line in lines if re.match(keys, line)]
+    assert len(alternative) == 3
+    kept = [line for line in lines if not line.startswith("purge_log =")]
+    data = tomllib.loads("\n".join([*kept, *alternative]))
+    settings = loader(None, {**data, "edges": str(CONFIG / "inventory.toml")}, environ={})
+    assert settings.purge_log is None
     assert settings.purge_state_dir.is_absolute()
     assert settings.purge_edge_token == PLACEHOLDER_TOKEN
 
@@ -183,6 +210,7 @@ def test_every_yaml_file_is_known() -> None:
         "k8s/generated/configmaps.yaml",
         "k8s/generated/edges.yaml",
         "k8s/generated/router.yaml",
+        "k8s/generated/redis.yaml",
     }
 
 
@@ -217,11 +245,12 @@ def mounts(service: dict[str, Any]) -> dict[str, str]:
 def test_compose_services_and_networks() -> None:
     doc = compose()
     services = doc["services"]
-    assert set(services) == {"origin", "router", *(f"edge-{region}" for region in REGIONS)}
+    assert set(services) == {"origin", "redis", *ROUTERS, *(f"edge-{region}" for region in REGIONS)}
     private = [name for name, network in doc["networks"].items() if (network or {}).get("internal")]
     assert private == ["cdn"]
-    assert services["origin"]["networks"] == ["cdn"]  # the origin is never published
-    assert "ports" not in services["origin"]
+    for name in ("origin", "redis"):  # never published
+        assert services[name]["networks"] == ["cdn"], name
+        assert "ports" not in services[name], name
     for name, service in services.items():
         assert "cdn" in service["networks"], name
         assert service.get("read_only") is True, name
@@ -248,13 +277,12 @@ def test_compose_edge(region: str) -> None:
     assert urlsplit(entry.url).port == ports[port_of(settings.listen)]
     assert port_of(settings.admin_listen) in ports
     assert service["command"] == ["python", "-m", "edge", "--config", "/etc/edgecache/edge.toml"]
-    assert "EDGE_ADMIN_TOKEN" in service["environment"]
-    # Tokens: its own admin token is what the router sends with purges; it reads the router's log
-    # with the router's admin token.
-    environment = service["environment"]
-    router_environment = doc["services"]["router"]["environment"]
-    assert environment["EDGE_ADMIN_TOKEN"] == router_environment["ROUTER_PURGE_EDGE_TOKEN"]
-    assert environment["EDGE_CONTROL_PLANE_TOKEN"] == router_environment["ROUTER_ADMIN_TOKEN"]
+    # Tokens: only its own admin token; purges come from Redis, which needs none on the private network.
+    assert set(service["environment"]) == {"EDGE_ADMIN_TOKEN"}
+    router_environment = doc["services"]["router-a"]["environment"]
+    assert service["environment"]["EDGE_ADMIN_TOKEN"] == router_environment["ROUTER_ADMIN_TOKEN"]  # compose: one token
+    assert settings.control_plane is not None
+    assert urlsplit(settings.control_plane).hostname in service["depends_on"]
     assert duration_seconds(service["stop_grace_period"]) > settings.drain_timeout + 2
     # The edge's origin is the origin stub service on the private network.
     origin = urlsplit(settings.origin)
@@ -269,24 +297,58 @@ def test_compose_edges_have_distinct_volumes() -> None:
     assert len(set(volumes)) == len(REGIONS)
 
 
-def test_compose_router() -> None:
+@pytest.mark.parametrize("name", ROUTERS)
+def test_compose_router(name: str) -> None:
     settings = router_settings()
-    service = compose()["services"]["router"]
+    doc = compose()
+    service = doc["services"][name]
     targets = mounts(service)
     assert (DEPLOY / targets["/etc/edgecache/router.toml"]).resolve() == CONFIG / "router.toml"
     assert (DEPLOY / targets[str(settings.edges)]).resolve() == CONFIG / "inventory.toml"
     ports = published(service)
     assert port_of(settings.listen) in ports
     assert port_of(settings.admin_listen) in ports
-    assert "ROUTER_ADMIN_TOKEN" in service["environment"]
+    assert set(service["environment"]) == {"ROUTER_ADMIN_TOKEN", "HEALTHCHECK_URL"}
     healthcheck = urlsplit(service["environment"]["HEALTHCHECK_URL"])
     assert (healthcheck.port, healthcheck.path) == (port_of(settings.admin_listen), "/healthz")
     # The geo database the router names is the one the image carries.
     assert str(settings.geodb) in dockerfile_copy_targets()
-    # The purge log is on a named volume (the state directory or one of its parents).
-    named = [target for target, source in targets.items() if not source.startswith(".")]
-    assert any(settings.purge_state_dir.is_relative_to(target) for target in named)
-    assert {"ROUTER_ADMIN_TOKEN", "ROUTER_PURGE_EDGE_TOKEN"} <= set(service["environment"])
+    # Stateless: the purge log is in Redis, so no volume of its own, only the two config files.
+    assert all(source.startswith(".") for source in targets.values())
+    assert "cdn" in service["networks"]
+
+
+def test_compose_routers_share_everything_but_their_ports() -> None:
+    services = compose()["services"]
+    first, *others = [services[name] for name in ROUTERS]
+    for other in others:
+        assert {k: v for k, v in other.items() if k != "ports"} == {k: v for k, v in first.items() if k != "ports"}
+    host_ports = [port for name in ROUTERS for port in published(services[name]).values()]
+    assert len(host_ports) == len(set(host_ports))
+    # The first router keeps the ports the docs and curl examples use.
+    assert published(services["router-a"]) == {8080: 8080, 8081: 8081}
+
+
+def test_compose_redis() -> None:
+    settings = router_settings()
+    doc = compose()
+    service = doc["services"]["redis"]
+    assert str(service["image"]).startswith("redis:")
+    command = service["command"]
+    assert command[0] == "redis-server"
+    options = dict(zip(command[1::2], command[2::2], strict=True))
+    assert options["--appendonly"] == "yes"
+    assert options["--appendfsync"] in ("everysec", "always")
+    # The append-only file is on a named volume at the image's data directory.
+    assert mounts(service)["/data"] in doc["volumes"]
+    assert service["healthcheck"]["test"] == ["CMD", "redis-cli", "ping"]
+    # Not root: the image's redis user, so it needs no capabilities (cap_drop ALL).
+    assert str(service["user"]).split(":")[0] not in ("0", "root")
+    # The routers and the edges find it where their URL says.
+    assert settings.purge_log is not None
+    assert urlsplit(settings.purge_log).hostname == "redis"
+    for region in REGIONS:
+        assert doc["services"][f"edge-{region}"]["depends_on"]["redis"] == {"condition": "service_healthy"}
 
 
 def test_compose_ports_are_documented() -> None:
@@ -536,16 +598,23 @@ def test_rendered_router_config_validates(tmp_path: Path) -> None:
     assert PurePosixPath(str(settings.edges)).name in of_kind("ConfigMap")["edgecache-inventory"]["data"]
 
 
-def test_router_statefulset(tmp_path: Path) -> None:
+def test_router_deployment(tmp_path: Path) -> None:
     loader = router_settings_loader()
     if loader is None:
         pytest.skip(NO_ROUTER_CONFIG)
     path = tmp_path / "router.toml"
     path.write_text(configmap_text("edgecache-router", "router.toml"))
     settings = loader(path, {}, environ={"ROUTER_ADMIN_TOKEN": "t"})
-    workload = of_kind("StatefulSet")["router"]
-    assert workload["spec"]["replicas"] == 1  # it hosts the purge log the edges follow
+    assert "router" not in of_kind("StatefulSet")
+    workload = of_kind("Deployment")["router"]
+    # Stateless routers (the purge log is in Redis): several replicas, no volume of their own.
+    assert workload["spec"]["replicas"] == read_toml(K8S / "values.toml")["router_replicas"] == 2
+    assert "volumeClaimTemplates" not in workload["spec"]
+    assert workload["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
     pod = workload["spec"]["template"]["spec"]
+    assert pod["topologySpreadConstraints"][0]["labelSelector"]["matchLabels"].items() <= (
+        workload["spec"]["template"]["metadata"]["labels"].items()
+    )
     router = containers(workload)["router"]
     admin_port = port_of(settings.admin_listen)
     assert probe_path(router, "readinessProbe") == ("/readyz", admin_port)
@@ -553,22 +622,25 @@ def test_router_statefulset(tmp_path: Path) -> None:
     assert {"cpu", "memory"} <= set(router["resources"]["requests"])
     mounted = {mount["name"]: mount["mountPath"] for mount in router["volumeMounts"]}
     assert mounted["config"] == str(PurePosixPath(str(settings.edges)).parent)
-    (claim,) = workload["spec"]["volumeClaimTemplates"]
-    assert mounted[claim["metadata"]["name"]] == str(settings.purge_state_dir)
+    assert "state" not in mounted
     env = {item["name"]: item["valueFrom"]["secretKeyRef"]["key"] for item in router["env"]}
-    assert env == {"ROUTER_ADMIN_TOKEN": "router-admin-token", "ROUTER_PURGE_EDGE_TOKEN": "edge-admin-token"}
-    # The edges reach the purge log through the router's Service, with the router's token.
-    service = of_kind("Service")["router"]
-    service_ports = {port["port"] for port in service["spec"]["ports"]}
+    assert env == {"ROUTER_ADMIN_TOKEN": "router-admin-token"}
+    # A drain never takes every router away.
+    (budget,) = [doc for doc in k8s_documents() if doc["kind"] == "PodDisruptionBudget"]
+    assert budget["spec"]["selector"] == workload["spec"]["selector"]
+    assert budget["spec"]["maxUnavailable"] < workload["spec"]["replicas"]
+    # Routers and edges name the same Redis: the Service `redis`, on its port.
+    assert settings.purge_log is not None
+    assert parse_purge_log_url(settings.purge_log).kind == "redis"
+    url = urlsplit(settings.purge_log)
+    service = of_kind("Service")[str(url.hostname)]
+    assert url.port in {port["port"] for port in service["spec"]["ports"]}
     for name in ("us-east-1", "eu-west-1", "ap-southeast-1"):
         edge_settings = rendered_edge_settings(tmp_path, name)
-        assert edge_settings.control_plane is not None
-        url = urlsplit(edge_settings.control_plane)
-        assert url.hostname == service["metadata"]["name"]
-        assert url.port in service_ports
+        assert edge_settings.control_plane == settings.purge_log
         edge_env = containers(of_kind("StatefulSet")[f"edge-{name}"])["edge"]["env"]
         keys = {item["name"]: item["valueFrom"]["secretKeyRef"]["key"] for item in edge_env}
-        assert keys == {"EDGE_ADMIN_TOKEN": "edge-admin-token", "EDGE_CONTROL_PLANE_TOKEN": "router-admin-token"}
+        assert keys == {"EDGE_ADMIN_TOKEN": "edge-admin-token"}
     projected = [source["configMap"]["name"] for source in pod["volumes"][0]["projected"]["sources"]]
     assert set(projected) <= set(of_kind("ConfigMap"))
     # The geo database: a volume at the directory router.toml names, filled before the router starts.
@@ -586,9 +658,39 @@ def test_router_statefulset(tmp_path: Path) -> None:
         assert reload_env["GEODB"] == str(settings.geodb)
 
 
+def test_redis_statefulset() -> None:
+    workload = of_kind("StatefulSet")["redis"]
+    spec = workload["spec"]
+    assert spec["replicas"] == 1
+    redis = containers(workload)["redis"]
+    args = redis["args"]
+    assert args[0] == "redis-server"
+    options = dict(zip(args[1::2], args[2::2], strict=True))
+    assert options["--appendonly"] == "yes"
+    assert options["--appendfsync"] == read_toml(K8S / "values.toml")["redis"]["appendfsync"]
+    # The append-only file lives on the claim, where --dir says.
+    (claim,) = spec["volumeClaimTemplates"]
+    mounted = {mount["name"]: mount["mountPath"] for mount in redis["volumeMounts"]}
+    assert mounted[claim["metadata"]["name"]] == options["--dir"]
+    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+        assert redis[probe]["exec"]["command"] == ["redis-cli", "ping"]
+    ports = {port["name"]: port["containerPort"] for port in redis["ports"]}
+    # The Service the configs name, and the headless one of the StatefulSet.
+    services = of_kind("Service")
+    assert spec["serviceName"] in services
+    assert services[spec["serviceName"]]["spec"]["clusterIP"] == "None"
+    (port,) = services["redis"]["spec"]["ports"]
+    assert ports[port["targetPort"]] == port["port"] == 6379
+    # Only edgecache's pods may reach it.
+    policy = of_kind("NetworkPolicy")["redis"]
+    assert policy["spec"]["podSelector"]["matchLabels"] == spec["selector"]["matchLabels"]
+    (rule,) = policy["spec"]["ingress"]
+    assert rule["from"] == [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": "edgecache"}}}]
+
+
 def test_every_pod_runs_restricted() -> None:
-    workloads = list(of_kind("StatefulSet").values())
-    assert workloads
+    workloads = [doc for doc in k8s_documents() if "template" in doc.get("spec", {})]
+    assert len(workloads) == 5  # three edges, the routers, Redis
     for workload in workloads:
         pod = workload["spec"]["template"]["spec"]
         security = pod["securityContext"]
@@ -741,7 +843,9 @@ def test_systemd_analyze_verify(tmp_path: Path) -> None:
     # verify insists that executables exist: point them at ones that do.
     python = shutil.which("python3") or sys.executable
     copies = []
-    for unit in sorted(SYSTEMD.iterdir()):
+    for drop_ins in DROP_IN_DIRS:  # verify reads drop-ins next to the unit files it is given
+        shutil.copytree(drop_ins, tmp_path / drop_ins.name)
+    for unit in sorted(path for path in SYSTEMD.iterdir() if path.is_file()):
         text = unit.read_text().replace("/opt/edgecache/bin/python", python)
         text = text.replace("/usr/bin/geoipupdate", "/bin/true")
         name = unit.name.replace("@.service", "@us-east-1.service")
@@ -759,6 +863,51 @@ def test_systemd_analyze_verify(tmp_path: Path) -> None:
         and "system call" not in line  # the host's seccomp table may lag its kernel's
     ]
     assert not problems, "\n".join(problems)
+
+
+DROP_IN_DIRS = sorted(path for path in SYSTEMD.iterdir() if path.is_dir())
+
+
+def drop_in_environment(path: Path) -> dict[str, str]:
+    """The Environment= assignments of a unit file or drop-in (several per line, shell-style quotes)."""
+    assignments = parse_unit(path).get("Service", {}).get("Environment", [])
+    return dict(item.split("=", 1) for line in assignments for item in shlex.split(line))
+
+
+def test_systemd_drop_ins_belong_to_units() -> None:
+    assert {path.name for path in DROP_IN_DIRS} == {f"{unit}.d" for unit in SERVICE_UNITS}
+    for directory in DROP_IN_DIRS:
+        files = sorted(directory.iterdir())
+        assert [path.name for path in files] == ["redis.conf"]
+        sections = parse_unit(files[0])
+        assert set(sections) <= {"Unit", "Service"}
+        # Only environment: the sandboxing and paths of the unit stay as they are.
+        assert set(sections["Service"]) == {"Environment"}
+
+
+def test_systemd_redis_drop_ins_set_real_settings() -> None:
+    """ROUTER_PURGE_LOG / EDGE_CONTROL_PLANE name settings, validate, and agree with each other."""
+    loader = router_settings_loader()
+    if loader is None:
+        pytest.skip(NO_ROUTER_CONFIG)
+    from edge.router.config import RouterSettings
+
+    router_env = drop_in_environment(SYSTEMD / "edgecache-router.service.d" / "redis.conf")
+    assert router_env
+    for key in router_env:
+        assert key.startswith("ROUTER_")
+        assert key.removeprefix("ROUTER_").lower() in RouterSettings.model_fields, key
+    router = loader(CONFIG / "router.toml", {}, environ=router_env)
+    assert router.purge_log == router_env["ROUTER_PURGE_LOG"]
+    assert parse_purge_log_url(router.purge_log).kind == "redis"
+
+    edge_env = drop_in_environment(SYSTEMD / "edgecache-edge@.service.d" / "redis.conf")
+    assert set(edge_env) == {"EDGE_CONTROL_PLANE"}
+    edge = load_settings(EDGE_CONFIGS[0], {}, environ=edge_env)
+    assert edge.control_plane == router.purge_log  # the edges read what the routers write
+    # No password in a world-readable drop-in (the comments send it to the 0600 .env file).
+    for value in [*router_env.values(), *edge_env.values()]:
+        assert urlsplit(value).password is None
 
 
 def test_generator_admin_url_override(tmp_path: Path) -> None:
@@ -785,3 +934,103 @@ def test_generator_admin_url_override(tmp_path: Path) -> None:
 def yaml_documents_of(text: str) -> list[dict[str, Any]]:
     yaml = yaml_module()
     return [doc for doc in yaml.safe_load_all(text) if doc is not None]
+
+
+# --- the generator's purge log modes ----------------------------------------------------------------
+
+
+def values_with(tmp_path: Path, replacements: dict[str, str], extra: str = "") -> Path:
+    text = (K8S / "values.toml").read_text()
+    for old, new in replacements.items():
+        assert old in text, old
+        text = text.replace(old, new)
+    path = tmp_path / "values.toml"
+    path.write_text(text + extra)
+    return path
+
+
+SQLITE = {
+    "router_replicas = 2\n": "router_replicas = 1\n",
+    '# router_storage = "1Gi"': 'router_storage = "1Gi"',
+    "[redis]\ndeploy = true\n": "[redis]\ndeploy = false\n",
+    '[edge]\norigin = "https://origin.example.com"\n': (
+        '[edge]\norigin = "https://origin.example.com"\ncontrol_plane = "http://router:8081"\n'
+    ),
+    "[router]\n": '[router]\npurge_log = "sqlite:///var/lib/edgecache/router/controlplane.sqlite"\n',
+}
+
+
+def test_generator_embedded_purge_log_runs_one_router(tmp_path: Path) -> None:
+    """Without Redis: a StatefulSet of one router with its log on a volume, followed over HTTP."""
+    files = generator().render(CONFIG, values_with(tmp_path, SQLITE))
+    assert "redis.yaml" not in files
+    (router,) = [doc for doc in yaml_documents_of(files["router.yaml"]) if doc["kind"] == "StatefulSet"]
+    assert router["spec"]["replicas"] == 1
+    assert not [doc for doc in yaml_documents_of(files["router.yaml"]) if doc["kind"] == "PodDisruptionBudget"]
+    container = containers(router)["router"]
+    (claim,) = router["spec"]["volumeClaimTemplates"]
+    mounted = {mount["name"]: mount["mountPath"] for mount in container["volumeMounts"]}
+    assert mounted[claim["metadata"]["name"]] == "/var/lib/edgecache/router"
+    env = {item["name"]: item["valueFrom"]["secretKeyRef"]["key"] for item in container["env"]}
+    assert env == {"ROUTER_ADMIN_TOKEN": "router-admin-token", "ROUTER_PURGE_EDGE_TOKEN": "edge-admin-token"}
+    for edge in [doc for doc in yaml_documents_of(files["edges.yaml"]) if doc["kind"] == "StatefulSet"]:
+        keys = {item["name"]: item["valueFrom"]["secretKeyRef"]["key"] for item in containers(edge)["edge"]["env"]}
+        assert keys == {"EDGE_ADMIN_TOKEN": "edge-admin-token", "EDGE_CONTROL_PLANE_TOKEN": "router-admin-token"}
+
+
+def test_generator_managed_redis_url_from_the_secret(tmp_path: Path) -> None:
+    """A managed Redis: no StatefulSet, and the URL (with its password) only in the Secret."""
+    values = values_with(
+        tmp_path,
+        {"[redis]\ndeploy = true\n": "[redis]\ndeploy = false\n",
+         '# url_secret_key = "purge-log-url"': 'url_secret_key = "purge-log-url"'},
+    )  # fmt: skip
+    files = generator().render(CONFIG, values)
+    assert "redis.yaml" not in files
+    for configmap in yaml_documents_of(files["configmaps.yaml"]):
+        for text in configmap["data"].values():
+            config = tomllib.loads(text)
+            assert "purge_log" not in config
+            assert "control_plane" not in config
+    (router,) = [doc for doc in yaml_documents_of(files["router.yaml"]) if doc["kind"] == "Deployment"]
+    env = {item["name"]: item["valueFrom"]["secretKeyRef"]["key"] for item in containers(router)["router"]["env"]}
+    assert env == {"ROUTER_ADMIN_TOKEN": "router-admin-token", "ROUTER_PURGE_LOG": "purge-log-url"}
+    for edge in [doc for doc in yaml_documents_of(files["edges.yaml"]) if doc["kind"] == "StatefulSet"]:
+        keys = {item["name"]: item["valueFrom"]["secretKeyRef"]["key"] for item in containers(edge)["edge"]["env"]}
+        assert keys == {"EDGE_ADMIN_TOKEN": "edge-admin-token", "EDGE_CONTROL_PLANE": "purge-log-url"}
+    # The key is documented next to the others.
+    assert "purge-log-url" in (K8S / "secret.example.yaml").read_text()
+
+
+@pytest.mark.parametrize(
+    ("replacements", "message"),
+    [
+        ({"router_replicas = 2\n": "router_replicas = 2\n", **{k: v for k, v in SQLITE.items() if "replicas" not in k}},
+         "belongs to one router"),
+        ({k: v for k, v in SQLITE.items() if "[redis]" not in k}, "deploy = true, but"),
+        ({'[edge]\norigin = "https://origin.example.com"\n':
+          '[edge]\norigin = "https://origin.example.com"\ncontrol_plane = "http://router:8081"\n'},
+         "is not the routers' purge_log"),
+        ({"[router]\n": '[router]\npurge_log = "rediss://cache.example.net:6380/0"\n',
+          '[edge]\norigin = "https://origin.example.com"\n':
+          '[edge]\norigin = "https://origin.example.com"\ncontrol_plane = "rediss://cache.example.net:6380/0"\n'},
+         "for another Redis set deploy = false"),
+    ],
+    ids=["sqlite-two-routers", "sqlite-with-redis", "edges-elsewhere", "redis-not-the-service"],
+)  # fmt: skip
+def test_generator_refuses_inconsistent_purge_logs(tmp_path: Path, replacements: dict[str, str], message: str) -> None:
+    gen = generator()
+    with pytest.raises(gen.GenerateError, match=message):
+        gen.render(CONFIG, values_with(tmp_path, replacements))
+
+
+def test_generator_removes_a_file_it_no_longer_renders(tmp_path: Path) -> None:
+    gen = generator()
+    out = tmp_path / "out"
+    assert gen.main(["--out", str(out)]) == 0
+    assert (out / "redis.yaml").is_file()
+    managed = values_with(tmp_path, {"[redis]\ndeploy = true\n": "[redis]\ndeploy = false\n"})
+    assert gen.main(["--out", str(out), "--values", str(managed), "--check"]) == 1
+    assert gen.main(["--out", str(out), "--values", str(managed)]) == 0
+    assert not (out / "redis.yaml").exists()
+    assert gen.main(["--out", str(out), "--values", str(managed), "--check"]) == 0

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from edge.controlplane.log import IdempotencyConflict
 from edge.controlplane.models import PurgeRequest
 from edge.controlplane.purgelog import PurgeLog, PurgeLogUnavailable, open_purge_log
 from tests.support.redis import RedisServer
@@ -97,6 +98,9 @@ async def test_an_idempotency_key_makes_a_retried_post_one_purge(make_log: LogFa
     assert (created, created_again) == (True, False)
     assert again == first
     assert other.seq == first.seq + 1
+    assert await log.latest_seq() == 2
+    with pytest.raises(IdempotencyConflict, match="different purge"):
+        await log.append(purge(2), "retry-me")  # one key, one purge: never silently another
     assert await log.latest_seq() == 2
 
 

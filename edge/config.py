@@ -280,6 +280,86 @@ def normalize_site_host(value: str) -> str:
     return host
 
 
+class SignedUrlSettings(StrictModel):
+    """Signed URLs (nginx's ``secure_link``, CloudFront's signed URLs): requests for ``paths`` need
+    ``param`` = HMAC-SHA256(secret, path + expiry [+ client address]) and an unexpired ``expires_param``
+    (``edge.signedurl``); both are left out of the cache key."""
+
+    secret: str = Field(min_length=16)
+    param: str = "token"
+    expires_param: str = "expires"
+    paths: list[str] = Field(default_factory=lambda: ["/*"])  # fnmatch patterns on the path
+    bind_client: bool = False  # the signature covers the client's address too
+
+    @field_validator("param", "expires_param")
+    @classmethod
+    def _param(cls, value: str) -> str:
+        if not value or any(c in value for c in "&=#? "):
+            raise ValueError(f"not a query parameter name: {value!r}")
+        return value
+
+
+def _cidrs(value: list[str]) -> list[str]:
+    out = []
+    for item in value:
+        try:
+            out.append(str(ipaddress.ip_network(item.strip(), strict=False)))
+        except ValueError as exc:
+            raise ValueError(f"{item!r}: {exc}") from None
+    return out
+
+
+class SiteProtectionSettings(StrictModel):
+    """What a site may override of ``[protection]`` (absent: the edge's value)."""
+
+    rate: Annotated[float, Field(gt=0)] | None = None
+    burst: Annotated[int, Field(ge=0)] | None = None
+    miss_rate: Annotated[float, Field(gt=0)] | None = None
+    miss_burst: Annotated[int, Field(ge=0)] | None = None
+    max_origin_inflight: Annotated[int, Field(ge=1)] | None = None
+    allow: list[str] | None = None
+    deny: list[str] | None = None
+    deny_countries: list[str] | None = None
+    signed_urls: SignedUrlSettings | None = None
+
+    @field_validator("allow", "deny")
+    @classmethod
+    def _networks(cls, value: list[str] | None) -> list[str] | None:
+        return None if value is None else _cidrs(value)
+
+    @field_validator("deny_countries")
+    @classmethod
+    def _countries(cls, value: list[str] | None) -> list[str] | None:
+        if value is None:
+            return None
+        for code in value:
+            if len(code) != 2 or not code.isalpha():
+                raise ValueError(f"{code!r} is not an ISO 3166-1 alpha-2 country code")
+        return [code.upper() for code in value]
+
+
+class ProtectionSettings(SiteProtectionSettings):
+    """``[protection]`` (README "Protection"): per client address, for the whole edge (every worker
+    shares the counters); sites may override the request limits, rules and signed URLs."""
+
+    max_connections_per_ip: Annotated[int, Field(ge=1)] | None = None
+    max_connections: Annotated[int, Field(ge=1)] | None = None
+    trust_proxy: list[str] = Field(default_factory=list)  # X-Forwarded-For / Forwarded only from these
+    log_interval: Annotated[float, Field(gt=0)] = 10.0  # one log line per client and reason per interval
+
+    @field_validator("trust_proxy")
+    @classmethod
+    def _trusted(cls, value: list[str]) -> list[str]:
+        return _cidrs(value)
+
+    def for_site(self, site: SiteProtectionSettings | None) -> SiteProtectionSettings:
+        """The request rules of one site: its own values over the edge's."""
+        mine = SiteProtectionSettings.model_validate(self.model_dump(include=set(SiteProtectionSettings.model_fields)))
+        if site is None:
+            return mine
+        return mine.model_copy(update={name: value for name, value in site if value is not None})
+
+
 class SiteSettings(StrictModel):
     """A site: the requests whose ``Host`` is one of ``hosts``, served from ``origins``."""
 
@@ -293,6 +373,7 @@ class SiteSettings(StrictModel):
     ca_file: Path | None = None
     retry_non_idempotent: bool = False
     cache: SiteCacheSettings = SiteCacheSettings()
+    protection: SiteProtectionSettings | None = None
 
     @field_validator("name")
     @classmethod
@@ -405,6 +486,8 @@ class EdgeSettings(StrictModel):
     compression: CompressionSettings = CompressionSettings()
     limits: LimitSettings = LimitSettings()
     cluster: ClusterSettings = ClusterSettings()
+    protection: ProtectionSettings = ProtectionSettings()
+    geodb: Path | None = None  # a MaxMind-format City/Country database, for protection.deny_countries
 
     @field_validator("control_plane")
     @classmethod
@@ -493,6 +576,17 @@ class EdgeSettings(StrictModel):
         if value is not None and (not value or any(c.isspace() or c in ',;"' for c in value)):
             raise ValueError("must be a non-empty token without spaces, commas, semicolons or quotes")
         return value
+
+    @model_validator(mode="after")
+    def _geodb_for_countries(self) -> EdgeSettings:
+        wanted = bool(self.protection.deny_countries) or any(
+            site.protection is not None and site.protection.deny_countries for site in self.sites
+        )
+        if wanted and self.geodb is None:
+            raise ValueError("protection.deny_countries needs geodb (a MaxMind-format City or Country database)")
+        if self.geodb is not None and not self.geodb.is_file():
+            raise ValueError(f"geodb: {self.geodb} is not a readable file")
+        return self
 
     @model_validator(mode="after")
     def _tls_pair(self) -> EdgeSettings:

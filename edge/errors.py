@@ -54,6 +54,11 @@ class OriginsDown(EdgeError):
     status = 503
 
 
+class OriginBusy(OriginsDown):
+    """The site's origin requests in flight reached ``max_origin_inflight``: answered at once
+    (``503`` with ``Retry-After``, or stale content where allowed), the origin sees no more."""
+
+
 class OriginTimeout(EdgeError):
     """The origin accepted the connection but did not answer in time."""
 

@@ -25,6 +25,7 @@ from edge.origins import LATENCY_BUCKETS
 from edge.store.disk import pid_alive
 
 if TYPE_CHECKING:
+    from edge.cache.context import CacheContext
     from edge.runtime import EdgeRuntime
     from edge.sites import SiteTable
 
@@ -105,8 +106,19 @@ def worker_snapshot(runtime: EdgeRuntime) -> dict[str, Any]:
         peers={name: {"requests": c.requests, "hits": c.hits, "failures": c.failures}
                for name, c in (cache.cluster.counters.items() if cache.cluster is not None else ())},
         control_plane=runtime.control_plane.to_json(),
+        protection=_protection_counts(cache),
     )  # fmt: skip
     return snapshot
+
+
+def _protection_counts(cache: CacheContext) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    if cache.protection is not None:
+        counts.update(cache.protection.refusals)
+    busy = sum(site.origins.busy for site in cache.sites.sites)
+    if busy:
+        counts["origin_busy"] = busy
+    return counts
 
 
 def origin_snapshot(sites: SiteTable) -> list[dict[str, Any]]:
@@ -265,6 +277,17 @@ class StatsCollector:
         workers = GaugeMetricFamily("edgecache_workers_alive", "Worker processes answering", labels=["edge"])
         workers.add_metric([self.edge], summary["workers"])
         yield workers
+        refusals = CounterMetricFamily(
+            "edgecache_protection_refusals", "Requests and connections refused by [protection], by reason",
+            labels=["edge", "reason"],
+        )  # fmt: skip
+        totals: dict[str, int] = {}
+        for item in self.snapshots:
+            for reason, count in item.get("protection", {}).items():
+                totals[reason] = totals.get(reason, 0) + int(count)
+        for reason, count in sorted(totals.items()):
+            refusals.add_metric([self.edge, reason], count)
+        yield refusals
         links = [item["control_plane"] for item in self.snapshots if item.get("control_plane", {}).get("state")
                  not in (None, "none")]  # fmt: skip
         if links:

@@ -24,12 +24,13 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Protocol
 
 from yarl import URL
 
 from edge import balance, health
 from edge.config import OriginSettings, SiteSettings, UpstreamSettings
-from edge.errors import EdgeError, OriginsDown, OriginTimeout, OriginUnreachable
+from edge.errors import EdgeError, OriginBusy, OriginsDown, OriginTimeout, OriginUnreachable
 from edge.upstream import SAFE_RETRY_METHODS, InterimSink, OriginPool, OriginRequest, OriginResponse
 
 log = logging.getLogger("edge.origins")
@@ -83,6 +84,14 @@ def tls_context(site: SiteSettings) -> ssl.SSLContext:
     return context
 
 
+class InflightLimit(Protocol):
+    limit: int
+
+    def acquire(self) -> bool: ...
+
+    def release(self) -> None: ...
+
+
 class OriginGroup:
     """The origins of one site (``edge.upstream.OriginRoute``)."""
 
@@ -103,6 +112,8 @@ class OriginGroup:
             self.origins.append(Origin(index, spec, url, OriginPool(url, upstream, tls), state))
         self.balancer = balance.Balancer(site.balance, len(self.origins))
         self._checks: list[asyncio.Task[None]] = []
+        self.limit: InflightLimit | None = None  # protection.max_origin_inflight, for the whole edge
+        self.busy = 0  # requests refused by that limit
 
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self) -> None:
@@ -137,6 +148,31 @@ class OriginGroup:
 
     # -- sending ---------------------------------------------------------------------------------
     async def send(self, request: OriginRequest, on_interim: InterimSink | None = None) -> OriginResponse:
+        limit = self.limit
+        if limit is None:
+            return await self._send(request, on_interim)
+        if not limit.acquire():
+            self.busy += 1
+            raise OriginBusy(
+                f"site {self.name!r} has {limit.limit} origin requests in flight (max_origin_inflight); retry later",
+                headers=(("Retry-After", "1"),),
+            )  # fmt: skip
+        try:
+            response = await self._send(request, on_interim)
+        except BaseException:
+            limit.release()
+            raise
+        chained = response.on_release
+
+        def released() -> None:  # the origin's connection is free again: so is the slot
+            limit.release()
+            if chained is not None:
+                chained()
+
+        response.on_release = released
+        return response
+
+    async def _send(self, request: OriginRequest, on_interim: InterimSink | None) -> OriginResponse:
         safe = request.method in SAFE_RETRY_METHODS
         resendable = request.body is None
         if request.body is not None and (safe or self.site.retry_non_idempotent):

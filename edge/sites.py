@@ -113,6 +113,10 @@ def build_site(settings: EdgeSettings, site: SiteSettings, state_dir: Path | Non
         for name, value in site.cache.model_dump().items()
         if value is not None and name in ("ignore_query", "sort_query", "drop_query_params")
     }
+    signed = settings.protection.for_site(site.protection).signed_urls
+    if signed is not None:  # every holder of a valid link shares one object
+        dropped = list(overrides.get("drop_query_params", settings.cache.drop_query_params))
+        overrides["drop_query_params"] = [*dropped, signed.param, signed.expires_param]
     cache = settings.cache.model_copy(update=overrides)
     if site.name == DEFAULT_SITE and settings.origin is not None and site.hosts == ["*"]:
         keys = CacheKeys(cache, URL(settings.origin), site.preserve_host)  # the keys it always had

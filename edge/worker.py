@@ -28,6 +28,7 @@ from edge.cache.driver import Cache
 from edge.catchup import catch_up_with_control_plane
 from edge.cluster import Cluster, build_cluster
 from edge.config import ConfigError, EdgeSettings
+from edge.protection import Protection, build_protection
 from edge.purge import PurgeLog, Purger
 from edge.runtime import EdgeRuntime
 from edge.server.protocol import Listener, listen
@@ -77,6 +78,7 @@ class EdgeWorker:
         self.session: ClientSession | None = None
         self.sites: SiteTable | None = None
         self.cluster: Cluster | None = None
+        self.protection: Protection | None = None
         self.context: CacheContext | None = None
         self.service: Cache | None = None
         self.access_log: AccessLog | None = None
@@ -94,6 +96,7 @@ class EdgeWorker:
         cache_dir = Path(settings.cache_dir)
         self.sites = SiteTable([build_site(settings, site, cache_dir / "origins") for site in settings.site_list()])
         self.sites.start()
+        self.protection = build_protection(settings, self.sites)
         self.cluster = build_cluster(settings)
         if self.cluster is not None:
             await self.cluster.start()
@@ -112,6 +115,7 @@ class EdgeWorker:
             store=store,
             purger=Purger(PurgeLog(cache_dir / "purge"), store),
             cluster=self.cluster,
+            protection=self.protection,
             # Collapsing across workers needs a lock per key in a shared file; one worker needs none.
             key_locks=KeyLocks(str(cache_dir / "fill.locks")) if cache.enabled and settings.workers > 1 else None,
         )
@@ -122,9 +126,10 @@ class EdgeWorker:
             self.access_log = AccessLog(settings.access_log, settings.access_log_file)
         self.service = Cache(self.context, self.access_log)
         self._catch_up = asyncio.ensure_future(catch_up_with_control_plane(self.runtime, self.session))
+        gate = self.protection if self.protection is not None and self.protection.connections is not None else None
         self.listener = await listen(
             self.service, settings.limits.server_limits(), sock=public, host=host, port=port,
-            ssl=create_ssl_context(settings),
+            ssl=create_ssl_context(settings), gate=gate,
         )  # fmt: skip
         self.admin_runner = web.AppRunner(create_admin_app(settings, self.runtime), access_log=None,
                                           shutdown_timeout=1.0)  # fmt: skip
@@ -184,6 +189,8 @@ class EdgeWorker:
             await self.sites.close()
         if self.cluster is not None:
             await self.cluster.close()
+        if self.protection is not None:
+            self.protection.close()
 
 
 async def serve_worker(settings: EdgeSettings, node_name: str, public: socket.socket, admin: socket.socket) -> None:

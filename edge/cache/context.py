@@ -12,6 +12,7 @@ from edge.cluster import Cluster
 from edge.config import CacheSettings, EdgeSettings
 from edge.http import policy
 from edge.metrics import CacheCounters
+from edge.protection import Protection
 from edge.purge import Purger
 from edge.sites import SiteTable
 from edge.store.base import CachedObject
@@ -38,6 +39,7 @@ class CacheContext:
     purger: Purger
     key_locks: KeyLocks | None = None
     cluster: Cluster | None = None  # the region as one cache (edge.cluster), with [cluster] set
+    protection: Protection | None = None  # rate limits, access rules, signed URLs (edge.protection)
     counters: CacheCounters = field(default_factory=CacheCounters)
     coalescer: Coalescer = field(default_factory=Coalescer)
     hit_for_miss: dict[str, tuple[float, str]] = field(default_factory=dict)

@@ -36,11 +36,14 @@ from edge.forward import client_host, origin_target, stripped_fields
 from edge.http import coding, forwarding, invalidation, policy, validation, vary
 from edge.http.cachestatus import CacheStatus
 from edge.http.headers import HeaderList
+from edge.protection import Refusal
 from edge.server.exchange import Exchange, RequestHead
 from edge.sites import site_tags
 from edge.store.base import CachedObject, StoredMeta
 from edge.store.tiered import close_handle
 from edge.upstream import decode_raw_headers
+
+_ORIGIN_BOUND = frozenset({Verdict.MISS, Verdict.PARTIAL, Verdict.HIT_FOR_MISS, Verdict.PASS})
 
 
 class Cache:
@@ -56,9 +59,17 @@ class Cache:
         compression = ctx.settings.compression
         self.codings: tuple[str, ...] = tuple(compression.algorithms) if compression.enabled else ()
         self.purge_networks = [ipaddress.ip_network(item, strict=False) for item in ctx.settings.purge_allow]
+        protection = ctx.protection
+        self.protection = protection if protection is not None and protection.active else None
 
     # -- the front end's calls -----------------------------------------------------------------
     def fast(self, head: RequestHead) -> Sequence[bytes] | None:
+        protection = self.protection
+        if protection is not None:  # before anything else: a refusal is one short prebuilt answer
+            refusal = protection.check(head, self.ctx.sites.for_host(head.host))
+            if refusal is not None:
+                self.ctx.counters.count_refused(refusal.status)
+                return refusal.response(head.keep_alive)
         return self.hit_path.fast(head) if self.enabled else None
 
     async def handle(self, ex: Exchange) -> None:
@@ -74,6 +85,12 @@ class Cache:
                 shown = client_host(head)[:200] or "(none)"
                 raise Misdirected(f"no site of this edge serves host {shown!r}")
             ex.site = site
+            protection = self.protection
+            if protection is not None and head.client is None:  # not seen by fast(): a request with a body
+                refusal = protection.check(head, site)
+                if refusal is not None:
+                    await self._refuse(ex, refusal)
+                    return
             if ctx.cluster is not None:
                 token = next((v for n, v in head.raw_headers if n.lower() == PEER_HEADER_BYTES), None)
                 ex.peer = ctx.cluster.is_peer_request(token)
@@ -138,7 +155,13 @@ class Cache:
         lookup = await look_up(ctx, ex, received, key)
         found = lookup.found
         try:
-            match lookup.verdict:
+            verdict = lookup.verdict
+            if verdict in _ORIGIN_BOUND or (verdict is Verdict.REVALIDATE and lookup.fill is None):
+                refusal = self._over_miss_budget(ex)
+                if refusal is not None:
+                    await self._refuse(ex, refusal)
+                    return
+            match verdict:
                 case Verdict.HIT:
                     assert found is not None
                     assert lookup.decision is not None
@@ -197,6 +220,18 @@ class Cache:
         finally:
             close_handle(found)
 
+    async def _refuse(self, ex: Exchange, refusal: Refusal) -> None:
+        extra = (("Retry-After", str(refusal.retry_after)),) if refusal.retry_after is not None else ()
+        status = CacheStatus(self.ctx.node_name, fwd="miss", detail=refusal.reason)
+        await respond.error(self.ctx, ex, refusal.status, refusal.message, status, extra)
+
+    def _over_miss_budget(self, ex: Exchange) -> Refusal | None:
+        """A request about to go to the origin: does it fit the client's ``miss_rate``?"""
+        protection = self.ctx.protection
+        if protection is None or ex.peer:  # a peer's fill is a client's miss counted on its own edge
+            return None
+        return protection.miss(ex.head, ex.site)
+
     def _relays(self, ex: Exchange, key: str) -> bool:
         cluster = self.ctx.cluster
         return cluster is not None and cluster.relays(shard_of(key), ex.peer)
@@ -225,6 +260,10 @@ class Cache:
     async def _write_through(self, ex: Exchange, received: HeaderList, target: str) -> None:
         ctx = self.ctx
         head = ex.head
+        refusal = self._over_miss_budget(ex)
+        if refusal is not None:
+            await self._refuse(ex, refusal)
+            return
         upstream = await fills.send(ctx, ex, fills.origin_request(ctx, ex, target))
         headers = forwarding.strip_hop_by_hop(decode_raw_headers(upstream.raw_headers))
         site = ex.site

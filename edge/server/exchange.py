@@ -40,6 +40,7 @@ class RequestHead:
 
     __slots__ = (
         "_headers",
+        "client",
         "expect_continue",
         "fast",
         "has_body",
@@ -91,6 +92,7 @@ class RequestHead:
         self.expect_continue = expect_continue
         self._headers: list[tuple[str, str]] | None = None
         self.original_accept_encoding: list[bytes] | None = None
+        self.client: str | None = None  # the client address protection judged it by (edge.protection)
 
     @property
     def target(self) -> str:

@@ -98,11 +98,21 @@ class _Refused(Exception):
         self.reason = reason
 
 
+class ConnectionGate(Protocol):
+    """Who may open a connection (``edge.protection``): refused ones are closed at once."""
+
+    def admit(self, peer: str | None) -> bool: ...
+
+    def release(self, peer: str | None) -> None: ...
+
+
 class Connections:
     """Every open connection of one listener group: timeouts, graceful shutdown, counts."""
 
-    def __init__(self, limits: ServerLimits) -> None:
+    def __init__(self, limits: ServerLimits, gate: ConnectionGate | None = None) -> None:
         self.limits = limits
+        self.gate = gate  # protection: per-address and total connection caps
+        self.refused = 0
         self.open: set[HttpProtocol] = set()
         self.accepted = 0
         self.closing = False
@@ -154,6 +164,7 @@ class HttpProtocol(asyncio.Protocol):
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
         self.flow: FlowControl = None  # type: ignore[assignment]
         self.peer: str | None = None
+        self.gated = False  # counted by the connection gate: released when it closes
         self.scheme = "http"
         self.tls = False
         self.shutting_down = False
@@ -194,6 +205,14 @@ class HttpProtocol(asyncio.Protocol):
         self.flow = FlowControl(self.transport)
         peername = transport.get_extra_info("peername")
         self.peer = peername[0] if isinstance(peername, tuple) else None
+        gate = self.connections.gate
+        if gate is not None:
+            if not gate.admit(self.peer):
+                self.connections.refused += 1
+                self.closed = True
+                self.transport.abort()  # before a byte is read: the cheapest refusal there is
+                return
+            self.gated = True
         self.tls = transport.get_extra_info("sslcontext") is not None
         self.scheme = "https" if self.tls else "http"
         sock = transport.get_extra_info("socket")
@@ -207,6 +226,11 @@ class HttpProtocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        if self.gated:
+            self.gated = False
+            gate = self.connections.gate
+            assert gate is not None
+            gate.release(self.peer)
         self.flow.lost()
         for exchange in (self.parsing, *self.pending):
             if isinstance(exchange, Exchange) and exchange.body is not None and not exchange.body.complete:
@@ -616,10 +640,11 @@ async def listen(
     port: int = 0,
     ssl: Any = None,
     connections: Connections | None = None,
+    gate: ConnectionGate | None = None,
 ) -> Listener:
     """Serve ``service`` on an inherited socket (workers) or a new one (tests, the router)."""
     loop = asyncio.get_running_loop()
-    group = connections or Connections(limits)
+    group = connections or Connections(limits, gate)
 
     def factory() -> HttpProtocol:
         return HttpProtocol(service, group, loop)

@@ -309,6 +309,16 @@ def _cidrs(value: list[str]) -> list[str]:
     return out
 
 
+class RouterProtectionSettings(StrictModel):
+    """The router's redirect listener: the edge's request-rate and connection limits (one process)."""
+
+    rate: Annotated[float, Field(gt=0)] | None = None
+    burst: Annotated[int, Field(ge=0)] | None = None
+    max_connections_per_ip: Annotated[int, Field(ge=1)] | None = None
+    max_connections: Annotated[int, Field(ge=1)] | None = None
+    log_interval: Annotated[float, Field(gt=0)] = 10.0
+
+
 class SiteProtectionSettings(StrictModel):
     """What a site may override of ``[protection]`` (absent: the edge's value)."""
 

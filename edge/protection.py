@@ -32,7 +32,7 @@ from pathlib import Path
 
 from lru import LRU
 
-from edge.config import EdgeSettings, SignedUrlSettings, SiteProtectionSettings
+from edge.config import EdgeSettings, RouterProtectionSettings, SignedUrlSettings, SiteProtectionSettings
 from edge.connlimit import ConnectionTable
 from edge.ratelimit import RateTable
 from edge.router.clientip import client_address, parse_address, parse_networks
@@ -41,7 +41,7 @@ from edge.server.exchange import RequestHead
 from edge.signedurl import check as check_signature
 from edge.sites import Site, SiteTable
 
-__all__ = ["OriginLimit", "Protection", "Refusal", "build_protection"]
+__all__ = ["Guard", "OriginLimit", "Protection", "Refusal", "build_protection"]
 
 log = logging.getLogger("edge.protection")
 
@@ -118,6 +118,50 @@ class OriginLimit:
 
     def release(self) -> None:
         self.table.release(self.key)
+
+
+class Guard:
+    """Rate and connection limits of the router's redirect listener (one process: in memory)."""
+
+    def __init__(self, settings: RouterProtectionSettings) -> None:
+        self.settings = settings
+        self.rates = RateTable(None) if settings.rate else None
+        self.burst = settings.burst if settings.burst is not None else int(2 * (settings.rate or 0))
+        capped = settings.max_connections or settings.max_connections_per_ip
+        self.connections = ConnectionTable(None) if capped else None
+        self.refusals: dict[str, int] = {}
+        self._logged: LRU[tuple[str, str], float] = LRU(65536)
+
+    def admit(self, peer: str | None) -> bool:
+        assert self.connections is not None
+        refused = self.connections.admit(peer or "-", self.settings.max_connections_per_ip,
+                                         self.settings.max_connections)  # fmt: skip
+        if refused is None:
+            return True
+        self._count(refused, peer or "-")
+        return False
+
+    def release(self, peer: str | None) -> None:
+        assert self.connections is not None
+        self.connections.release(peer or "-")
+
+    def take(self, client: str) -> Refusal | None:
+        if self.rates is None or self.settings.rate is None:
+            return None
+        wait = self.rates.take(client, self.settings.rate, self.burst)
+        if not wait:
+            return None
+        self._count("rate", client)
+        return Refusal(429, "rate", "request rate limit reached; slow down", max(1, math.ceil(wait)))
+
+    def _count(self, reason: str, client: str) -> None:
+        self.refusals[reason] = self.refusals.get(reason, 0) + 1
+        now = time.monotonic()
+        last = self._logged.get((client, reason))
+        if last is None or now - last >= self.settings.log_interval:
+            self._logged[(client, reason)] = now
+            log.info("router refused %s (%s; logged once per %g s per client)", client, reason,
+                     self.settings.log_interval)  # fmt: skip
 
 
 class Protection:

@@ -144,6 +144,7 @@ class RouterMetrics:
         self.registry = CollectorRegistry(auto_describe=True)
         self.redirect_counts: dict[tuple[str, str, str, int], int] = {}
         self.unavailable = 0
+        self.refusals: dict[str, int] = {}  # [protection] of the redirect listener, by reason (shared dict)
         self.decision_buckets = [0] * (len(DECISION_BUCKETS) + 1)
         self.decision_sum = 0.0
         self.registry.register(_RequestCollector(self))
@@ -216,6 +217,13 @@ class _RequestCollector:
             "edgecache_router_unavailable", "Requests answered 503 because no edge was healthy.",
             value=metrics.unavailable,
         )  # fmt: skip
+        refusals = CounterMetricFamily(
+            "edgecache_router_refusals", "Requests and connections refused by [protection], by reason.",
+            labels=["reason"],
+        )  # fmt: skip
+        for reason, count in sorted(metrics.refusals.items()):
+            refusals.add_metric([reason], count)
+        yield refusals
         cumulative, running = [], 0
         for bound, count in zip([*map(str, DECISION_BUCKETS), "+Inf"], metrics.decision_buckets, strict=True):
             running += count

@@ -38,6 +38,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 from edge.config import (
     ConfigError,
     LimitSettings,
+    RouterProtectionSettings,
     format_validation_error,
     is_loopback_host,
     parse_duration,
@@ -121,6 +122,7 @@ class RouterSettings(BaseModel):
     purge_log_retention: Annotated[float, Field(gt=0)] | None = None  # seconds ("7d", "12h" too)
     access_log_file: Path | None = None  # default: stderr; SIGUSR1 reopens the file
     limits: LimitSettings = LimitSettings()  # what one client may send to the redirect listener
+    protection: RouterProtectionSettings = RouterProtectionSettings()  # rate and connection limits
 
     @field_validator("trust_proxy", mode="before")
     @classmethod

@@ -23,6 +23,7 @@ from lru import LRU
 
 from edge import faultlog
 from edge.accesslog import LineWriter
+from edge.protection import Guard
 from edge.router.accesslog import AccessLogger, AccessRecord
 from edge.router.app import (
     NO_HEALTHY_EDGE,
@@ -80,6 +81,11 @@ class RedirectService:
             self.access_log = LineWriter(self.format_entry, path=settings.access_log_file, logger=logger,
                                          fd=sys.stderr.fileno())  # fmt: skip
         self._answers: Any = LRU(ANSWERS_MEMO)  # (status, location) -> (head without Date, body)
+        protection = settings.protection
+        wanted = protection.rate or protection.max_connections or protection.max_connections_per_ip
+        self.guard = Guard(protection) if wanted else None
+        if self.guard is not None:
+            self.guard.refusals = router.metrics.refusals  # counted where /metrics reads them
 
     def fast(self, head: RequestHead) -> Sequence[bytes] | None:
         if head.has_body:
@@ -113,6 +119,11 @@ class RedirectService:
             xff = []
         decided = time.perf_counter()
         client, location, zone, token = router.resolve(peer, xff)
+        guard = self.guard
+        if guard is not None and guard.rates is not None:
+            refusal = guard.take(str(client.address) if client.address is not None else peer or "-")
+            if refusal is not None:
+                return b"".join(refusal.response(head.keep_alive and not close))
         cache_key = shard_key(target)
         selector = router.selector()
         if settings.debug_header:
@@ -189,5 +200,6 @@ async def serve_redirects(router: Router, host: str, port: int, ssl: Any = None,
                           logger: logging.Logger | None = None) -> tuple[Listener, RedirectService]:  # fmt: skip
     """The redirect listener on ``host:port`` (0: any free port), with the router's limits."""
     service = RedirectService(router, logger=logger)
-    listener = await listen(service, router.settings.limits.server_limits(), host=host, port=port, ssl=ssl)
+    gate = service.guard if service.guard is not None and service.guard.connections is not None else None
+    listener = await listen(service, router.settings.limits.server_limits(), host=host, port=port, ssl=ssl, gate=gate)
     return listener, service

@@ -250,3 +250,41 @@ async def test_signed_urls(origin: OriginStubServer, tmp_path: Path, edge_proces
     for _ in range(5):
         await get(expired, client)
     assert origin.state.total == before  # refused before any lookup or origin request
+
+
+async def test_the_router_limits_rate_and_connections_too(tmp_path: Path) -> None:
+    inventory = tmp_path / "inventory.toml"
+    inventory.write_text('[[edges]]\nname = "e"\nregion = "r"\nlatitude = 0\nlongitude = 0\n'
+                         'url = "http://127.0.0.1:9"\nadmin_url = "http://127.0.0.1:9"\n')  # fmt: skip
+    config = tmp_path / "router.toml"
+    port, admin = free_port(), free_port()
+    config.write_text(
+        f'listen = "127.0.0.1:{port}"\nadmin_listen = "127.0.0.1:{admin}"\nedges = "{inventory}"\n'
+        f'purge_state_dir = "{tmp_path / "rp"}"\naccess_log = false\ntrust_proxy = ["127.0.0.0/8"]\n'
+        "[protection]\nrate = 20\nburst = 10\nmax_connections_per_ip = 20\n"
+    )
+    router = subprocess.Popen([sys.executable, "-m", "edge.router", "--config", str(config)], cwd=PROJECT_ROOT,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                await get(f"http://127.0.0.1:{admin}/healthz")
+                break
+            except aiohttp.ClientError:
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.05)
+        flood = run_flood(f"http://127.0.0.1:{port}/x", "--rate", "2000", "--seconds", "2", "--connections", "4",
+                          "--xff", "198.51.100.1")  # fmt: skip
+        result = flood_result(flood)
+        answered = sum(count for status, count in result["statuses"].items() if status in ("302", "503"))
+        expected = 10 + 20 * result["seconds"]
+        assert abs(answered - expected) <= 0.15 * expected + 2, (answered, expected, result)
+        assert result["statuses"].get("429", 0) > 1000
+        other = await get(f"http://127.0.0.1:{port}/x", {"X-Forwarded-For": "198.51.100.2"})
+        assert other[0] != 429  # another client is not held back
+        async with aiohttp.ClientSession() as client, client.get(f"http://127.0.0.1:{admin}/metrics") as resp:
+            assert 'edgecache_router_refusals_total{reason="rate"}' in await resp.text()
+    finally:
+        router.terminate()
+        router.wait(15)

@@ -47,6 +47,11 @@ def run_flood(url: str, *args: str) -> subprocess.Popen[str]:
                             stdout=subprocess.PIPE, text=True)  # fmt: skip
 
 
+def start_router(config: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-m", "edge.router", "--config", str(config)], cwd=PROJECT_ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+
+
 def flood_result(process: subprocess.Popen[str]) -> dict[str, Any]:
     out, _ = process.communicate(timeout=60)
     return json.loads(out)  # type: ignore[no-any-return]
@@ -263,8 +268,7 @@ async def test_the_router_limits_rate_and_connections_too(tmp_path: Path) -> Non
         f'purge_state_dir = "{tmp_path / "rp"}"\naccess_log = false\ntrust_proxy = ["127.0.0.0/8"]\n'
         "[protection]\nrate = 20\nburst = 10\nmax_connections_per_ip = 20\n"
     )
-    router = subprocess.Popen([sys.executable, "-m", "edge.router", "--config", str(config)], cwd=PROJECT_ROOT,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    router = start_router(config)
     try:
         deadline = time.monotonic() + 20
         while True:

@@ -33,6 +33,7 @@ bench: $(STAMP)
 	$(PY) -m bench.edge_bench
 	$(PY) -m bench.purge_bench
 	$(PY) -m bench.region_bench
+	$(PY) -m bench.protection_bench
 	$(PY) -m bench.router_bench
 	$(PY) -m bench.router_bench --access-log
 

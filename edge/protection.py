@@ -56,6 +56,14 @@ class Refusal:
     retry_after: int | None = None
 
     def response(self, keep_alive: bool) -> list[bytes]:
+        """The whole answer, built once per refusal and connection kind (a flood repeats it)."""
+        key = (self, keep_alive)
+        cached = _RESPONSES.get(key)
+        if cached is None:
+            cached = _RESPONSES[key] = self._build(keep_alive)
+        return cached
+
+    def _build(self, keep_alive: bool) -> list[bytes]:
         body = f"{self.status} {_REASONS[self.status]}: {self.message}\n".encode()
         head = [
             f"HTTP/1.1 {self.status} {_REASONS[self.status]}", "Content-Type: text/plain; charset=utf-8",
@@ -69,6 +77,26 @@ class Refusal:
 
 
 _REASONS = {403: "Forbidden", 429: "Too Many Requests", 503: "Service Unavailable"}
+_RESPONSES: LRU[tuple[Refusal, bool], list[bytes]] = LRU(1024)
+_RATE_REFUSALS: dict[int, Refusal] = {}
+_MISS_REFUSALS: dict[int, Refusal] = {}
+
+
+def _rate_refusal(wait: float) -> Refusal:
+    seconds = max(1, math.ceil(wait))
+    found = _RATE_REFUSALS.get(seconds)
+    if found is None:
+        found = _RATE_REFUSALS[seconds] = Refusal(429, "rate", "request rate limit reached; slow down", seconds)
+    return found
+
+
+def _miss_refusal(wait: float) -> Refusal:
+    seconds = max(1, math.ceil(wait))
+    found = _MISS_REFUSALS.get(seconds)
+    if found is None:
+        found = _MISS_REFUSALS[seconds] = Refusal(
+            429, "miss_rate", "too many requests for uncached content; slow down", seconds)
+    return found
 
 
 @dataclass(slots=True)
@@ -152,7 +180,7 @@ class Guard:
         if not wait:
             return None
         self._count("rate", client)
-        return Refusal(429, "rate", "request rate limit reached; slow down", max(1, math.ceil(wait)))
+        return _rate_refusal(wait)
 
     def _count(self, reason: str, client: str) -> None:
         self.refusals[reason] = self.refusals.get(reason, 0) + 1
@@ -249,8 +277,7 @@ class Protection:
         if rules.rate and self.rates is not None:
             wait = self.rates.take(f"{site.name}|{client}", rules.rate, rules.burst)
             if wait:
-                return self._refused("rate", client, "request rate limit reached", Refusal(
-                    429, "rate", "request rate limit reached; slow down", max(1, math.ceil(wait))))
+                return self._refused("rate", client, "request rate limit reached", _rate_refusal(wait))
         return None
 
     def miss(self, head: RequestHead, site: Site) -> Refusal | None:
@@ -262,8 +289,7 @@ class Protection:
         wait = self.misses.take(f"{site.name}|{client}", rules.miss_rate, rules.miss_burst)
         if not wait:
             return None
-        return self._refused("miss_rate", client, "origin request rate limit reached", Refusal(
-            429, "miss_rate", "too many requests for uncached content; slow down", max(1, math.ceil(wait))))
+        return self._refused("miss_rate", client, "origin request rate limit reached", _miss_refusal(wait))
 
     def _filter(self, client: str, rules: Rules) -> Refusal | None:
         try:

@@ -355,6 +355,7 @@ class ProtectionSettings(SiteProtectionSettings):
     max_connections_per_ip: Annotated[int, Field(ge=1)] | None = None
     max_connections: Annotated[int, Field(ge=1)] | None = None
     trust_proxy: list[str] = Field(default_factory=list)  # X-Forwarded-For / Forwarded only from these
+    client_header: Literal["x-forwarded-for", "forwarded"] = "x-forwarded-for"  # the one the proxies write
     log_interval: Annotated[float, Field(gt=0)] = 10.0  # one log line per client and reason per interval
 
     @field_validator("trust_proxy")

@@ -18,7 +18,7 @@ import os
 import struct
 from pathlib import Path
 
-from edge.ratelimit import key_hash
+from edge.ratelimit import key_hash, table_salt
 
 __all__ = ["ConnectionTable"]
 
@@ -50,6 +50,9 @@ class ConnectionTable:
     def __init__(self, path: Path | None) -> None:
         size = HEADER_SIZE + SLOTS * ENTRY_SIZE
         self._fd: int | None = None
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        self.salt = table_salt(path)
         if path is None:
             self._map = mmap.mmap(-1, size)
         else:
@@ -61,6 +64,8 @@ class ConnectionTable:
             self._map = mmap.mmap(fd, size)
         self.column = self._claim()
         self.mine: dict[int, int] = {}  # slot → this worker's connections there
+        self.counted: dict[str, int] = {}  # address → this worker's connections counted per address
+        self.unslotted = 0  # connections counted in all only (no room for their address)
 
     def _locked(self) -> _Lock:
         return _Lock(self._fd)
@@ -94,9 +99,13 @@ class ConnectionTable:
                 opened = sum(HEADER.unpack_from(self._map, column * HEADER.size)[1] for column in live)
                 if opened >= total:
                     return "max_connections"
+            head = self.column * HEADER.size
+            pid, opened_here = HEADER.unpack_from(self._map, head)
             slot = self._slot(address)
-            if slot is None:
-                return None  # table full of other addresses: let it in, uncounted per address
+            if slot is None:  # the neighbourhood is full of other addresses: counted in all only
+                HEADER.pack_into(self._map, head, pid, opened_here + 1)
+                self.unslotted += 1
+                return None
             offset = HEADER_SIZE + slot * ENTRY_SIZE + KEY.size
             if per_ip is not None:
                 counts = COUNTS.unpack_from(self._map, offset)
@@ -106,14 +115,26 @@ class ConnectionTable:
             (count,) = struct.unpack_from("<H", self._map, cell)
             struct.pack_into("<H", self._map, cell, min(count + 1, 65535))
             self.mine[slot] = self.mine.get(slot, 0) + 1
-            head = self.column * HEADER.size
-            pid, opened_here = HEADER.unpack_from(self._map, head)
             HEADER.pack_into(self._map, head, pid, opened_here + 1)
+            self.counted[address] = self.counted.get(address, 0) + 1
             return None
 
     def release(self, address: str) -> None:
         """A counted connection from ``address`` closed."""
         with self._locked():
+            head = self.column * HEADER.size
+            pid, opened_here = HEADER.unpack_from(self._map, head)
+            held = self.counted.get(address, 0)
+            if not held:
+                if self.unslotted:  # one counted in all only
+                    self.unslotted -= 1
+                    HEADER.pack_into(self._map, head, pid, max(0, opened_here - 1))
+                return
+            if held == 1:
+                del self.counted[address]
+            else:
+                self.counted[address] = held - 1
+            HEADER.pack_into(self._map, head, pid, max(0, opened_here - 1))
             slot = self._find(address)
             if slot is None or not self.mine.get(slot):
                 return
@@ -123,12 +144,9 @@ class ConnectionTable:
             cell = HEADER_SIZE + slot * ENTRY_SIZE + KEY.size + self.column * 2
             (count,) = struct.unpack_from("<H", self._map, cell)
             struct.pack_into("<H", self._map, cell, max(0, count - 1))
-            head = self.column * HEADER.size
-            pid, opened_here = HEADER.unpack_from(self._map, head)
-            HEADER.pack_into(self._map, head, pid, max(0, opened_here - 1))
 
     def _find(self, address: str) -> int | None:
-        hashed = key_hash(address)
+        hashed = key_hash(address, self.salt)
         start = hashed % SLOTS
         for step in range(PROBE):
             slot = (start + step) % SLOTS
@@ -141,7 +159,7 @@ class ConnectionTable:
         found = self._find(address)
         if found is not None:
             return found
-        hashed = key_hash(address)
+        hashed = key_hash(address, self.salt)
         start = hashed % SLOTS
         for step in range(PROBE):
             slot = (start + step) % SLOTS

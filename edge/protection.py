@@ -34,6 +34,9 @@ from lru import LRU
 
 from edge.config import EdgeSettings, RouterProtectionSettings, SignedUrlSettings, SiteProtectionSettings
 from edge.connlimit import ConnectionTable
+from edge.errors import ClientFault
+from edge.forward import origin_target
+from edge.http import cachekey
 from edge.ratelimit import RateTable
 from edge.router.clientip import client_address, parse_address, parse_networks
 from edge.router.geo import GeoLocator
@@ -55,15 +58,16 @@ class Refusal:
     message: str
     retry_after: int | None = None
 
-    def response(self, keep_alive: bool) -> list[bytes]:
-        """The whole answer, built once per refusal and connection kind (a flood repeats it)."""
-        key = (self, keep_alive)
+    def response(self, keep_alive: bool, head_only: bool = False) -> list[bytes]:
+        """The whole answer, built once per refusal and connection kind (a flood repeats it);
+        ``head_only``: for HEAD, the same fields without the body."""
+        key = (self, keep_alive, head_only)
         cached = _RESPONSES.get(key)
         if cached is None:
-            cached = _RESPONSES[key] = self._build(keep_alive)
+            cached = _RESPONSES[key] = self._build(keep_alive, head_only)
         return cached
 
-    def _build(self, keep_alive: bool) -> list[bytes]:
+    def _build(self, keep_alive: bool, head_only: bool) -> list[bytes]:
         body = f"{self.status} {_REASONS[self.status]}: {self.message}\n".encode()
         head = [
             f"HTTP/1.1 {self.status} {_REASONS[self.status]}", "Content-Type: text/plain; charset=utf-8",
@@ -73,11 +77,11 @@ class Refusal:
             head.append(f"Retry-After: {self.retry_after}")
         if not keep_alive:
             head.append("Connection: close")
-        return [("\r\n".join(head) + "\r\n\r\n").encode() + body]
+        return [("\r\n".join(head) + "\r\n\r\n").encode() + (b"" if head_only else body)]
 
 
 _REASONS = {403: "Forbidden", 429: "Too Many Requests", 503: "Service Unavailable"}
-_RESPONSES: LRU[tuple[Refusal, bool], list[bytes]] = LRU(1024)
+_RESPONSES: LRU[tuple[Refusal, bool, bool], list[bytes]] = LRU(1024)
 _RATE_REFUSALS: dict[int, Refusal] = {}
 _MISS_REFUSALS: dict[int, Refusal] = {}
 
@@ -198,7 +202,7 @@ class Protection:
     def __init__(self, settings: EdgeSettings, sites: SiteTable, state_dir: Path) -> None:
         protection = settings.protection
         self.settings = protection
-        shared = settings.workers > 1
+        shared = True  # file-backed: a reload overlaps old and new workers even with workers = 1
         self.trusted = parse_networks(protection.trust_proxy)
         self.rules = {site.name: Rules.of(protection.for_site(site.settings.protection)) for site in sites.sites}
         self.rates = RateTable(state_dir / "rates.map", shared=shared) if any(
@@ -252,20 +256,25 @@ class Protection:
         peer = head.peer or "-"
         if not self.trusted:
             return peer
-        xff = [value.decode("latin-1") for name, value in head.raw_headers if name.lower() == b"x-forwarded-for"]
-        if not xff:
-            xff = _forwarded_for(head)
-        if not xff:
+        if self.settings.client_header == "forwarded":
+            chain = _forwarded_for(head)
+        else:
+            chain = [value.decode("latin-1") for name, value in head.raw_headers if name.lower() == b"x-forwarded-for"]
+        if not chain:
             return peer
-        address = client_address(peer, xff, self.trusted).address
+        address = client_address(peer, chain, self.trusted).address
         return str(address) if address is not None else peer
 
     def check(self, head: RequestHead, site: Site | None) -> Refusal | None:
         """The request's refusal, or None (then ``head.client`` is set and later checks use it)."""
         client = head.client = self.client(head)
-        if site is None:
+        if site is None or head.method == "PURGE":  # 421 later; PURGE is judged by purge_allow
             return None
         rules = self.rules[site.name]
+        if rules.rate and self.rates is not None:  # first: a flood of bad requests is throttled too
+            wait = self.rates.take(f"{site.name}|{limit_key(client)}", rules.rate, rules.burst)
+            if wait:
+                return self._refused("rate", client, "request rate limit reached", _rate_refusal(wait))
         if rules.filters:
             refusal = self._filter(client, rules)
             if refusal is not None:
@@ -274,10 +283,6 @@ class Protection:
             problem = self._signature(head, rules.signed, client)
             if problem is not None:
                 return self._refused("signature", client, problem, Refusal(403, "signature", problem))
-        if rules.rate and self.rates is not None:
-            wait = self.rates.take(f"{site.name}|{client}", rules.rate, rules.burst)
-            if wait:
-                return self._refused("rate", client, "request rate limit reached", _rate_refusal(wait))
         return None
 
     def miss(self, head: RequestHead, site: Site) -> Refusal | None:
@@ -286,7 +291,7 @@ class Protection:
         if not rules.miss_rate or self.misses is None:
             return None
         client = head.client or self.client(head)
-        wait = self.misses.take(f"{site.name}|{client}", rules.miss_rate, rules.miss_burst)
+        wait = self.misses.take(f"{site.name}|{limit_key(client)}", rules.miss_rate, rules.miss_burst)
         if not wait:
             return None
         return self._refused("miss_rate", client, "origin request rate limit reached", _miss_refusal(wait))
@@ -317,8 +322,12 @@ class Protection:
         return country
 
     def _signature(self, head: RequestHead, signed: SignedUrlSettings, client: str) -> str | None:
-        target = head.target
-        path, _, query = target.partition("?")
+        try:
+            target = origin_target(head)
+        except ClientFault:
+            return None  # refused later as a bad target
+        raw_path, _, query = target.partition("?")
+        path = canonical_path(raw_path)  # what the cache key and the origin make of it
         if not any(fnmatch.fnmatchcase(path, pattern) for pattern in signed.paths):
             return None
         return check_signature(signed.secret, path, query, param=signed.param, expires_param=signed.expires_param,
@@ -334,6 +343,36 @@ class Protection:
             log.info("refused %s: %s (%s; logged once per %g s per client)", client, message, reason,
                      self.settings.log_interval)  # fmt: skip
         return refusal if refusal is not None else Refusal(403, reason, message)
+
+
+def limit_key(client: str) -> str:
+    """Whom a limit counts: an IPv4 address, or an IPv6 /64 (one host may hold a whole /64)."""
+    if ":" not in client:
+        return client
+    try:
+        network = ipaddress.IPv6Network(f"{client}/64", strict=False)
+    except ValueError:
+        return client
+    return str(network)
+
+
+def canonical_path(path: str) -> str:
+    """A path as the cache key and an origin see it: unreserved characters decoded, dot segments
+    removed (RFC 3986 §5.2.4), empty segments collapsed — so no spelling escapes ``paths``."""
+    decoded = cachekey.decode_unreserved(path)
+    segments: list[str] = []
+    for segment in decoded.split("/"):
+        if segment in ("", "."):
+            continue
+        if segment == "..":
+            if segments:
+                segments.pop()
+            continue
+        segments.append(segment)
+    canonical = "/" + "/".join(segments)
+    if decoded.endswith("/") and segments:
+        canonical += "/"
+    return canonical
 
 
 def _forwarded_for(head: RequestHead) -> list[str]:

@@ -12,32 +12,57 @@ seconds of flood, ``burst + rate * S`` (+1) get through, whichever workers answe
 The table is open addressing in buckets of 16 entries (key hash, tat); an entry whose tat has
 passed holds no debt and is reused by any key.  Each check locks its bucket's bytes (``lockf``)
 for a few microseconds, so two workers never lose an update; one worker needs no lock.  When a
-bucket is full of clients in debt, a new client is let through (counted as ``table_full``): a
-flood of forged addresses must not lock out real ones.
+bucket is full of clients in debt, the least indebted one's entry is taken (counted as
+``table_full``).  Keys are hashed with a salt kept next to the table (BLAKE2b), so addresses of one
+network spread over every bucket and nobody can aim at another client's entry.  The clock is
+``CLOCK_MONOTONIC``, the same for every process of the machine (the supervisor empties the
+tables at start, so a reboot's new clock cannot strand old entries).
 """
 
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import mmap
 import os
 import struct
 import time
-import zlib
 from pathlib import Path
 
-__all__ = ["RateTable"]
+__all__ = ["RateTable", "key_hash", "table_salt"]
 
 ENTRY = struct.Struct("<Qd")  # key hash, theoretical arrival time
 BUCKET_ENTRIES = 16
 DEFAULT_BUCKETS = 4096  # 65,536 entries, 1 MiB
 
 
-def key_hash(key: str) -> int:
-    """A 64-bit hash of a key, never 0 (0 marks a free entry)."""
-    data = key.encode("utf-8", "surrogatepass")
-    value = (zlib.crc32(data) << 32) | zlib.adler32(data)
-    return value or 1
+def key_hash(key: str, salt: bytes) -> int:
+    """A 64-bit keyed hash of a key, never 0 (0 marks a free entry): addresses of one network
+    spread over the whole table, and nobody can aim at another client's entry without the salt."""
+    digest = hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=8, key=salt).digest()
+    return int.from_bytes(digest, "little") or 1
+
+
+def table_salt(path: Path | None) -> bytes:
+    """The salt of a shared table (created once, next to it), or a new one for a private table."""
+    if path is None:
+        return os.urandom(16)
+    salt_path = path.with_name(path.name + ".salt")
+    try:
+        fd = os.open(salt_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        for _ in range(100):  # another worker is writing it
+            data = salt_path.read_bytes()
+            if len(data) == 16:
+                return data
+            time.sleep(0.01)
+        raise RuntimeError(f"{salt_path}: not a 16-byte salt") from None
+    salt = os.urandom(16)
+    tmp = salt_path.with_name(salt_path.name + f".{os.getpid()}")
+    tmp.write_bytes(salt)
+    os.replace(tmp, salt_path)
+    os.close(fd)
+    return salt
 
 
 class RateTable:
@@ -45,6 +70,9 @@ class RateTable:
 
     def __init__(self, path: Path | None, *, buckets: int = DEFAULT_BUCKETS, shared: bool = True) -> None:
         self.buckets = buckets
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        self.salt = table_salt(path)
         size = buckets * BUCKET_ENTRIES * ENTRY.size
         self.table_full = 0
         self._fd: int | None = None
@@ -69,11 +97,11 @@ class RateTable:
     def take(self, key: str, rate: float, burst: int, now: float | None = None) -> float:
         """Spend one request of ``key`` (``rate`` per second, ``burst`` at once): 0.0 when accepted,
         else the seconds until one would be."""
-        now = time.time() if now is None else now
+        now = time.monotonic() if now is None else now  # one clock for every process of the machine
         interval = 1.0 / rate
         tolerance = burst * interval
-        hashed = key_hash(key)
-        bucket = (hashed >> 20) % self.buckets
+        hashed = key_hash(key, self.salt)
+        bucket = hashed % self.buckets
         start = bucket * BUCKET_ENTRIES * ENTRY.size
         length = BUCKET_ENTRIES * ENTRY.size
         if self._lock:
@@ -82,6 +110,8 @@ class RateTable:
         try:
             view = self._map
             reusable = -1
+            least_tat = float("inf")
+            least = -1
             for index in range(BUCKET_ENTRIES):
                 offset = start + index * ENTRY.size
                 stored_key, stored_tat = ENTRY.unpack_from(view, offset)
@@ -93,9 +123,11 @@ class RateTable:
                     return 0.0
                 if reusable < 0 and (stored_key == 0 or stored_tat <= now):
                     reusable = offset
-            if reusable < 0:
+                if stored_tat < least_tat:
+                    least_tat, least = stored_tat, offset
+            if reusable < 0:  # every entry in debt: the least indebted client's entry goes
                 self.table_full += 1
-                return 0.0
+                reusable = least
             ENTRY.pack_into(view, reusable, hashed, now + interval)  # a new key: a full bucket, one spent
             return 0.0
         finally:

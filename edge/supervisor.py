@@ -16,12 +16,14 @@ import logging
 import multiprocessing
 import multiprocessing.connection
 import os
+import shutil
 import signal
 import socket
 import sys
 import time
 from collections.abc import Callable
 from multiprocessing.context import ForkProcess
+from pathlib import Path
 from types import FrameType
 
 from edge import signals
@@ -147,6 +149,9 @@ class Supervisor:
 
     def run(self) -> int:
         configure_logging(self.settings.log_level)
+        # Protection's shared counters start empty with the edge: nothing a previous run (or a
+        # previous boot, whose monotonic clock is gone) counted may hold a client or a site back.
+        shutil.rmtree(Path(self.settings.cache_dir) / "protection", ignore_errors=True)
         public = bind_listener(*self.settings.listen_address)
         admin = bind_listener(*self.settings.admin_address)
         self.node_name = self.settings.node_name(public.getsockname()[1])

@@ -66,10 +66,12 @@ class Cache:
     def fast(self, head: RequestHead) -> Sequence[bytes] | None:
         protection = self.protection
         if protection is not None:  # before anything else: a refusal is one short prebuilt answer
+            if self.ctx.cluster is not None and self._from_peer(head):
+                return None  # a peer relays a client it judged already: the general path serves it
             refusal = protection.check(head, self.ctx.sites.for_host(head.host))
             if refusal is not None:
                 self.ctx.counters.count_refused(refusal.status)
-                return refusal.response(head.keep_alive)
+                return refusal.response(head.keep_alive, head.method == "HEAD")
         return self.hit_path.fast(head) if self.enabled else None
 
     async def handle(self, ex: Exchange) -> None:
@@ -85,19 +87,18 @@ class Cache:
                 shown = client_host(head)[:200] or "(none)"
                 raise Misdirected(f"no site of this edge serves host {shown!r}")
             ex.site = site
-            protection = self.protection
-            if protection is not None and head.client is None:  # not seen by fast(): a request with a body
-                refusal = protection.check(head, site)
-                if refusal is not None:
-                    await self._refuse(ex, refusal)
-                    return
             if ctx.cluster is not None:
-                token = next((v for n, v in head.raw_headers if n.lower() == PEER_HEADER_BYTES), None)
-                ex.peer = ctx.cluster.is_peer_request(token)
+                ex.peer = self._from_peer(head)
                 if ex.peer:  # the client's scheme, as the first edge saw it (keys, X-Forwarded-Proto)
                     proto = next((v for n, v in head.raw_headers if n.lower() == PEER_PROTO_HEADER_BYTES), None)
                     if proto in (b"http", b"https"):
                         head.scheme = proto.decode("ascii")
+            protection = self.protection
+            if protection is not None and head.client is None and not ex.peer:  # not judged by fast()
+                refusal = protection.check(head, site)
+                if refusal is not None:
+                    await self._refuse(ex, refusal)
+                    return
             if head.method == "PURGE":
                 await self._purge_one_url(ex)
                 return
@@ -107,6 +108,10 @@ class Cache:
             if ctx.settings.upstream.strip_request_headers and (stripped := stripped_fields(head, ctx.settings)):
                 ctx.counters.count_stripped(stripped)
             if not self.enabled:
+                refusal = self._over_miss_budget(ex)
+                if refusal is not None:
+                    await self._refuse(ex, refusal)
+                    return
                 await fills.own_request(ctx, ex, target, "bypass", interim=True)
             elif head.method in ("GET", "HEAD"):
                 if self.codings:
@@ -219,6 +224,13 @@ class Cache:
                     assert_never(lookup.verdict)
         finally:
             close_handle(found)
+
+    def _from_peer(self, head: RequestHead) -> bool:
+        """A peer edge's request (its token matches): judged by protection on the edge the client met."""
+        cluster = self.ctx.cluster
+        assert cluster is not None
+        token = next((v for n, v in head.raw_headers if n.lower() == PEER_HEADER_BYTES), None)
+        return cluster.is_peer_request(token)
 
     async def _refuse(self, ex: Exchange, refusal: Refusal) -> None:
         extra = (("Retry-After", str(refusal.retry_after)),) if refusal.retry_after is not None else ()

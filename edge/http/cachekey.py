@@ -128,6 +128,11 @@ def _normalize_component(text: str, raw_ok: frozenset[str], *, decode_unreserved
     return "".join(out)
 
 
+def decode_unreserved(path: str) -> str:
+    """A path with percent-encoded unreserved characters decoded, as keys normalise it (§6.2.2.2)."""
+    return _normalize_component(path, _PATH_RAW, decode_unreserved=True)
+
+
 def _split_host_port(host: str) -> tuple[str, str | None]:
     """Split ``host[:port]`` (IPv6 literals in brackets); the port is ``None`` when absent."""
     if host.startswith("["):

@@ -123,7 +123,7 @@ class RedirectService:
         if guard is not None and guard.rates is not None:
             refusal = guard.take(str(client.address) if client.address is not None else peer or "-")
             if refusal is not None:
-                return b"".join(refusal.response(head.keep_alive and not close))
+                return b"".join(refusal.response(head.keep_alive and not close, method == "HEAD"))
         cache_key = shard_key(target)
         selector = router.selector()
         if settings.debug_header:

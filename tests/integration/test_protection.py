@@ -221,8 +221,15 @@ async def test_forwarded_for_is_believed_only_from_trusted_proxies(
     edge.stop()
     edge = start(origin, tmp_path, edge_processes, 'deny = ["203.0.113.0/24"]\ntrust_proxy = ["127.0.0.0/8"]\n',
                  workers=1)  # fmt: skip
-    assert (await get(f"{edge.url}/obj/a?size=4", {"Forwarded": 'for="203.0.113.5:4711"'}))[0] == 403
+    assert (await get(f"{edge.url}/obj/a?size=4", {"X-Forwarded-For": "203.0.113.5"}))[0] == 403
     assert (await get(f"{edge.url}/obj/a?size=4", {"X-Forwarded-For": "203.0.113.5, 10.9.9.9"}))[0] == 200
+    assert (await get(f"{edge.url}/obj/a?size=4", {"Forwarded": 'for="203.0.113.5:4711"'}))[0] == 200  # not read
+    edge.stop()
+    edge = start(origin, tmp_path, edge_processes,
+                 'deny = ["203.0.113.0/24"]\ntrust_proxy = ["127.0.0.0/8"]\nclient_header = "forwarded"\n',
+                 workers=1)  # fmt: skip
+    assert (await get(f"{edge.url}/obj/a?size=4", {"Forwarded": 'for="203.0.113.5:4711"'}))[0] == 403
+    assert (await get(f"{edge.url}/obj/a?size=4", {"X-Forwarded-For": "203.0.113.5"}))[0] == 200  # not read
 
 
 async def test_signed_urls(origin: OriginStubServer, tmp_path: Path, edge_processes: list[EdgeProcess]) -> None:
@@ -251,6 +258,24 @@ async def test_signed_urls(origin: OriginStubServer, tmp_path: Path, edge_proces
         assert status == 403, url
         assert check(body), body
     assert (await get(f"{edge.url}/obj/public?size=8", client))[0] == 200  # outside ``paths``
+    host, port = "127.0.0.1", int(edge.url.rsplit(":", 1)[1])
+    for target in ("/obj/%70rivate?size=8&max_age=600", "//obj/private?size=8&max_age=600",
+                   "/obj/x/../private?size=8&max_age=600", f"http://{host}:{port}/obj/private?size=8&max_age=600"):
+        reader, writer = await asyncio.open_connection(host, port)  # other spellings of the same object
+        writer.write(f"GET {target} HTTP/1.1\r\nHost: {host}\r\nX-Forwarded-For: 198.51.100.20\r\n\r\n".encode())
+        answer = await asyncio.wait_for(reader.read(4096), 10)
+        writer.close()
+        assert answer.startswith(b"HTTP/1.1 403"), (target, answer[:200])
+    async with aiohttp.ClientSession() as session, session.head(expired, headers=client) as resp:
+        assert resp.status == 403  # a HEAD refusal carries no body: the connection stays usable
+    async with aiohttp.ClientSession() as session:
+        for _ in range(2):
+            async with session.head(expired, headers=client) as resp:
+                assert resp.status == 403
+    async with aiohttp.ClientSession() as session, session.request(
+        "PURGE", f"{edge.url}/obj/private?size=8&max_age=600"
+    ) as resp:
+        assert resp.status == 200  # PURGE is judged by purge_allow, not by signed URLs
     before = origin.state.total
     for _ in range(5):
         await get(expired, client)

@@ -422,3 +422,17 @@ async def test_peer_copy_keeps_a_memory_copy_only(
     _, headers, _ = await fetch(other, path)
     assert headers["Cache-Status"].split(", ")[-1].startswith(f"r-{(first + 1) % 3};hit")  # its own copy now
     assert origin_total(origin, "/obj/copied") == 1
+
+
+async def test_an_owner_does_not_judge_its_peers_as_clients(
+    origin: OriginStubServer, tmp_path: Path, edge_processes: list[EdgeProcess]
+) -> None:
+    rules = '[protection]\nallow = ["10.0.0.0/8"]\ntrust_proxy = ["127.0.0.0/8"]\nrate = 5\nburst = 5\n'
+    region = await start_region(origin, tmp_path, edge_processes, replication=1, cache=rules)
+    paths = [f"/obj/judged{index}?size=10&max_age=600" for index in range(30)]
+    for index, path in enumerate(paths):  # 30 clients of one non-owner: the owner sees one peer
+        other, _ = non_owner(region, tmp_path, path)
+        status, _, body = await fetch(other, path, {"X-Forwarded-For": f"10.0.0.{index + 1}"})
+        assert (status, body) == (200, expected_body(f"judged{index}", 10)), status
+    status, _, _ = await fetch(region[0], paths[0], {"X-Forwarded-For": "192.0.2.1"})
+    assert status == 403  # clients are still judged, where they arrive

@@ -8,7 +8,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from edge.connlimit import ConnectionTable
-from edge.ratelimit import RateTable
+from edge.protection import canonical_path, limit_key
+from edge.ratelimit import RateTable, key_hash
 from edge.signedurl import check, sign_url, signature
 
 
@@ -86,3 +87,43 @@ def test_connections_are_counted_per_address_and_in_all() -> None:
     assert table.admit("10.0.0.3", 2, 3) is None
     table.release("10.0.0.9")  # never admitted: nothing happens
     table.close()
+
+
+def test_addresses_of_one_network_spread_over_the_whole_table() -> None:
+    table = RateTable(None)
+    buckets = {key_hash(f"10.0.{i // 256}.{i % 256}", table.salt) % table.buckets for i in range(16384)}
+    assert len(buckets) > 0.95 * table.buckets  # 16,384 keys over 4,096 buckets: nearly all used
+
+
+def test_a_full_bucket_gives_the_least_indebted_entry_to_a_new_client() -> None:
+    table = RateTable(None, buckets=1)  # one bucket of 16 entries
+    for index in range(16):
+        assert table.take(f"c{index}", 1, 0, 100.0 + index * 0.001) == 0.0
+    assert table.take("c0", 1, 0, 100.5) > 0  # still in debt, still refused
+    assert table.take("newcomer", 1, 0, 100.5) == 0.0  # took c0's entry (the least in debt) …
+    assert table.take("newcomer", 1, 0, 100.5) > 0  # … and is limited from its first request on
+    assert table.table_full == 1
+
+
+@pytest.mark.parametrize(
+    ("path", "canonical"),
+    [
+        ("/private/a", "/private/a"),
+        ("/%70rivate/a", "/private/a"),
+        ("//private//a", "/private/a"),
+        ("/x/../private/./a", "/private/a"),
+        ("/../private/a", "/private/a"),
+        ("/private/", "/private/"),
+        ("/priv%2Fate", "/priv%2Fate"),  # an encoded slash stays data
+    ],
+)
+def test_canonical_paths(path: str, canonical: str) -> None:
+    assert canonical_path(path) == canonical
+
+
+@pytest.mark.parametrize(
+    ("client", "key"),
+    [("198.51.100.7", "198.51.100.7"), ("2001:db8:1:2:3:4:5:6", "2001:db8:1:2::/64"), ("-", "-")],
+)
+def test_limits_count_an_ipv6_client_by_its_64(client: str, key: str) -> None:
+    assert limit_key(client) == key

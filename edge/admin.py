@@ -236,6 +236,7 @@ async def inspect(request: web.Request) -> web.Response:
                     "content_encoding": get_first(meta.headers, "content-encoding"),
                     "last_modified": get_first(meta.headers, "last-modified"),
                     "stored_at": meta.stored_at,
+                    "headers": [[name, value] for name, value in meta.headers],
                     "invalidated": meta.invalidated or verdict == "soft",
                     "purged": verdict == "hard",
                 }

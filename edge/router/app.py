@@ -594,11 +594,19 @@ async def admin_health(request: web.Request) -> web.Response:
             "fall": settings.fall,
             "rise": settings.rise,
             "rounds": router.health.rounds,
-            "edges": {name: state.to_dict() for name, state in snapshot.items()},
+            "edges": {name: _with_urls(router.inventory, state.to_dict()) for name, state in snapshot.items()},
             "recent_changes": [change.to_dict() for change in list(router.health.changes)[-20:]],
         },
         dumps=_dumps,
     )
+
+
+def _with_urls(inventory: Inventory, row: dict[str, Any]) -> dict[str, Any]:
+    """An edge's health row with where it serves and where its admin API is (for ``edgecache``)."""
+    entry = next((edge for edge in inventory.edges if edge.name == row["name"]), None)
+    if entry is not None:
+        row.update(url=entry.url, admin_url=entry.admin_url)
+    return row
 
 
 async def admin_healthz(request: web.Request) -> web.Response:

@@ -1,0 +1,134 @@
+"""``edgecache``, the operator's command, against real processes: a router and two edges."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from edge.cli import main
+from tests.conftest import PROJECT_ROOT, EdgeProcess, free_port, launch_edge
+from tests.support.wait import until_sync
+
+
+@pytest.fixture
+def cdn(tmp_path: Path, edge_processes: list[EdgeProcess]) -> Iterator[dict[str, object]]:
+    """An origin stub, two edges in two regions, a router; all real processes."""
+    origin_port = free_port()
+    origin = subprocess.Popen([sys.executable, "-m", "origin_stub", "--port", str(origin_port)], cwd=PROJECT_ROOT,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    ports = {name: (free_port(), free_port()) for name in ("eu", "us")}
+    inventory = tmp_path / "inventory.toml"
+    inventory.write_text("".join(
+        f'[[edges]]\nname = "{name}"\nregion = "{name}"\nlatitude = {lat}\nlongitude = 0\n'
+        f'url = "http://127.0.0.1:{public}"\nadmin_url = "http://127.0.0.1:{admin}"\n\n'
+        for (name, (public, admin)), lat in zip(ports.items(), (50, 40), strict=True)
+    ))  # fmt: skip
+    router_admin = free_port()
+    router = subprocess.Popen(
+        [sys.executable, "-m", "edge.router", "--listen", f"127.0.0.1:{free_port()}",
+         "--admin-listen", f"127.0.0.1:{router_admin}", "--edges", str(inventory),
+         "--purge-state-dir", str(tmp_path / "router"), "--no-access-log", "--health-interval", "0.2",
+         "--admin-token", "t0ken-t0ken", "--purge-edge-token", "t0ken-t0ken"],
+        cwd=PROJECT_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    for name, (public, admin) in ports.items():
+        edge_processes.append(launch_edge(
+            ["--origin", f"http://127.0.0.1:{origin_port}", "--listen", f"127.0.0.1:{public}",
+             "--admin-listen", f"127.0.0.1:{admin}", "--cache-dir", str(tmp_path / f"cache-{name}"),
+             "--workers", "1", "--name", name, "--access-log", "off", "--admin-token", "t0ken-t0ken"],
+            env={"EDGE_CONTROL_PLANE": f"http://127.0.0.1:{router_admin}", "EDGE_CONTROL_PLANE_TOKEN": "t0ken-t0ken"},
+        ))  # fmt: skip
+    admin_url = f"http://127.0.0.1:{router_admin}"
+
+    def healthy() -> bool:
+        request = urllib.request.Request(f"{admin_url}/health", headers={"Authorization": "Bearer t0ken-t0ken"})
+        try:
+            with urllib.request.urlopen(request, timeout=2) as resp:
+                return bool(json.load(resp)["healthy"] == 2)
+        except OSError:
+            return False
+
+    until_sync(healthy, timeout=30, what="router sees both edges")
+    try:
+        yield {"admin": admin_url, "edges": {name: f"http://127.0.0.1:{public}" for name, (public, _) in ports.items()}}
+    finally:
+        for process in (router, origin):
+            os.kill(process.pid, signal.SIGTERM)
+            process.wait(15)
+
+
+def run(cdn: dict[str, object], *args: str, token: str | None = "t0ken-t0ken") -> tuple[int, str]:
+    env = {"EDGECACHE_ADMIN": str(cdn["admin"])}
+    if token:
+        env["EDGECACHE_TOKEN"] = token
+    result = CliRunner().invoke(main, list(args), env=env)
+    return result.exit_code, result.output
+
+
+def test_status_purge_inspect_route(cdn: dict[str, object]) -> None:
+    edges = cdn["edges"]
+    assert isinstance(edges, dict)
+    code, out = run(cdn, "--json", "status")
+    assert code == 0, out
+    status = json.loads(out)
+    assert {row["edge"]: row["state"] for row in status["edges"]} == {"eu": "up", "us": "up"}
+    url = f"{edges['eu']}/obj/cli?size=32&max_age=600"
+    with urllib.request.urlopen(url, timeout=5) as resp:
+        resp.read()
+    code, out = run(cdn, "--json", "inspect", "http://www.example.com/obj/cli?size=32&max_age=600")
+    assert code == 0, out
+    held = {row["edge"]: row["variants"] for row in json.loads(out)["edges"]}
+    assert {variant["tier"] for variant in held["eu"]} == {"memory", "disk"}  # one object, in both tiers
+    assert held["us"] == []
+    assert ["Cache-Control", "max-age=600"] in held["eu"][0]["headers"]
+    code, out = run(cdn, "purge", "http://www.example.com/obj/cli?size=32&max_age=600", "--wait", "10")
+    assert code == 0, out
+    assert "applied" in out
+    code, out = run(cdn, "--json", "inspect", "http://www.example.com/obj/cli?size=32&max_age=600")
+    assert all(not row["variants"] for row in json.loads(out)["edges"])
+    code, out = run(cdn, "--json", "purge", "--tag", "t1", "--tag", "t2", "--soft")
+    assert (code, json.loads(out)["kind"]) == (0, "tags")
+    code, out = run(cdn, "route", "192.0.2.7", "--url", "http://x/obj/a")
+    assert code == 0, out
+    assert "→" in out
+    code, out = run(cdn, "status")
+    assert (code, "2 of 2 edges healthy" in out) == (0, True)
+
+
+def test_clear_errors_and_exit_codes(cdn: dict[str, object], tmp_path: Path) -> None:
+    code, out = run(cdn, "status", token="wrong")
+    assert code == 4
+    assert "unauthorised" in out
+    code, out = run({"admin": f"http://127.0.0.1:{free_port()}"}, "status")
+    assert code == 3
+    assert "unreachable" in out
+    code, out = run(cdn, "purge")
+    assert code == 2  # usage
+    good = tmp_path / "edge.toml"
+    good.write_text('origin = "http://127.0.0.1:9000"\n')
+    bad = tmp_path / "router.toml"
+    bad.write_text('edges = "/nonexistent/inventory.toml"\nlisten = "nope"\n')
+    code, out = run(cdn, "check-config", str(good), str(bad))
+    assert code == 1
+    assert "ok" in out
+    assert "error" in out
+    inventory = tmp_path / "inventory.toml"
+    inventory.write_text('[[edges]]\nname = "a"\nregion = "r"\nlatitude = 0\nlongitude = 0\n'
+                         'url = "http://a"\nadmin_url = "http://a:9"\n')  # fmt: skip
+    code, out = run(cdn, "--json", "check-config", str(inventory))
+    assert (code, json.loads(out)[0]["kind"]) == (0, "inventory")
+    started = time.monotonic()
+    code, out = CliRunner().invoke(main, ["--version"]).exit_code, CliRunner().invoke(main, ["--version"]).output
+    assert code == 0
+    assert "edgecache" in out
+    assert time.monotonic() - started < 5

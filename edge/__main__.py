@@ -9,6 +9,7 @@ from typing import Any
 
 from edge.config import ConfigError, EdgeSettings, load_settings
 from edge.supervisor import ListenError, Supervisor
+from edge.version import add_version_flag
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -17,6 +18,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         description="edgecache edge node: a caching HTTP reverse proxy in front of one origin.",
         epilog="Precedence: --config file < EDGE_* environment variables < these flags.",
     )
+    add_version_flag(parser, "python -m edge")
     parser.add_argument("--config", type=Path, help="TOML config file (also EDGE_CONFIG)")
     parser.add_argument("--origin", help="origin base URL, e.g. http://127.0.0.1:8000")
     parser.add_argument("--listen", help="public HOST:PORT (default 0.0.0.0:8080)")

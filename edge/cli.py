@@ -24,13 +24,14 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from datetime import UTC, datetime
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, NoReturn
 
 import click
 from rich.console import Console
 from rich.table import Table
+
+from edge.version import package_version
 
 __all__ = ["main"]
 
@@ -39,13 +40,6 @@ DEFAULT_ADMIN = "http://127.0.0.1:8081"
 
 console = Console()
 errors = Console(stderr=True)
-
-
-def package_version() -> str:
-    try:
-        return version("edgecache")
-    except PackageNotFoundError:
-        return "unknown"
 
 
 class Api:

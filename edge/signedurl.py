@@ -16,6 +16,8 @@ import hmac
 import time
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
+from edge.version import add_version_flag
+
 __all__ = ["check", "sign_url", "signature"]
 
 
@@ -62,6 +64,7 @@ def check(
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m edge.signedurl", description="Mint a signed URL.")
+    add_version_flag(parser, "python -m edge.signedurl")
     parser.add_argument("url")
     parser.add_argument("--secret", required=True, help="the site's signed_urls.secret")
     parser.add_argument("--expires-in", type=int, default=3600, help="seconds from now (default 3600)")

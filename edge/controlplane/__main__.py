@@ -27,6 +27,7 @@ from edge.controlplane.app import create_control_plane_app
 from edge.controlplane.log import LogLockedError
 from edge.controlplane.models import StandaloneSettings, load_standalone_settings
 from edge.inventory import Inventory, InventoryError, load_inventory
+from edge.version import add_version_flag
 
 log = logging.getLogger("edge.controlplane")
 
@@ -58,6 +59,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         description="edgecache purge control plane: one POST /purge reaches every edge of the inventory.",
         epilog="Precedence: --config file < CONTROLPLANE_* environment variables < these flags.",
     )
+    add_version_flag(parser, "python -m edge.controlplane")
     parser.add_argument("--config", type=Path, help="TOML config file (also CONTROLPLANE_CONFIG)")
     parser.add_argument("--listen", help="HOST:PORT to serve on (default 127.0.0.1:8090; port 0 picks one)")
     parser.add_argument("--edges", help="inventory TOML file listing the edges (required)")

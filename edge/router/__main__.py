@@ -32,6 +32,7 @@ from edge.router.config import RouterSettings, load_router_settings
 from edge.router.geo import GeoDatabaseError
 from edge.router.redirect import RedirectService, serve_redirects
 from edge.tls import server_ssl_context
+from edge.version import add_version_flag
 
 log = logging.getLogger("edge.router")
 
@@ -46,6 +47,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         description="edgecache router: redirects each client to the nearest healthy edge.",
         epilog="Precedence: --config file < ROUTER_* environment variables < these flags.",
     )
+    add_version_flag(parser, "python -m edge.router")
     parser.add_argument("--config", type=Path, help="TOML config file (also ROUTER_CONFIG)")
     parser.add_argument("--listen", help="public HOST:PORT (default 127.0.0.1:8080)")
     parser.add_argument("--admin-listen", dest="admin_listen", help="admin HOST:PORT (default 127.0.0.1:8081)")

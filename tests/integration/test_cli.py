@@ -132,3 +132,11 @@ def test_clear_errors_and_exit_codes(cdn: dict[str, object], tmp_path: Path) -> 
     assert code == 0
     assert "edgecache" in out
     assert time.monotonic() - started < 5
+
+
+@pytest.mark.parametrize("module", ["edge", "edge.router", "origin_stub", "edge.controlplane", "edge.signedurl"])
+def test_every_program_says_its_version(module: str) -> None:
+    out = subprocess.run([sys.executable, "-m", module, "--version"], cwd=PROJECT_ROOT, capture_output=True,
+                         text=True, timeout=60, check=False)  # fmt: skip
+    assert out.returncode == 0
+    assert f"python -m {module} (edgecache) " in out.stdout

@@ -119,7 +119,8 @@ class EdgeHealth:
             "enabled": self.enabled,
             "state": self.state,
             "healthy": self.healthy,
-            "last_error": self.last_error,
+            # an error is news only while the edge is not up; an old one would read as current
+            "last_error": self.last_error if self.state != "up" else None,
             "last_change": self.last_change,
             "last_check": self.last_check,
             "last_latency_ms": self.last_latency_ms,

@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint bench install geodb clean
+.PHONY: demo test lint bench install geodb clean screenshots
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -19,7 +19,7 @@ demo: $(STAMP)
 	$(PY) -m demo
 
 # Real components some tests need (Debian packages): installed when missing and running as root.
-SYSTEM_PACKAGES := redis-server=redis-server
+SYSTEM_PACKAGES := redis-server=redis-server chromium=chromium chromedriver=chromium-driver
 
 test: $(STAMP)
 	@sh tools/ensure-packages.sh $(SYSTEM_PACKAGES)
@@ -36,6 +36,10 @@ bench: $(STAMP)
 	$(PY) -m bench.protection_bench
 	$(PY) -m bench.router_bench
 	$(PY) -m bench.router_bench --access-log
+
+screenshots: $(STAMP)
+	@sh tools/ensure-packages.sh chromium=chromium chromedriver=chromium-driver
+	EDGECACHE_SCREENSHOTS=docs/screenshots $(PY) -m pytest -q -p no:cacheprovider tests/browser
 
 geodb: $(STAMP)
 	$(PY) -m geodb.build --source geodb/source.csv --out geodb/demo-city.mmdb

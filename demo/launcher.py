@@ -195,6 +195,7 @@ def guide(args: argparse.Namespace) -> str:
     )
     return f"""
 edgecache demo is up: a CDN with four edges in three regions on {host}.
+  dashboard    : {router_admin}/dashboard   (each edge's own: http://{host}:{args.admin_port}/dashboard …)
   origins      : http://{host}:{args.origin_port}/ and http://{host}:{args.origin_port + 1}/   (/_stub/counters)
 {edges}
   router       : {router}/   (admin {router_admin}: /route?ip=…, /health, /purge, /purges)

@@ -32,6 +32,7 @@ Both sides share one :class:`Router` (:func:`create_router`); its owner starts t
 
 from __future__ import annotations
 
+import asyncio
 import bisect
 import json
 import logging
@@ -42,17 +43,20 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
+import aiohttp
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler
 from lru import LRU
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, generate_latest
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
 
+from edge import dashboard
 from edge.admin import token_matches
 from edge.config import ConfigError
 from edge.controlplane.app import CONTROL_PLANE_KEY, register_control_plane
 from edge.controlplane.models import ControlPlaneSettings
-from edge.inventory import Inventory, InventoryError, load_inventory
+from edge.inventory import EdgeEntry, Inventory, InventoryError, load_inventory
+from edge.overview import Sampler, iso
 from edge.router.clientip import ClientAddress, IPAddress, IPNetwork, client_address, parse_address
 from edge.router.config import RouterSettings
 from edge.router.coverage import CoverageError, CoverageMap, CoverageZone, load_coverage
@@ -528,6 +532,7 @@ async def require_token(request: web.Request, handler: Handler) -> web.StreamRes
     if (
         token
         and request.path not in OPEN_ADMIN_PATHS
+        and not dashboard.is_open(request.path)
         and not token_matches(request.headers.get(hdrs.AUTHORIZATION), token)
     ):
         return web.json_response(
@@ -656,6 +661,84 @@ async def admin_geodb_reload(request: web.Request) -> web.Response:
     return web.json_response({"reloaded": True, "in_use": _geodb_info(router.locator)})
 
 
+SAMPLER_KEY = web.AppKey("sampler", Sampler)
+ORIGINS_KEY = web.AppKey("origins", dict)
+
+
+async def _start_sampler(app: web.Application) -> None:
+    """Every edge's /stats (and /origins) every few seconds, for the dashboard's 15 minutes."""
+    router = app[ROUTER_KEY]
+    token = router.settings.purge_edge_token
+    headers = {hdrs.AUTHORIZATION: f"Bearer {token}"} if token else {}
+    origins: dict[str, Any] = {}
+    app[ORIGINS_KEY] = origins
+    session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2.0))
+
+    async def one(edge: EdgeEntry) -> tuple[str, dict[str, Any] | None]:
+        try:
+            async with session.get(f"{edge.admin_url}/stats", headers=headers) as resp:
+                stats = await resp.json() if resp.status == 200 else None
+            async with session.get(f"{edge.admin_url}/origins", headers=headers) as resp:
+                if resp.status == 200:
+                    origins[edge.name] = await resp.json()
+        except (aiohttp.ClientError, TimeoutError, ValueError):
+            return edge.name, None
+        return edge.name, stats
+
+    async def fetch() -> dict[str, dict[str, Any] | None]:
+        edges = [edge for edge in router.inventory.edges if edge.enabled]
+        return dict(await asyncio.gather(*(one(edge) for edge in edges)))
+
+    sampler = Sampler(fetch, interval=router.settings.dashboard_interval)
+    sampler.session = session  # type: ignore[attr-defined]
+    app[SAMPLER_KEY] = sampler
+    sampler.start()
+
+
+async def _stop_sampler(app: web.Application) -> None:
+    sampler = app[SAMPLER_KEY]
+    await sampler.stop()
+    await sampler.session.close()  # type: ignore[attr-defined]
+
+
+async def admin_overview(request: web.Request) -> web.Response:
+    """``GET /api/overview``: the whole CDN for the dashboard (README "Dashboard")."""
+    router = request.app[ROUTER_KEY]
+    sampler = request.app[SAMPLER_KEY]
+    control_plane = request.app.get(CONTROL_PLANE_KEY)
+    lag = control_plane.edge_lag() if control_plane is not None else {}
+    purges: list[dict[str, Any]] = []
+    purge_error = None
+    if control_plane is not None:
+        try:
+            recent = await control_plane.overview(20)
+            purges = recent["records"]
+            lag = {name: item.get("lag", 0) for name, item in recent["edges"].items()}
+        except Exception as exc:  # a Redis log that is down: the rest of the page still renders
+            purge_error = str(exc)[:300]
+    for item in purges:
+        item["created_at_iso"] = iso(item.get("created_at"))
+    edges = []
+    for name, state in router.health.snapshot().items():
+        now, series = sampler.edge_series(name)
+        row = _with_urls(router.inventory, state.to_dict())
+        row.update(purge_lag=lag.get(name), now=now, series=series, last_change_iso=iso(state.last_change))
+        edges.append(row)
+    total_now, total_series = sampler.total_series()
+    regions: dict[str, dict[str, Any]] = {}
+    for (edge, region, _rule, _status), count in router.metrics.redirect_counts.items():
+        entry = regions.setdefault(region, {"redirects": 0, "edges": {}})
+        entry["redirects"] += count
+        entry["edges"][edge] = entry["edges"].get(edge, 0) + count
+    return web.json_response({
+        "scope": "cdn", "generated_at": iso(time.time()), "interval_s": sampler.interval,
+        "edges": edges, "total": {"now": total_now, "series": total_series},
+        "purges": purges, "purge_error": purge_error,
+        "origins": request.app[ORIGINS_KEY], "regions": regions,
+        "unavailable": router.metrics.unavailable,
+    })  # fmt: skip
+
+
 def create_router_admin_app(router: Router) -> web.Application:
     """The admin side, sharing ``router`` with the redirect listener."""
     app = web.Application(middlewares=[require_token])
@@ -667,6 +750,10 @@ def create_router_admin_app(router: Router) -> web.Application:
     app.router.add_get("/metrics", admin_metrics)
     app.router.add_get("/geodb", admin_geodb)
     app.router.add_post("/geodb/reload", admin_geodb_reload)
+    dashboard.add_dashboard_routes(app)
+    app.router.add_get("/api/overview", admin_overview)
+    app.on_startup.append(_start_sampler)
+    app.on_cleanup.append(_stop_sampler)
     settings = router.settings
     register_control_plane(
         app,

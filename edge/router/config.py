@@ -123,6 +123,7 @@ class RouterSettings(BaseModel):
     access_log_file: Path | None = None  # default: stderr; SIGUSR1 reopens the file
     limits: LimitSettings = LimitSettings()  # what one client may send to the redirect listener
     protection: RouterProtectionSettings = RouterProtectionSettings()  # rate and connection limits
+    dashboard_interval: Annotated[float, Field(gt=0, le=60)] = 5.0  # seconds between the dashboard's samples
 
     @field_validator("trust_proxy", mode="before")
     @classmethod

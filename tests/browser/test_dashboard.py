@@ -1,0 +1,141 @@
+"""The dashboard in a real browser: headless Chromium (Debian's ``chromium`` and
+``chromium-driver``, driven by selenium) against a router and two edges on loopback, asserting what
+a person sees.  ``make test`` installs Chromium as root (CI); elsewhere this is skipped, saying how
+to enable it.  ``EDGECACHE_SCREENSHOTS=dir`` (``make screenshots``) keeps the pictures."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import PROJECT_ROOT, EdgeProcess, free_port, launch_edge
+from tests.support.wait import until_sync
+
+CHROMIUM = shutil.which("chromium")
+CHROMEDRIVER = shutil.which("chromedriver")
+pytestmark = pytest.mark.skipif(
+    CHROMIUM is None or CHROMEDRIVER is None,
+    reason="Chromium is not installed: run `make test` as root (it installs Debian's chromium and "
+    "chromium-driver) or `apt-get install chromium chromium-driver` to run the dashboard test",
+)
+
+
+@pytest.fixture
+def browser() -> Iterator[Any]:
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
+                 "--no-first-run", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--window-size=1400,1800"):  # fmt: skip
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+@pytest.fixture
+def cdn(tmp_path: Path, edge_processes: list[EdgeProcess]) -> Iterator[dict[str, Any]]:
+    origin_port = free_port()
+    origin = subprocess.Popen([sys.executable, "-m", "origin_stub", "--port", str(origin_port)], cwd=PROJECT_ROOT,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    ports = {name: (free_port(), free_port()) for name in ("eu-west", "us-east")}
+    inventory = tmp_path / "inventory.toml"
+    inventory.write_text("".join(
+        f'[[edges]]\nname = "{name}"\nregion = "{name}"\nlatitude = {lat}\nlongitude = 0\n'
+        f'url = "http://127.0.0.1:{public}"\nadmin_url = "http://127.0.0.1:{admin}"\n\n'
+        for (name, (public, admin)), lat in zip(ports.items(), (50, 40), strict=True)
+    ))  # fmt: skip
+    router_admin = free_port()
+    config = tmp_path / "router.toml"
+    config.write_text(
+        f'listen = "127.0.0.1:{free_port()}"\nadmin_listen = "127.0.0.1:{router_admin}"\nedges = "{inventory}"\n'
+        f'purge_state_dir = "{tmp_path / "router"}"\naccess_log = false\nhealth_interval = 0.2\n'
+        "dashboard_interval = 0.5\n"
+    )
+    router = subprocess.Popen([sys.executable, "-m", "edge.router", "--config", str(config)], cwd=PROJECT_ROOT,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    for name, (public, admin) in ports.items():
+        edge_processes.append(launch_edge(
+            ["--origin", f"http://127.0.0.1:{origin_port}", "--listen", f"127.0.0.1:{public}",
+             "--admin-listen", f"127.0.0.1:{admin}", "--cache-dir", str(tmp_path / f"cache-{name}"),
+             "--workers", "1", "--name", name, "--access-log", "off"],
+            env={"EDGE_CONTROL_PLANE": f"http://127.0.0.1:{router_admin}"},
+        ))  # fmt: skip
+
+    def answering() -> bool:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{router_admin}/healthz", timeout=2) as resp:
+                return resp.status == 200
+        except OSError:
+            return False
+
+    until_sync(answering, timeout=30, what="the router's admin listener")
+    try:
+        yield {"admin": f"http://127.0.0.1:{router_admin}",
+               "edges": {name: f"http://127.0.0.1:{public}" for name, (public, _) in ports.items()}}
+    finally:
+        for process in (router, origin):
+            os.kill(process.pid, signal.SIGTERM)
+            process.wait(15)
+
+
+def shot(driver: Any, name: str) -> None:
+    directory = os.environ.get("EDGECACHE_SCREENSHOTS")
+    if directory:
+        Path(directory).mkdir(parents=True, exist_ok=True)
+        driver.save_screenshot(str(Path(directory) / f"{name}.png"))
+
+
+def test_the_dashboard_shows_edges_traffic_and_purges(browser: Any, cdn: dict[str, Any]) -> None:
+    browser.get(cdn["admin"] + "/")  # the admin root leads to the dashboard
+    assert browser.current_url.endswith("/dashboard")
+
+    def text(selector: str) -> str:
+        """What the page shows there now (read in one step: the page re-renders every few seconds)."""
+        shown = browser.execute_script(
+            "const node = document.querySelector(arguments[0]); return node ? node.innerText : '';", selector
+        )
+        return str(shown).strip()
+
+    until_sync(lambda: text('#edges tr[data-edge="eu-west"] td.state') == "up"
+               and text('#edges tr[data-edge="us-east"] td.state') == "up", timeout=30,
+               what="both edges listed as up")  # fmt: skip
+    assert "eu-west" in text("#regions")
+    url = cdn["edges"]["eu-west"] + "/obj/dash?size=2048&max_age=600"
+    for _ in range(40):  # one miss, then hits
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            resp.read()
+
+    def hit_ratio() -> float:
+        value = text("#hit-ratio").replace("%", "").strip()
+        try:
+            return float(value)
+        except ValueError:
+            return -1.0
+
+    until_sync(lambda: hit_ratio() > 50, timeout=30, what="a hit ratio above 50 % after the traffic")
+    assert text('#edges tr[data-edge="eu-west"] td.hit-ratio') != "\u2013"
+    shot(browser, "dashboard")
+    body = json.dumps({"urls": ["http://www.example.com/obj/dash?size=2048&max_age=600"]}).encode()
+    request = urllib.request.Request(cdn["admin"] + "/purge", data=body, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as resp:
+        purge_id = json.load(resp)["id"]
+    until_sync(lambda: text(f'#purges tr[data-purge-id="{purge_id}"] td.applied') == "2 of 2", timeout=30,
+               what="the purge listed, applied by both edges")  # fmt: skip
+    assert text(f'#purges tr[data-purge-id="{purge_id}"] td.lagging') == "none"
+    shot(browser, "dashboard-purge")

@@ -327,7 +327,7 @@ async def metrics(request: web.Request) -> web.Response:
     runtime = request.app[RUNTIME_KEY]
     snapshots = await asyncio.to_thread(collect_worker_stats, request.app[SETTINGS_KEY], runtime)
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(StatsCollector(snapshots, runtime.node_name))
+    registry.register(StatsCollector(snapshots, runtime.node_name, request.app[SETTINGS_KEY]))
     return web.Response(body=generate_latest(registry), headers={"Content-Type": "text/plain; version=0.0.4"})
 
 

@@ -10,6 +10,7 @@ families at scrape time.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import json
 import os
@@ -23,6 +24,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from edge.config import EdgeSettings
 from edge.origins import LATENCY_BUCKETS
 from edge.store.disk import pid_alive
+from edge.version import package_version
 
 if TYPE_CHECKING:
     from edge.cache.context import CacheContext
@@ -32,6 +34,8 @@ if TYPE_CHECKING:
 STATS_INTERVAL_S = 1.0
 
 ORIGIN_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+# Client-side: from the first byte of a request to the end of its response (hits are sub-millisecond).
+REQUEST_LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
 @dataclass(slots=True)
@@ -53,6 +57,13 @@ class CacheCounters:
     stripped_headers: dict[str, int] = field(default_factory=dict)  # override fields removed, by name
 
     compressed: dict[str, int] = field(default_factory=dict)  # responses the edge encoded, by coding
+    request_latency_buckets: list[int] = field(default_factory=lambda: [0] * (len(REQUEST_LATENCY_BUCKETS) + 1))
+    request_latency_sum: float = 0.0
+
+    def observe_request(self, seconds: float) -> None:
+        index = bisect.bisect_left(REQUEST_LATENCY_BUCKETS, seconds)
+        self.request_latency_buckets[index] += 1
+        self.request_latency_sum += seconds
 
     def count_compressed(self, coding: str) -> None:
         self.compressed[coding] = self.compressed.get(coding, 0) + 1
@@ -107,6 +118,10 @@ def worker_snapshot(runtime: EdgeRuntime) -> dict[str, Any]:
                for name, c in (cache.cluster.counters.items() if cache.cluster is not None else ())},
         control_plane=runtime.control_plane.to_json(),
         protection=_protection_counts(cache),
+        request_latency_buckets=list(counters.request_latency_buckets),
+        request_latency_sum=counters.request_latency_sum,
+        connections_active=len(runtime.connections.open) if runtime.connections is not None else 0,
+        connections_accepted=runtime.connections.accepted if runtime.connections is not None else 0,
     )  # fmt: skip
     return snapshot
 
@@ -225,9 +240,10 @@ def summarize(snapshots: list[dict[str, Any]]) -> dict[str, Any]:
 class StatsCollector:
     """Turns the summed worker snapshots into Prometheus metric families at scrape time."""
 
-    def __init__(self, snapshots: list[dict[str, Any]], edge: str) -> None:
+    def __init__(self, snapshots: list[dict[str, Any]], edge: str, settings: EdgeSettings | None = None) -> None:
         self.snapshots = snapshots
         self.edge = edge
+        self.settings = settings
 
     def describe(self) -> list[Any]:
         return []
@@ -274,6 +290,7 @@ class StatsCollector:
             evictions.add_metric([self.edge, tier], values.get("evictions", 0))
             corrupt.add_metric([self.edge, tier], values.get("corrupt_discarded", 0))
         yield from (objects, size, evictions, corrupt)
+        yield from self._operations()
         workers = GaugeMetricFamily("edgecache_workers_alive", "Worker processes answering", labels=["edge"])
         workers.add_metric([self.edge], summary["workers"])
         yield workers
@@ -318,6 +335,43 @@ class StatsCollector:
         latency.add_metric([self.edge], cumulative, latency_sum)
         yield latency
         yield from self._origins()
+
+    def _operations(self) -> Any:
+        """What an nginx/Varnish exporter would show: connections, client latency, capacity, build."""
+        active = GaugeMetricFamily("edgecache_connections_active", "Open client connections", labels=["edge"])
+        active.add_metric([self.edge], sum(int(item.get("connections_active", 0)) for item in self.snapshots))
+        yield active
+        accepted = CounterMetricFamily("edgecache_connections_accepted", "Client connections accepted",
+                                       labels=["edge"])  # fmt: skip
+        accepted.add_metric([self.edge], sum(int(item.get("connections_accepted", 0)) for item in self.snapshots))
+        yield accepted
+        buckets = [0] * (len(REQUEST_LATENCY_BUCKETS) + 1)
+        total = 0.0
+        for item in self.snapshots:
+            for index, count in enumerate(item.get("request_latency_buckets", [])):
+                if index < len(buckets):
+                    buckets[index] += int(count)
+            total += float(item.get("request_latency_sum", 0.0))
+        cumulative, running = [], 0
+        for bound, count in zip([*map(str, REQUEST_LATENCY_BUCKETS), "+Inf"], buckets, strict=True):
+            running += count
+            cumulative.append((bound, running))
+        latency = HistogramMetricFamily(
+            "edgecache_request_seconds", "Client requests: first byte received to response sent (every request)",
+            labels=["edge"],
+        )  # fmt: skip
+        latency.add_metric([self.edge], cumulative, total)
+        yield latency
+        if self.settings is not None:
+            capacity = GaugeMetricFamily("edgecache_tier_capacity_bytes", "Configured capacity per tier (fill %)",
+                                         labels=["edge", "tier"])  # fmt: skip
+            cache = self.settings.cache
+            capacity.add_metric([self.edge, "memory"], cache.memory_max_bytes * self.settings.workers)
+            capacity.add_metric([self.edge, "disk"], cache.disk_max_bytes)
+            yield capacity
+        info = GaugeMetricFamily("edgecache_build_info", "This edge's version (always 1)", labels=["edge", "version"])
+        info.add_metric([self.edge, package_version()], 1)
+        yield info
 
     def _origins(self) -> Any:
         rows = merge_origins(self.snapshots)

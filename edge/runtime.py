@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from edge.cache.context import CacheContext
 from edge.config import EdgeSettings
+from edge.server.protocol import Connections
 
 
 def _no_reload() -> tuple[bool, str]:
@@ -31,6 +32,7 @@ class EdgeRuntime:
     started_monotonic: float = field(default_factory=time.monotonic)
     request_reload: Callable[[], tuple[bool, str]] = _no_reload
     control_plane: ControlPlaneLink = field(default_factory=lambda: ControlPlaneLink())
+    connections: Connections | None = None  # the public listener's connections (metrics)
 
 
 @dataclass

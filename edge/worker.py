@@ -131,6 +131,7 @@ class EdgeWorker:
             self.service, settings.limits.server_limits(), sock=public, host=host, port=port,
             ssl=create_ssl_context(settings), gate=gate,
         )  # fmt: skip
+        self.runtime.connections = self.listener.connections
         self.admin_runner = web.AppRunner(create_admin_app(settings, self.runtime), access_log=None,
                                           shutdown_timeout=1.0)  # fmt: skip
         await self.admin_runner.setup()

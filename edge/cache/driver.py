@@ -133,9 +133,10 @@ class Cache:
             await respond.error(ctx, ex, exc.status, exc.reason, status, exc.headers)
 
     def completed(self, ex: Exchange) -> None:
+        head = ex.head
+        self.ctx.counters.observe_request(time.perf_counter() - head.started)
         if self.access_log is None:
             return
-        head = ex.head
         sent = 0 if head.method == "HEAD" or ex.status in (204, 304) else ex.bytes_sent
         self.access_log.record(
             time.time(), head.peer, head.method, head.raw_target, head.version, ex.status, sent, ex.cache_label,

@@ -143,7 +143,9 @@ class HitPath:
             return None
         age = int(now + window.age_offset)
         ttl = int(window.lifetime - (now + window.age_offset))
-        elapsed = (time.perf_counter() - head.started) * 1000
+        seconds = time.perf_counter() - head.started
+        self.ctx.counters.observe_request(seconds)
+        elapsed = seconds * 1000
         tail = b"Age: %d\r\n%s%d\r\nX-Cache: HIT\r\nServer-Timing: lookup;dur=%.3f, total;dur=%.3f\r\n" % (
             age, hot.status_prefix, ttl, elapsed, elapsed
         )

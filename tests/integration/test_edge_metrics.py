@@ -1,0 +1,43 @@
+"""The metrics an operator coming from nginx/Varnish exporters looks for, from a real edge."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import aiohttp
+
+from origin_stub import OriginStubServer
+from tests.conftest import EdgeProcess, launch_edge
+from tests.support.wait import until
+
+
+async def test_connections_client_latency_capacity_and_build_info(
+    origin: OriginStubServer, tmp_path: Path, edge_processes: list[EdgeProcess]
+) -> None:
+    edge = launch_edge([
+        "--origin", origin.url, "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0",
+        "--cache-dir", str(tmp_path / "cache"), "--workers", "2", "--access-log", "off",
+    ])  # fmt: skip
+    edge_processes.append(edge)
+    async with aiohttp.ClientSession() as client:
+        for _ in range(6):  # a miss, then hits on the fast path
+            async with client.get(f"{edge.url}/obj/m?size=64&max_age=600") as resp:
+                await resp.read()
+    text = ""
+
+    async def counted() -> bool:
+        nonlocal text
+        async with aiohttp.ClientSession() as client, client.get(f"{edge.admin_url}/metrics") as resp:
+            text = await resp.text()
+        match = re.search(r'^edgecache_request_seconds_count\{edge="[^"]+"\} (\S+)$', text, re.MULTILINE)
+        return match is not None and float(match[1]) >= 6
+
+    await until(counted, timeout=20, what="six requests in edgecache_request_seconds")
+    assert re.search(r'^edgecache_connections_accepted_total\{edge="[^"]+"\} [1-9]', text, re.MULTILINE)
+    assert re.search(r'^edgecache_connections_active\{edge="[^"]+"\} ', text, re.MULTILINE)
+    assert re.search(r'^edgecache_request_seconds_bucket\{edge="[^"]+",le="0\.005"\} [1-9]', text, re.MULTILINE)
+    disk = re.search(r'^edgecache_tier_capacity_bytes\{edge="[^"]+",tier="disk"\} (\S+)$', text, re.MULTILINE)
+    assert disk is not None
+    assert float(disk[1]) > 0
+    assert re.search(r'^edgecache_build_info\{edge="[^"]+",version="[^"]+"\} 1\.0$', text, re.MULTILINE)

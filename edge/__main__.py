@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from edge.config import ConfigError, EdgeSettings, load_settings
-from edge.supervisor import ListenError, Supervisor
+from edge.supervisor import ListenError, Supervisor, bind_listener
 from edge.version import add_version_flag
 
 
@@ -62,6 +62,11 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(2)
     if args.check_config:
         print("configuration ok")
+        for setting, (host, port) in (("listen", settings.listen_address), ("admin_listen", settings.admin_address)):
+            try:
+                bind_listener(host, port, setting).close()
+            except ListenError as exc:  # reported, not fatal: a running edge holds its own ports
+                print(f"note: {exc}")
         return
 
     def reload() -> EdgeSettings:

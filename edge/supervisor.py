@@ -40,8 +40,9 @@ class ListenError(Exception):
     """A listening socket could not be opened (address in use, permission...)."""
 
 
-def bind_listener(host: str, port: int) -> socket.socket:
-    """A listening TCP socket, IPv4 or IPv6 as the host says, ready to be shared by workers."""
+def bind_listener(host: str, port: int, setting: str = "listen") -> socket.socket:
+    """A listening TCP socket, IPv4 or IPv6 as the host says, ready to be shared by workers;
+    ``ListenError`` names the setting to change."""
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
         family, kind, proto, _, address = infos[0]
@@ -54,7 +55,10 @@ def bind_listener(host: str, port: int) -> socket.socket:
         sock.setblocking(False)
         return sock
     except OSError as exc:
-        raise ListenError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+        flag = "--" + setting.replace("_", "-")
+        raise ListenError(
+            f"cannot listen on {host}:{port} ({setting} = \"{host}:{port}\", or {flag}): {exc.strerror or exc}"
+        ) from exc
 
 
 def url_of(sock: socket.socket, scheme: str = "http") -> str:
@@ -153,7 +157,7 @@ class Supervisor:
         # previous boot, whose monotonic clock is gone) counted may hold a client or a site back.
         shutil.rmtree(Path(self.settings.cache_dir) / "protection", ignore_errors=True)
         public = bind_listener(*self.settings.listen_address)
-        admin = bind_listener(*self.settings.admin_address)
+        admin = bind_listener(*self.settings.admin_address, setting="admin_listen")
         self.node_name = self.settings.node_name(public.getsockname()[1])
         os.environ[SUPERVISOR_PID_ENV] = str(os.getpid())
         set_reloader(self.reloader)

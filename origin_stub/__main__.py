@@ -23,7 +23,7 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     add_version_flag(parser, "python -m origin_stub")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=8081, help="port, 0 for any free one (default 8081)")
+    parser.add_argument("--port", type=int, default=8000, help="port, 0 for any free one (default 8000)")
     parser.add_argument("--name", default="", help="sent as X-Stub-Name on every response (several instances)")
     return parser.parse_args(argv)
 

@@ -31,6 +31,8 @@ from edge.router.app import RouterParts, create_router, create_router_admin_app,
 from edge.router.config import RouterSettings, load_router_settings
 from edge.router.geo import GeoDatabaseError
 from edge.router.redirect import RedirectService, serve_redirects
+from edge.supervisor import ListenError as SupervisorListenError
+from edge.supervisor import bind_listener
 from edge.tls import server_ssl_context
 from edge.version import add_version_flag
 
@@ -137,14 +139,20 @@ def _url(address: Any, scheme: str = "http") -> str:
 
 
 async def _start_site(
-    runner: web.AppRunner, address: tuple[str, int], ssl_context: ssl.SSLContext | None = None
+    runner: web.AppRunner, address: tuple[str, int], ssl_context: ssl.SSLContext | None = None,
+    setting: str = "admin_listen",
 ) -> str:
     host, port = address
     try:
         await web.TCPSite(runner, host, port, backlog=4096, reuse_address=True, ssl_context=ssl_context).start()
     except OSError as exc:
-        raise ListenError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+        raise ListenError(_cannot_listen(host, port, setting, exc)) from exc
     return _url(runner.addresses[-1], "https" if ssl_context else "http")
+
+
+def _cannot_listen(host: str, port: int, setting: str, exc: OSError) -> str:
+    flag = "--" + setting.replace("_", "-")
+    return f"cannot listen on {host}:{port} ({setting} = \"{host}:{port}\", or {flag}): {exc.strerror or exc}"
 
 
 def _ssl_context(settings: RouterSettings) -> ssl.SSLContext | None:
@@ -185,7 +193,7 @@ async def serve(settings: RouterSettings, parts: RouterParts) -> None:
         try:
             listener, service = await serve_redirects(router, host, port, ssl_context)
         except OSError as exc:
-            raise ListenError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+            raise ListenError(_cannot_listen(host, port, "listen", exc)) from exc
         public_url = _url(listener.server.sockets[0].getsockname(), "https" if ssl_context else "http")
         admin_url = await _start_site(admin_runner, settings.admin_address)
         print(f"router listening on {public_url} (admin {admin_url}), {len(parts.inventory.edges)} edges", flush=True)
@@ -213,6 +221,11 @@ def main(argv: list[str] | None = None) -> None:
     if args.check_config:
         print(f"configuration ok: {len(parts.inventory.edges)} edges, geo database {parts.locator.database_type}")
         parts.locator.close()
+        for setting, (host, port) in (("listen", settings.listen_address), ("admin_listen", settings.admin_address)):
+            try:
+                bind_listener(host, port, setting).close()
+            except SupervisorListenError as exc:  # reported, not fatal: a running router holds its own ports
+                print(f"note: {exc}")
         return
     configure_logging(settings)
     try:

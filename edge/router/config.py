@@ -93,7 +93,7 @@ class RouterSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
-    listen: str = "127.0.0.1:8080"
+    listen: str = "127.0.0.1:8088"  # not the edge's 8080 nor the origin stub's 8000: all three fit one host
     admin_listen: str = "127.0.0.1:8081"
     admin_token: str | None = None
     edges: Path

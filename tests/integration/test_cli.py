@@ -140,3 +140,43 @@ def test_every_program_says_its_version(module: str) -> None:
                          text=True, timeout=60, check=False)  # fmt: skip
     assert out.returncode == 0
     assert f"python -m {module} (edgecache) " in out.stdout
+
+
+def test_a_port_in_use_names_its_setting(tmp_path: Path) -> None:
+    import socket
+
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen(1)
+    port = taken.getsockname()[1]
+    try:
+        edge = subprocess.run(
+            [sys.executable, "-m", "edge", "--origin", "http://127.0.0.1:9", "--listen", "127.0.0.1:0",
+             "--admin-listen", f"127.0.0.1:{port}", "--cache-dir", str(tmp_path / "c"), "--workers", "1"],
+            cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert edge.returncode == 1
+        assert f'admin_listen = "127.0.0.1:{port}", or --admin-listen' in edge.stderr
+        check = subprocess.run(
+            [sys.executable, "-m", "edge", "--origin", "http://127.0.0.1:9", "--listen", f"127.0.0.1:{port}",
+             "--check-config"],
+            cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert check.returncode == 0
+        assert "configuration ok" in check.stdout
+        assert f'note: cannot listen on 127.0.0.1:{port} (listen = "127.0.0.1:{port}", or --listen)' in check.stdout
+    finally:
+        taken.close()
+
+
+def test_default_ports_do_not_collide() -> None:
+    from edge.config import EdgeSettings
+    from edge.router.config import RouterSettings
+
+    edge = EdgeSettings.model_validate({"origin": "http://127.0.0.1:9"})
+    router = RouterSettings.model_validate({"edges": "inventory.toml"})
+    from origin_stub.__main__ import _parse_args as stub_args
+
+    stub = stub_args([]).port
+    ports = [edge.listen_address[1], edge.admin_address[1], router.listen_address[1], router.admin_address[1], stub]
+    assert len(set(ports)) == len(ports), ports

@@ -7,15 +7,22 @@ STAMP := $(VENV)/.installed-stamp
 
 .PHONY: demo test lint bench install geodb clean screenshots
 
-$(STAMP): pyproject.toml
+RUNTIME_STAMP := $(VENV)/.runtime-stamp
+
+# The demo needs only what the programs run with; tests, lint and benchmarks add the dev tools.
+$(RUNTIME_STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(PY) -m pip install --quiet --disable-pip-version-check -e .
+	@touch $(RUNTIME_STAMP)
+
+$(STAMP): pyproject.toml $(RUNTIME_STAMP)
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 	@touch $(STAMP)
 
 install: $(STAMP)
 
-demo: $(STAMP)
+demo: $(RUNTIME_STAMP)
 	$(PY) -m demo
 
 # Real components some tests need (Debian packages): installed when missing and running as root.

@@ -232,7 +232,16 @@ edgecache demo is up: a CDN with four edges in three regions on {host}.
   curl -s '{origin_a}/_stub/counters?path=/obj/shared'; curl -s '{origin_b}/_stub/counters?path=/obj/shared'
   # counts add up to 1: the region asked the origins once
 
-7. In a browser: open {router}/ — the router redirects to an edge, which serves and caches the demo page.
+7. In a browser: open {router}/ — the router redirects to an edge, which serves and caches the demo page
+   (it shows which edge served it and whether that was a hit). Each edge's access log (JSON lines) is in
+   {args.workdir}/logs/<edge>-access.log:   tail -f {args.workdir}/logs/us-east-access.log
+
+8. Failover and purge catch-up: stop an edge, purge while it is down, watch it come back
+  kill $(cat {args.workdir}/pids/edge-us-east.pid)          # the router notices in about a second
+  curl -si -H 'X-Forwarded-For: 198.51.100.7' {router}/obj/hello   # → 302 to another region's edge
+  curl -s -X POST {router_admin}/purge -H 'Content-Type: application/json' -d '{{"all": true}}'
+  # the demo restarts us-east after {EDGE_RESTART_S:.0f} s; it replays that purge before it reports ready:
+  curl -s {router_admin}/purges                          # us-east: pending, then applied
 
 Ctrl-C stops everything.
 """
@@ -297,10 +306,26 @@ def components_for(args: argparse.Namespace, inventory: Path) -> list[Component]
                     name,
                 ],
                 f"http://{host}:{args.admin_port + index}/healthz",
-                env={"EDGE_CONTROL_PLANE": router_admin, "EDGE_ACCESS_LOG": "off"},
+                env={"EDGE_CONTROL_PLANE": router_admin,
+                     "EDGE_ACCESS_LOG_FILE": str((workdir / "logs" / f"{name}-access.log").resolve())},
             )
         )
     return components
+
+
+EDGE_RESTART_S = 15.0
+
+
+def pid_file(workdir: Path, component: Component) -> Path:
+    return workdir / "pids" / (component.name.replace(" ", "-") + ".pid")
+
+
+def start(component: Component, workdir: Path) -> None:
+    """Start one component in its own session; its pid goes to ``<workdir>/pids/`` (to stop it by hand)."""
+    component.process = subprocess.Popen(component.argv, start_new_session=True, env={**os.environ, **component.env})
+    path = pid_file(workdir, component)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"{component.process.pid}\n")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -316,6 +341,7 @@ def main(argv: list[str] | None = None) -> None:
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
     workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "logs").mkdir(exist_ok=True)
     inventory = workdir / "inventory.toml"
     write_inventory(inventory, args.host, args.edge_port, args.admin_port)
     token = secrets.token_hex(16)  # this run's peer secret
@@ -330,9 +356,7 @@ def main(argv: list[str] | None = None) -> None:
         for component in components:
             if stopping:
                 raise Interrupted
-            component.process = subprocess.Popen(
-                component.argv, start_new_session=True, env={**os.environ, **component.env}
-            )
+            start(component, workdir)
         deadline = time.monotonic() + START_TIMEOUT_S
         wait_until_ready(components, deadline, lambda: stopping, "up")
         # Edges turn ready once they caught up with the router's purge log; then the router's
@@ -346,12 +370,25 @@ def main(argv: list[str] | None = None) -> None:
         wait_until_ready(ready, deadline, lambda: stopping)
         wait_all_healthy(f"http://{args.host}:{args.router_admin_port}/health", deadline, lambda: stopping)
         print(guide(args), flush=True)
+        restarts: dict[str, float] = {}
         while not stopping and not args.exit_when_ready:
             for component in components:
                 assert component.process is not None
-                if component.process.poll() is not None:
+                if component.process.poll() is None:
+                    continue
+                if not component.name.startswith("edge "):
                     print(f"{component.name} exited unexpectedly; stopping the demo", file=sys.stderr)
                     stopping = True
+                elif component.name not in restarts:
+                    # An edge may be stopped to watch failover: the router routes around it, and the
+                    # demo brings it back, when it catches up on the purges it missed before serving.
+                    restarts[component.name] = time.monotonic() + EDGE_RESTART_S
+                    print(f"{component.name} stopped: the router sends its clients elsewhere; "
+                          f"restarting it in {EDGE_RESTART_S:.0f} s", flush=True)  # fmt: skip
+                elif time.monotonic() >= restarts[component.name]:
+                    del restarts[component.name]
+                    start(component, workdir)
+                    print(f"{component.name} restarted; it replays missed purges before it turns ready", flush=True)
             time.sleep(0.2)
     except Interrupted:
         print("interrupted while starting", file=sys.stderr)

@@ -55,14 +55,28 @@ _HTML = """<!doctype html>
     <p>This page comes from the origin stub. Fetch it through an edge and watch the
        <code>Cache-Status</code> and <code>Age</code> response headers.</p>
     <img src="/static/photo.svg" alt="a landscape" width="320" height="180">
+    <p id="served">Served by …</p>
     <ul>
       <li><a href="/obj/demo/small?size=2048&amp;max_age=60">a 2 KiB object, cacheable 60 s</a></li>
       <li><a href="/obj/demo/big?size=10485760&amp;max_age=300">a 10 MiB object, cacheable 5 min</a></li>
       <li><a href="/obj/demo/private?cache_control=private">a private object</a></li>
     </ul>
   </main>
+  <script src="/static/served.js"></script>
 </body>
 </html>
+"""
+
+_SERVED_JS = """// Which edge served this page, and was it a hit?  Asked again with HEAD: the same object, its headers.
+fetch(location.href, {method: "HEAD"}).then((response) => {
+  const via = response.headers.get("Via") || "";
+  const cache = response.headers.get("X-Cache") || "";
+  const status = response.headers.get("Cache-Status") || "";
+  const edge = via ? via.split(",").pop().trim().split(" ").pop() : "";
+  document.getElementById("served").textContent = edge
+    ? `Served by edge ${edge}: ${cache || "?"} (Cache-Status: ${status})`
+    : "Served by the origin directly (no edge in between).";
+}).catch(() => { document.getElementById("served").textContent = ""; });
 """
 
 _CSS = """body { font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 44rem; color: #1b2330; }
@@ -97,4 +111,5 @@ ASSETS: dict[str, DemoAsset] = {
     "style.css": DemoAsset(_CSS.encode(), "text/css; charset=utf-8", _STATIC_CACHE_CONTROL),
     "logo.svg": DemoAsset(_LOGO.encode(), "image/svg+xml", _STATIC_CACHE_CONTROL),
     "photo.svg": DemoAsset(_PHOTO.encode(), "image/svg+xml", _STATIC_CACHE_CONTROL),
+    "served.js": DemoAsset(_SERVED_JS.encode(), "text/javascript; charset=utf-8", _STATIC_CACHE_CONTROL),
 }

@@ -132,6 +132,18 @@ def test_demo_end_to_end_and_clean_stop(tmp_path: Path) -> None:
         assert named == {"origin-b"}  # every request answered, by the origin still up
         descendants = descendants_of(process.pid)
         assert len(descendants) >= 11  # 2 origins, router, 4 supervisors, 4 workers
+        # Stopping one edge does not end the demo: the launcher says so and brings it back later.
+        workdir = tmp_path / "demo"
+        access_log = workdir / "logs" / "us-east-access.log"  # written in batches: wait for the last one
+        until_sync(lambda: '"status":' in access_log.read_text(), timeout=10, what="us-east's access log lines")
+        stopped = int((workdir / "pids" / "edge-ap-southeast.pid").read_text())
+        os.kill(stopped, signal.SIGTERM)
+        deadline = time.monotonic() + 30
+        while "edge ap-southeast stopped" not in "".join(lines) and time.monotonic() < deadline:
+            lines.append(process.stdout.readline())
+        assert "edge ap-southeast stopped" in "".join(lines)
+        assert process.poll() is None  # the demo goes on
+        descendants |= descendants_of(process.pid)
     finally:
         os.kill(process.pid, signal.SIGINT)  # what Ctrl-C sends
         process.wait(60)

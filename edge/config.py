@@ -486,6 +486,7 @@ class EdgeSettings(StrictModel):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     access_log: Literal["json", "combined", "off"] = "json"
     access_log_file: Path | None = None  # default: stdout; SIGUSR1 reopens the file
+    log_file: Path | None = None  # the edge's own messages; default stderr; SIGUSR1 reopens the file
     event_loop: Literal["asyncio", "uvloop"] = "uvloop"
     # Disk hits with the kernel's sendfile instead of read+write (as nginx's directive); off by default
     # because copying measured faster over loopback here (edge.server.exchange.Exchange.sendfile).

@@ -25,6 +25,7 @@ from collections.abc import Callable
 from multiprocessing.context import ForkProcess
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 from edge import signals
 from edge.config import ConfigError, EdgeSettings
@@ -78,7 +79,7 @@ def worker_main(settings: EdgeSettings, node_name: str, public: socket.socket, a
     supervisor_pid = os.environ.get(SUPERVISOR_PID_ENV)
     if supervisor_pid:
         signals.die_with_parent(int(supervisor_pid))
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_file)
     # uvloop by default: the front end's zero-copy sendfile works on either loop (edge.server.exchange).
     if settings.event_loop == "asyncio":
         asyncio.run(serve_worker(settings, node_name, public, admin))
@@ -91,12 +92,16 @@ def worker_main(settings: EdgeSettings, node_name: str, public: socket.socket, a
         uvloop.run(serve_worker(settings, node_name, public, admin))
 
 
-def configure_logging(level: str) -> None:
+def configure_logging(level: str, log_file: Path | None = None) -> None:
+    """The edge's own messages: stderr, or ``log_file`` (appended; SIGUSR1 reopens it, for logrotate)."""
+    target: dict[str, Any] = (
+        {"filename": str(log_file), "filemode": "a"} if log_file is not None else {"stream": sys.stderr}
+    )
     logging.basicConfig(
         level=level.upper(),
         format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s",
-        stream=sys.stderr,
         force=True,
+        **target,
     )
 
 
@@ -152,7 +157,7 @@ class Supervisor:
         log.info("worker %d started (pid %s)", index, process.pid)
 
     def run(self) -> int:
-        configure_logging(self.settings.log_level)
+        configure_logging(self.settings.log_level, self.settings.log_file)
         # Protection's shared counters start empty with the edge: nothing a previous run (or a
         # previous boot, whose monotonic clock is gone) counted may hold a client or a site back.
         shutil.rmtree(Path(self.settings.cache_dir) / "protection", ignore_errors=True)
@@ -216,7 +221,7 @@ class Supervisor:
             new = new.model_copy(update=fixed)
         self.settings = new
         self.node_name = new.node_name(public.getsockname()[1])
-        configure_logging(new.log_level)
+        configure_logging(new.log_level, new.log_file)
         old = dict(self.workers)
         self.workers = {}
         for index in range(new.workers):

@@ -123,12 +123,17 @@ OVERRIDES = (
 
 
 def configure_logging(settings: RouterSettings) -> None:
-    """The application log on stderr; access lines are written by the redirect listener itself."""
+    """The application log on stderr or ``log_file`` (SIGUSR1 reopens it); access lines are written
+    by the redirect listener itself."""
+    log_file = settings.log_file
+    target: dict[str, Any] = (
+        {"filename": str(log_file), "filemode": "a"} if log_file is not None else {"stream": sys.stderr}
+    )
     logging.basicConfig(
         level=settings.log_level.upper(),
         format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s",
-        stream=sys.stderr,
         force=True,
+        **target,
     )
 
 

@@ -121,6 +121,7 @@ class RouterSettings(BaseModel):
     purge_log: str | None = None
     purge_log_retention: Annotated[float, Field(gt=0)] | None = None  # seconds ("7d", "12h" too)
     access_log_file: Path | None = None  # default: stderr; SIGUSR1 reopens the file
+    log_file: Path | None = None  # the router's own messages; default stderr; SIGUSR1 reopens the file
     limits: LimitSettings = LimitSettings()  # what one client may send to the redirect listener
     protection: RouterProtectionSettings = RouterProtectionSettings()  # rate and connection limits
     dashboard_interval: Annotated[float, Field(gt=0, le=60)] = 5.0  # seconds between the dashboard's samples

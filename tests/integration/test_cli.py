@@ -180,3 +180,22 @@ def test_default_ports_do_not_collide() -> None:
     stub = stub_args([]).port
     ports = [edge.listen_address[1], edge.admin_address[1], router.listen_address[1], router.admin_address[1], stub]
     assert len(set(ports)) == len(ports), ports
+
+
+def test_log_file_and_sigusr1_reopening_it(tmp_path: Path, edge_processes: list[EdgeProcess]) -> None:
+    log_file = tmp_path / "edge.log"
+    edge = launch_edge(
+        ["--origin", "http://127.0.0.1:9", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0",
+         "--cache-dir", str(tmp_path / "c"), "--workers", "1", "--log-level", "info"],
+        env={"EDGE_LOG_FILE": str(log_file)},
+    )  # fmt: skip
+    edge_processes.append(edge)
+    until_sync(lambda: log_file.exists() and "worker 0 started" in log_file.read_text(), timeout=20,
+               what="the supervisor's messages in log_file")  # fmt: skip
+    rotated = tmp_path / "edge.log.1"
+    log_file.rename(rotated)  # what logrotate does, then its postrotate sends USR1
+    os.kill(edge.process.pid, signal.SIGUSR1)
+    os.kill(edge.process.pid, signal.SIGHUP)  # something to log after the reopen
+    until_sync(lambda: log_file.exists() and "reload" in log_file.read_text(), timeout=20,
+               what="messages after SIGUSR1 in a new log_file")  # fmt: skip
+    assert edge.process.poll() is None  # USR1 stopped nothing

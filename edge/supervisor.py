@@ -21,13 +21,15 @@ import signal
 import socket
 import sys
 import time
+import urllib.request
 from collections.abc import Callable
 from multiprocessing.context import ForkProcess
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from edge import signals
+from edge import sdnotify, signals
+from edge.accesslog import reopen_log_files
 from edge.config import ConfigError, EdgeSettings
 from edge.worker import SUPERVISOR_PID_ENV, serve_worker, set_reloader
 
@@ -90,6 +92,14 @@ def worker_main(settings: EdgeSettings, node_name: str, public: socket.socket, a
         asyncio.run(serve_worker(settings, node_name, public, admin))
     else:
         uvloop.run(serve_worker(settings, node_name, public, admin))
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=0.5) as response:
+            return bool(response.status == 200)
+    except (OSError, ValueError):
+        return False
 
 
 def configure_logging(level: str, log_file: Path | None = None) -> None:
@@ -179,14 +189,26 @@ class Supervisor:
             f"{self._origins()}, {self.settings.workers} worker(s), supervisor pid {os.getpid()}",
             flush=True,
         )
+        ready_url = f"{url_of(admin)}/readyz"
+        notified_ready = False
+        watchdog = sdnotify.watchdog_interval()
+        next_watchdog = time.monotonic()
         while not self.stopping:
             sentinels = [process.sentinel for process in self.workers.values()]
             multiprocessing.connection.wait(sentinels, timeout=0.5)
+            if not notified_ready and _answers(ready_url):  # Type=notify: ready after the purge catch-up
+                notified_ready = True
+                sdnotify.notify(f"READY=1\nSTATUS=serving with {len(self.workers)} worker(s)")
+            if watchdog is not None and time.monotonic() >= next_watchdog:
+                if all(process.is_alive() for process in self.workers.values()):
+                    sdnotify.notify("WATCHDOG=1")
+                next_watchdog = time.monotonic() + watchdog
             if self.reload_requested:
                 self.reload_requested = False
                 self._reload(public, admin)
             if self.reopen_requested:
                 self.reopen_requested = False
+                reopen_log_files()  # the supervisor's own log_file
                 self._signal_workers(signal.SIGUSR1)  # each worker reopens its own log files
                 log.info("USR1: log files reopened")
             if self.ignored_signal is not None:
@@ -254,6 +276,7 @@ class Supervisor:
 
     def _stop_workers(self, processes: list[ForkProcess]) -> None:
         """SIGTERM every worker, give them ``drain_timeout`` to finish in-flight requests, then kill."""
+        sdnotify.notify("STOPPING=1")
         for process in processes:
             if process.is_alive() and process.pid is not None:
                 os.kill(process.pid, signal.SIGTERM)

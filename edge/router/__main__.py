@@ -24,7 +24,7 @@ from typing import Any
 
 from aiohttp import web
 
-from edge import signals
+from edge import sdnotify, signals
 from edge.accesslog import reopen_log_files
 from edge.config import ConfigError
 from edge.router.app import RouterParts, create_router, create_router_admin_app, open_router_parts
@@ -155,6 +155,13 @@ async def _start_site(
     return _url(runner.addresses[-1], "https" if ssl_context else "http")
 
 
+async def _watchdog(interval: float) -> None:
+    """systemd's watchdog: a loop that still runs is a router that still answers."""
+    while True:
+        sdnotify.notify("WATCHDOG=1")
+        await asyncio.sleep(interval)
+
+
 def _cannot_listen(host: str, port: int, setting: str, exc: OSError) -> str:
     flag = "--" + setting.replace("_", "-")
     return f"cannot listen on {host}:{port} ({setting} = \"{host}:{port}\", or {flag}): {exc.strerror or exc}"
@@ -204,7 +211,14 @@ async def serve(settings: RouterSettings, parts: RouterParts) -> None:
         print(f"router listening on {public_url} (admin {admin_url}), {len(parts.inventory.edges)} edges", flush=True)
         healthy = sum(1 for ok in parts.health.healthy_map().values() if ok)
         log.info("%d of %d edges healthy after the first check", healthy, len(parts.inventory.edges))
+        sdnotify.notify(f"READY=1\nSTATUS=routing to {healthy} of {len(parts.inventory.edges)} edges")
+        interval = sdnotify.watchdog_interval()
+        if interval is not None:
+            watchdog = asyncio.ensure_future(_watchdog(interval))
         await stop.wait()
+        sdnotify.notify("STOPPING=1")
+        if interval is not None:
+            watchdog.cancel()
     finally:
         if listener is not None:
             await listener.close(2.0)

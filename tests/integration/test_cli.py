@@ -199,3 +199,29 @@ def test_log_file_and_sigusr1_reopening_it(tmp_path: Path, edge_processes: list[
     until_sync(lambda: log_file.exists() and "reload" in log_file.read_text(), timeout=20,
                what="messages after SIGUSR1 in a new log_file")  # fmt: skip
     assert edge.process.poll() is None  # USR1 stopped nothing
+
+
+def test_systemd_notify_ready_after_catch_up_and_watchdog(tmp_path: Path, edge_processes: list[EdgeProcess]) -> None:
+    import socket
+
+    path = tmp_path / "notify.sock"
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    listener.bind(str(path))
+    listener.settimeout(20)
+    try:
+        edge = launch_edge(
+            ["--origin", "http://127.0.0.1:9", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0",
+             "--cache-dir", str(tmp_path / "c"), "--workers", "1"],
+            env={"NOTIFY_SOCKET": str(path), "WATCHDOG_USEC": "1000000"},
+        )  # fmt: skip
+        edge_processes.append(edge)
+        seen: list[str] = []
+        while not any("READY=1" in item for item in seen) or "WATCHDOG=1" not in seen:
+            seen.append(listener.recv(4096).decode())
+        with urllib.request.urlopen(f"{edge.admin_url}/readyz", timeout=5) as resp:
+            assert resp.status == 200  # READY came once the edge was ready
+        edge.stop()
+        while "STOPPING=1" not in seen:
+            seen.append(listener.recv(4096).decode())
+    finally:
+        listener.close()

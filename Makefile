@@ -26,7 +26,7 @@ demo: $(RUNTIME_STAMP)
 	$(PY) -m demo
 
 # Real components some tests need (Debian packages): installed when missing and running as root.
-SYSTEM_PACKAGES := redis-server=redis-server chromium=chromium chromedriver=chromium-driver
+SYSTEM_PACKAGES := redis-server=redis-server chromium=chromium chromedriver=chromium-driver promtool=prometheus
 
 test: $(STAMP)
 	@sh tools/ensure-packages.sh $(SYSTEM_PACKAGES)

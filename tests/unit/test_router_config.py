@@ -21,7 +21,7 @@ def write(tmp_path: Path, text: str) -> Path:
 
 def test_defaults() -> None:
     settings = load_router_settings(None, {"edges": "inventory.toml"}, environ={})
-    assert settings.listen_address == ("127.0.0.1", 8080)
+    assert settings.listen_address == ("127.0.0.1", 8088)  # not the edge's 8080
     assert settings.admin_address == ("127.0.0.1", 8081)
     assert settings.admin_token is None
     assert settings.edges == Path("inventory.toml")

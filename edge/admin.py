@@ -239,6 +239,7 @@ async def inspect(request: web.Request) -> web.Response:
                     "content_encoding": get_first(meta.headers, "content-encoding"),
                     "last_modified": get_first(meta.headers, "last-modified"),
                     "stored_at": meta.stored_at,
+                    "stored_at_iso": iso(meta.stored_at),
                     "headers": [[name, value] for name, value in meta.headers],
                     "invalidated": meta.invalidated or verdict == "soft",
                     "purged": verdict == "hard",
@@ -292,7 +293,8 @@ async def origins(request: web.Request) -> web.Response:
         site = sites.setdefault(row["site"], {"name": row["site"], "origins": []})
         site["origins"].append({
             "url": row["origin"], "state": row["state"], "backup": row["backup"], "weight": row["weight"],
-            "since": row["since"], "last_error": row["last_error"], "in_flight": row["in_flight"],
+            "since": row["since"], "since_iso": iso(row["since"]), "last_error": row["last_error"],
+            "in_flight": row["in_flight"],
             "requests": row["requests"], "failures": row["failures"], "workers": row["workers"],
         })  # fmt: skip
     return web.json_response({"edge": runtime.node_name, "sites": list(sites.values())})

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from edge.cache.context import CacheContext
 from edge.config import EdgeSettings
+from edge.overview import iso
 from edge.server.protocol import Connections
 
 
@@ -52,4 +53,4 @@ class ControlPlaneLink:
 
     def to_json(self) -> dict[str, object]:
         return {"state": self.state, "last_error": self.last_error, "since": self.since,
-                "applied_seq": self.applied_seq}  # fmt: skip
+                "since_iso": iso(self.since), "applied_seq": self.applied_seq}  # fmt: skip

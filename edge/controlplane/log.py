@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any, Literal, cast
 
 from edge.controlplane.models import PurgeKind, PurgeRequest
+from edge.overview import iso
 
 __all__ = [
     "DB_NAME",
@@ -127,6 +128,7 @@ class ClusterPurge:
             "site": self.site,
             "soft": self.soft,
             "created_at": self.created_at,
+            "created_at_iso": iso(self.created_at),
             "body": self.edge_body(),
         }
 
@@ -165,6 +167,7 @@ class EdgeStatus:
             "affected": self.affected,
             "error": self.error,
             "at": self.at,
+            "at_iso": iso(self.at),
             "ms": self.ms,
             "via": self.via,
         }

@@ -46,6 +46,7 @@ from typing import Any, Literal
 import aiohttp
 
 from edge.inventory import EdgeEntry
+from edge.overview import iso
 
 __all__ = ["READY_PATH", "EdgeHealth", "HealthChange", "HealthChecker", "HealthState", "State"]
 
@@ -122,7 +123,9 @@ class EdgeHealth:
             # an error is news only while the edge is not up; an old one would read as current
             "last_error": self.last_error if self.state != "up" else None,
             "last_change": self.last_change,
+            "last_change_iso": iso(self.last_change),
             "last_check": self.last_check,
+            "last_check_iso": iso(self.last_check),
             "last_latency_ms": self.last_latency_ms,
             "consecutive_ok": self.consecutive_ok,
             "consecutive_fail": self.consecutive_fail,

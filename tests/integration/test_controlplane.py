@@ -375,7 +375,7 @@ async def test_an_edge_that_replayed_the_log_itself_is_confirmed_through_readyz(
     assert b.replayed == [1, 2]
     done = await until_complete(client, second["id"])
     assert done["edges"]["edge-b"] == {
-        "status": "applied", "affected": None, "error": None, "at": None, "ms": None, "via": "cluster_seq",
+        "status": "applied", "affected": None, "error": None, "at": None, "at_iso": None, "ms": None, "via": "cluster_seq",
     }  # fmt: skip
     assert b.received == []  # nothing pushed twice
 

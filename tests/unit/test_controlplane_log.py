@@ -201,7 +201,7 @@ def test_statuses_applied_failed_rejected_pending(tmp_path: Path) -> None:
         )
         statuses = log.statuses(record.seq, ["ok", "down", "late", "refuses", "confirmed", "unknown"])
         assert statuses["ok"].to_json() == {
-            "status": "applied", "affected": 2, "error": None, "at": 5.0, "ms": 1.25, "via": "push",
+            "status": "applied", "affected": 2, "error": None, "at": 5.0, "at_iso": "1970-01-01T00:00:05Z", "ms": 1.25, "via": "push",
         }  # fmt: skip
         assert (statuses["down"].status, statuses["down"].error) == ("failed", "connection refused")
         assert statuses["late"].status == "pending"

@@ -233,6 +233,13 @@ def summarize(snapshots: list[dict[str, Any]]) -> dict[str, Any]:
         "tiers": tiers,
         "evictions": sum(values.get("evictions", 0) for values in tiers.values()),
         "corrupt_discarded": sum(values.get("corrupt_discarded", 0) for values in tiers.values()),
+        # client-side latency histogram (edgecache_request_seconds), bucket counts for these bounds
+        "request_latency_bounds": list(REQUEST_LATENCY_BUCKETS),
+        "request_latency_buckets": [
+            sum(int(item.get("request_latency_buckets", [0] * (len(REQUEST_LATENCY_BUCKETS) + 1))[index])
+                for item in snapshots if len(item.get("request_latency_buckets", [])) > index)
+            for index in range(len(REQUEST_LATENCY_BUCKETS) + 1)
+        ],
     }
 
 

@@ -59,7 +59,10 @@ def rates(before: tuple[float, dict[str, Any]], after: tuple[float, dict[str, An
         name: max(0, count - classes_before.get(name, 0)) / seconds
         for name, count in classes_after.items() if name in ("4xx", "5xx")
     }  # fmt: skip
+    latency = _latency(a, b)
     return {
+        "p50_ms": latency[0],
+        "p99_ms": latency[1],
         "requests_per_s": round(requests / seconds, 2),
         "hit_ratio": round(hits / requests, 4) if requests else None,
         "byte_hit_ratio": round(cached / (cached + fetched), 4) if cached + fetched else None,
@@ -69,15 +72,45 @@ def rates(before: tuple[float, dict[str, Any]], after: tuple[float, dict[str, An
     }
 
 
+def _latency(a: dict[str, Any], b: dict[str, Any]) -> tuple[float | None, float | None]:
+    """p50 and p99 (ms) of the requests between two samples, from the histogram's bucket counts
+    (each percentile is its bucket's upper bound, as Prometheus's histogram_quantile would say)."""
+    bounds = b.get("request_latency_bounds") or []
+    after, before = b.get("request_latency_buckets") or [], a.get("request_latency_buckets") or []
+    if not bounds or len(after) != len(bounds) + 1:
+        return None, None
+    counts = [max(0, now - (before[i] if i < len(before) else 0)) for i, now in enumerate(after)]
+    if any(now < then for now, then in zip(after, before, strict=False)):
+        counts = list(after)  # the edge restarted: its counts began again
+    total = sum(counts)
+    if not total:
+        return None, None
+
+    def quantile(q: float) -> float | None:
+        running = 0
+        for index, count in enumerate(counts):
+            running += count
+            if running >= q * total:
+                return round(bounds[index] * 1000, 3) if index < len(bounds) else None
+        return None
+
+    return quantile(0.5), quantile(0.99)
+
+
 def _sum(items: Iterable[dict[str, Any]]) -> dict[str, Any]:
     total: dict[str, Any] = {name: 0 for name in COUNTERS}
     classes: dict[str, int] = {}
-    for stats in items:
+    items_list = list(items)
+    for stats in items_list:
         for name in COUNTERS:
             total[name] += int(stats.get(name) or 0)
         for name, count in _classes(stats).items():
             classes[name] = classes.get(name, 0) + count
     total["by_code_class"] = classes
+    lists = [stats.get("request_latency_buckets") or [] for stats in items_list]
+    if lists and all(len(item) == len(lists[0]) for item in lists):
+        total["request_latency_buckets"] = [sum(values) for values in zip(*lists, strict=True)]
+        total["request_latency_bounds"] = items_list[0].get("request_latency_bounds")
     return total
 
 

@@ -130,6 +130,8 @@ def test_the_dashboard_shows_edges_traffic_and_purges(browser: Any, cdn: dict[st
 
     until_sync(lambda: hit_ratio() > 50, timeout=30, what="a hit ratio above 50 % after the traffic")
     assert text('#edges tr[data-edge="eu-west"] td.hit-ratio') != "\u2013"
+    assert text("#latency").endswith(" ms")
+    assert text("#latency").split(" / ")[0] != "\u2013"  # a p50 from the client-side histogram
     shot(browser, "dashboard")
     body = json.dumps({"urls": ["http://www.example.com/obj/dash?size=2048&max_age=600"]}).encode()
     request = urllib.request.Request(cdn["admin"] + "/purge", data=body, headers={"Content-Type": "application/json"})

@@ -59,6 +59,7 @@ function render(data) {
   document.getElementById("bandwidth").textContent = bits(now.bandwidth_bps);
   const errors = now.errors_per_s || {};
   document.getElementById("errors").textContent = number(errors["4xx"] || 0, 2) + " / " + number(errors["5xx"] || 0, 2);
+  document.getElementById("latency").textContent = number(now.p50_ms, 2) + " / " + number(now.p99_ms, 2) + " ms";
   spark(document.getElementById("chart-rps"), data.total.series, (point) => point.requests_per_s);
   spark(document.getElementById("chart-hits"), data.total.series, (point) => point.hit_ratio);
   spark(document.getElementById("chart-bw"), data.total.series, (point) => point.bandwidth_bps);
@@ -76,6 +77,7 @@ function render(data) {
         el("td", {}, edge.region), el("td", {}, edge.name), el("td", { class: "state " + edge.state }, edge.state),
         el("td", {}, local(edge.last_change_iso)), el("td", { class: "lag" }, edge.purge_lag ?? "–"),
         el("td", { class: "rps" }, number(current.requests_per_s)), el("td", { class: "hit-ratio" }, percent(current.hit_ratio)),
+        el("td", { class: "latency" }, number(current.p50_ms, 2) + " / " + number(current.p99_ms, 2) + " ms"),
         el("td", {}, number((current.errors_per_s || {})["5xx"] || 0, 2)), el("td", {}, edge.last_error || ""));
     }));
 

@@ -23,7 +23,7 @@ from typing import Any
 
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from edge import dashboard
@@ -330,6 +330,7 @@ async def metrics(request: web.Request) -> web.Response:
     snapshots = await asyncio.to_thread(collect_worker_stats, request.app[SETTINGS_KEY], runtime)
     registry = CollectorRegistry(auto_describe=False)
     registry.register(StatsCollector(snapshots, runtime.node_name, request.app[SETTINGS_KEY]))
+    ProcessCollector(registry=registry)  # process_* of the worker that answers (CPU, memory, fds)
     return web.Response(body=generate_latest(registry), headers={"Content-Type": "text/plain; version=0.0.4"})
 
 

@@ -14,6 +14,7 @@ import bisect
 import contextlib
 import json
 import os
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,6 +60,14 @@ class CacheCounters:
     compressed: dict[str, int] = field(default_factory=dict)  # responses the edge encoded, by coding
     request_latency_buckets: list[int] = field(default_factory=lambda: [0] * (len(REQUEST_LATENCY_BUCKETS) + 1))
     request_latency_sum: float = 0.0
+
+    errors: dict[str, int] = field(default_factory=dict)  # "status reason": answers the edge generated
+
+    def count_error(self, status: int, exc: Exception) -> None:
+        """An error answer the edge made itself (502 unreachable, 504 timeout, 508 loop…), by cause."""
+        reason = re.sub(r"(?<!^)(?=[A-Z])", "_", type(exc).__name__).lower()
+        key = f"{status} {reason}"
+        self.errors[key] = self.errors.get(key, 0) + 1
 
     def observe_request(self, seconds: float) -> None:
         index = bisect.bisect_left(REQUEST_LATENCY_BUCKETS, seconds)
@@ -118,6 +127,7 @@ def worker_snapshot(runtime: EdgeRuntime) -> dict[str, Any]:
                for name, c in (cache.cluster.counters.items() if cache.cluster is not None else ())},
         control_plane=runtime.control_plane.to_json(),
         protection=_protection_counts(cache),
+        errors=dict(counters.errors),
         request_latency_buckets=list(counters.request_latency_buckets),
         request_latency_sum=counters.request_latency_sum,
         connections_active=len(runtime.connections.open) if runtime.connections is not None else 0,
@@ -345,6 +355,18 @@ class StatsCollector:
 
     def _operations(self) -> Any:
         """What an nginx/Varnish exporter would show: connections, client latency, capacity, build."""
+        errors = CounterMetricFamily(
+            "edgecache_errors", "Error answers the edge made itself, by status and cause (origin_unreachable, "
+            "origin_timeout, loop_detected, origins_down, origin_busy…)", labels=["edge", "status", "reason"],
+        )  # fmt: skip
+        totals: dict[str, int] = {}
+        for item in self.snapshots:
+            for key, count in item.get("errors", {}).items():
+                totals[key] = totals.get(key, 0) + int(count)
+        for key, count in sorted(totals.items()):
+            status, _, reason = key.partition(" ")
+            errors.add_metric([self.edge, status, reason], count)
+        yield errors
         active = GaugeMetricFamily("edgecache_connections_active", "Open client connections", labels=["edge"])
         active.add_metric([self.edge], sum(int(item.get("connections_active", 0)) for item in self.snapshots))
         yield active

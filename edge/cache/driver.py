@@ -126,6 +126,7 @@ class Cache:
                 await self._write_through(ex, received, target)
         except EdgeError as exc:
             faultlog.report(head.peer, head.method, head.target, exc.status, exc.reason)
+            ctx.counters.count_error(exc.status, exc)
             if ex.started:
                 ex.abort()
                 return

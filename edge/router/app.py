@@ -47,7 +47,7 @@ import aiohttp
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler
 from lru import LRU
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, ProcessCollector, generate_latest
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
 
 from edge import dashboard
@@ -152,6 +152,7 @@ class RouterMetrics:
         self.decision_buckets = [0] * (len(DECISION_BUCKETS) + 1)
         self.decision_sum = 0.0
         self.registry.register(_RequestCollector(self))
+        ProcessCollector(registry=self.registry)  # process_* (CPU, memory, open fds) of the router
         self.edge_up = Gauge(
             "edgecache_router_edge_up",
             "1 when the router considers the edge healthy (state up), else 0.",

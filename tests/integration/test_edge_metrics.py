@@ -24,6 +24,11 @@ async def test_connections_client_latency_capacity_and_build_info(
         for _ in range(6):  # a miss, then hits on the fast path
             async with client.get(f"{edge.url}/obj/m?size=64&max_age=600") as resp:
                 await resp.read()
+                node = resp.headers["Cache-Status"].split(";", 1)[0]  # this edge's name
+        async with client.get(f"{edge.url}/obj/m?size=64", headers={"Via": "1.1 looped-edge"}) as resp:
+            await resp.read()  # not a loop: another node's name
+        async with client.get(f"{edge.url}/obj/m?size=64", headers={"Via": f"1.1 {node}"}) as resp:
+            assert resp.status == 508
     text = ""
 
     async def counted() -> bool:
@@ -31,7 +36,9 @@ async def test_connections_client_latency_capacity_and_build_info(
         async with aiohttp.ClientSession() as client, client.get(f"{edge.admin_url}/metrics") as resp:
             text = await resp.text()
         match = re.search(r'^edgecache_request_seconds_count\{edge="[^"]+"\} (\S+)$', text, re.MULTILINE)
-        return match is not None and float(match[1]) >= 6
+        looped = re.search(r'^edgecache_errors_total\{edge="[^"]+",reason="loop_detected",status="508"\} 1\.0$', text,
+                           re.MULTILINE)  # fmt: skip
+        return match is not None and float(match[1]) >= 6 and looped is not None
 
     await until(counted, timeout=20, what="six requests in edgecache_request_seconds")
     assert re.search(r'^edgecache_connections_accepted_total\{edge="[^"]+"\} [1-9]', text, re.MULTILINE)
@@ -41,3 +48,4 @@ async def test_connections_client_latency_capacity_and_build_info(
     assert disk is not None
     assert float(disk[1]) > 0
     assert re.search(r'^edgecache_build_info\{edge="[^"]+",version="[^"]+"\} 1\.0$', text, re.MULTILINE)
+    assert re.search(r"^process_resident_memory_bytes \d", text, re.MULTILINE)

@@ -63,6 +63,7 @@ function render(data) {
   spark(document.getElementById("chart-rps"), data.total.series, (point) => point.requests_per_s);
   spark(document.getElementById("chart-hits"), data.total.series, (point) => point.hit_ratio);
   spark(document.getElementById("chart-bw"), data.total.series, (point) => point.bandwidth_bps);
+  spark(document.getElementById("chart-p99"), data.total.series, (point) => point.p99_ms);
 
   const byRegion = {};
   for (const edge of data.edges) (byRegion[edge.region] = byRegion[edge.region] || []).push(edge);

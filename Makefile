@@ -10,14 +10,15 @@ STAMP := $(VENV)/.installed-stamp
 RUNTIME_STAMP := $(VENV)/.runtime-stamp
 
 # The demo needs only what the programs run with; tests, lint and benchmarks add the dev tools.
+# pip -qq prints errors only: the machine's index notes and setuptools' editable-install notice are noise.
 $(RUNTIME_STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
-	$(PY) -m pip install --quiet --disable-pip-version-check -e .
+	$(PY) -m pip install -qq --disable-pip-version-check --upgrade pip
+	$(PY) -m pip install -qq --disable-pip-version-check -e .
 	@touch $(RUNTIME_STAMP)
 
 $(STAMP): pyproject.toml $(RUNTIME_STAMP)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(PY) -m pip install -qq --disable-pip-version-check -e '.[dev]'
 	@touch $(STAMP)
 
 install: $(STAMP)

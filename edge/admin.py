@@ -217,6 +217,7 @@ async def inspect(request: web.Request) -> web.Response:
                     "tier": tier.name, "variant": meta.variant, "size": meta.size,
                     "content_range": get_first(meta.headers, "content-range"), "fresh": decision.fresh,
                     "ttl": round(decision.ttl, 3), "etag": get_first(meta.headers, "etag"), "stored_at": meta.stored_at,
+                    "stored_at_iso": iso(meta.stored_at),
                 })  # fmt: skip
         for meta in await tier.variants(key):
             verdict = cache.purger.view.verdict(meta.key, meta.tags, meta.stored_at)
@@ -458,6 +459,7 @@ async def overview(request: web.Request) -> web.Response:
     for row in merge_origins(snapshots):
         site = origin_rows.setdefault(row["site"], {"name": row["site"], "origins": []})
         site["origins"].append({"url": row["origin"], "state": row["state"], "since": row["since"],
+                                "since_iso": iso(row["since"]),
                                 "last_error": row["last_error"], "requests": row["requests"],
                                 "failures": row["failures"]})  # fmt: skip
     ready = runtime.ready.is_set()

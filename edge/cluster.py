@@ -38,6 +38,7 @@ from edge.errors import OriginTimeout, OriginUnreachable
 from edge.health import Health, State
 from edge.http import forwarding
 from edge.inventory import EdgeEntry, Inventory, load_inventory
+from edge.overview import iso
 from edge.router.health import HealthChecker
 from edge.router.select import rendezvous_order, shard_key
 from edge.upstream import InterimSink, OriginPool, OriginRequest, OriginResponse, OriginRoute
@@ -195,7 +196,7 @@ class Cluster:
                                       "healthy": self.healthy(entry, now)}  # fmt: skip
             state = health.get(entry.name)
             if state is not None:
-                row.update(state=state.state, last_change=state.last_change)
+                row.update(state=state.state, last_change=state.last_change, last_change_iso=iso(state.last_change))
                 if not state.healthy:  # an old error is not news while the peer answers
                     row["last_error"] = state.last_error
             counters = self.counters.get(entry.name)

@@ -40,6 +40,7 @@ from edge.controlplane.log import DB_NAME, ClusterPurge, ClusterPurgeLog, Delive
 from edge.controlplane.models import ControlPlaneSettings, PurgeRequest
 from edge.controlplane.redisurl import parse_purge_log_url
 from edge.inventory import EdgeEntry, Inventory
+from edge.overview import iso
 
 __all__ = ["ControlPlane", "ControlPlaneCounters", "DeliveryError", "EdgeRejectedError"]
 
@@ -120,7 +121,9 @@ class _EdgeState:
             "failing": self.failing,
             "last_error": self.last_error,
             "last_attempt_at": self.last_attempt_at,
+            "last_attempt_at_iso": iso(self.last_attempt_at),
             "last_success_at": self.last_success_at,
+            "last_success_at_iso": iso(self.last_success_at),
             "reported_seq": self.reported_seq,
         }
 
@@ -245,6 +248,7 @@ class ControlPlane:
             "kind": record.kind,
             "soft": record.soft,
             "created_at": record.created_at,
+            "created_at_iso": iso(record.created_at),
             "duplicate": not created,
             "edges": edges,
             "applied": applied,

@@ -25,6 +25,7 @@ from edge.controlplane.models import ControlPlaneSettings, PurgeRequest
 from edge.controlplane.purgelog import PurgeLog, PurgeLogUnavailable
 from edge.controlplane.service import ControlPlaneCounters
 from edge.inventory import EdgeEntry, Inventory
+from edge.overview import iso
 
 __all__ = ["SharedControlPlane"]
 
@@ -137,7 +138,8 @@ class SharedControlPlane:
         applied = sum(1 for result in edges.values() if result["status"] == "applied")
         return {
             "id": record.id, "seq": record.seq, "kind": record.kind, "soft": record.soft,
-            "created_at": record.created_at, "duplicate": not created, "edges": edges,
+            "created_at": record.created_at, "created_at_iso": iso(record.created_at),
+            "duplicate": not created, "edges": edges,
             "applied": applied, "failed": len(edges) - applied,
         }  # fmt: skip
 

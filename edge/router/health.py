@@ -150,6 +150,7 @@ class HealthChange:
     def to_dict(self) -> dict[str, Any]:
         return {
             "time": self.time,
+            "time_iso": iso(self.time),
             "edge": self.edge,
             "before": self.before,
             "after": self.after,

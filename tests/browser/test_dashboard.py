@@ -133,6 +133,24 @@ def test_the_dashboard_shows_edges_traffic_and_purges(browser: Any, cdn: dict[st
     assert text("#latency").endswith(" ms")
     assert text("#latency").split(" / ")[0] != "\u2013"  # a p50 from the client-side histogram
     shot(browser, "dashboard")
+
+    def count(selector: str) -> int:
+        return int(browser.execute_script("return document.querySelectorAll(arguments[0]).length;", selector))
+
+    # Per edge: a sparkline in its row, and its own charts when chosen (the whole CDN again on a second click).
+    until_sync(lambda: count('#edges tr[data-edge="eu-west"] td.trend polyline') > 0, timeout=30,
+               what="a requests/s sparkline in eu-west's row")  # fmt: skip
+    assert "purge lag" in text('#regions .member[data-edge="eu-west"]')
+    browser.execute_script("document.querySelector('#edges tr[data-edge=\"eu-west\"]').click();")
+    until_sync(lambda: text("#chart-title") == "edge eu-west" and count("#chart-rps polyline") > 0, timeout=30,
+               what="eu-west's own requests/s chart")  # fmt: skip
+    assert browser.execute_script("return document.getElementById('chart-scope').value;") == "eu-west"
+    assert count("#chart-hits .line-1") > 0  # hit ratio by bytes beside by requests (a line, or a dot)
+    assert "by bytes" in text("#chart-hits ~ .legend")
+    assert text("#chart-errors ~ .legend").startswith("4xx")
+    shot(browser, "dashboard-edge")
+    browser.execute_script("document.querySelector('#edges tr[data-edge=\"eu-west\"]').click();")
+    until_sync(lambda: text("#chart-title") == "whole CDN", timeout=10, what="the whole CDN's charts again")
     body = json.dumps({"urls": ["http://www.example.com/obj/dash?size=2048&max_age=600"]}).encode()
     request = urllib.request.Request(cdn["admin"] + "/purge", data=body, headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(request, timeout=10) as resp:

@@ -250,6 +250,7 @@ async def test_a_purge_reaches_every_edge_in_parallel_with_per_edge_results(
     assert (result["seq"], result["kind"], result["soft"]) == (1, "urls", False)
     assert (result["applied"], result["failed"]) == (3, 0)
     assert result["id"].startswith("p-1-")
+    assert result["created_at_iso"].endswith("Z") and result["created_at_iso"][:4].isdigit()
     assert set(result["edges"]) == {"edge-a", "edge-b", "edge-c"}
     for outcome in result["edges"].values():
         assert (outcome["status"], outcome["affected"], outcome["error"]) == ("applied", 2, None)
@@ -336,6 +337,7 @@ async def test_a_down_edge_is_reported_then_caught_up_in_order_when_it_returns(
     assert overview["edges"]["edge-b"]["lag"] == 3
     assert overview["edges"]["edge-b"]["failing"]
     assert overview["edges"]["edge-a"]["lag"] == 0
+    assert overview["edges"]["edge-a"]["last_success_at_iso"].endswith("Z")  # when, readable beside the epoch
 
     await b.start()  # same port
     done = await until_complete(client, third["id"])

@@ -32,16 +32,104 @@ function bytes(value) {
 }
 const local = (iso) => (iso ? new Date(iso).toLocaleString() : "–");  // the viewer's time zone
 
-function spark(svg, series, pick) {
+const WINDOW_MS = 15 * 60 * 1000;
+const SVG = "http://www.w3.org/2000/svg";
+const errorsOf = (klass) => (point) => (point.errors_per_s || {})[klass] || 0;
+// Each chart: its lines (what to pick from a point of the series, and the legend) and how to print a value.
+const CHARTS = [
+  { id: "chart-rps", lines: [[(point) => point.requests_per_s, "requests/s"]], format: (value) => number(value) },
+  { id: "chart-hits", lines: [[(point) => point.hit_ratio, "by requests"], [(point) => point.byte_hit_ratio, "by bytes"]],
+    format: percent, max: 1 },
+  { id: "chart-offload", lines: [[(point) => point.offload_bytes_per_s, "served without the origin"]], format: bytes },
+  { id: "chart-bw", lines: [[(point) => point.bandwidth_bps, "bandwidth"]], format: bits },
+  { id: "chart-latency", lines: [[(point) => point.p50_ms, "p50"], [(point) => point.p99_ms, "p99"]],
+    format: (value) => number(value, 2) + " ms" },
+  { id: "chart-errors", lines: [[errorsOf("4xx"), "4xx"], [errorsOf("5xx"), "5xx"]],
+    format: (value) => number(value, 2) + "/s" },
+];
+let chartScope = "";  // "" charts the whole CDN (or this edge); otherwise one edge's name
+let lastData = null;
+
+// Lines over the last 15 minutes, placed by time (a gap in sampling shows as a gap, not a squeeze).
+function plot(svg, series, lines, end, width, height, fixedMax) {
   svg.replaceChildren();
-  const values = series.map(([, point]) => pick(point)).filter((value) => value !== null && value !== undefined);
-  if (values.length < 2) return;
-  const max = Math.max(...values, 1e-9);
-  const step = 300 / (values.length - 1);
-  const points = values.map((value, index) => `${(index * step).toFixed(1)},${(78 - (value / max) * 74).toFixed(1)}`);
-  const line = document.createElementNS("http://www.w3.org/2000/svg", "polyline");
-  line.setAttribute("points", points.join(" "));
-  svg.append(line);
+  // Up to 15 minutes: a young CDN's first minute fills the width rather than a sliver of it.
+  const start = Math.min(Math.max(end - WINDOW_MS, series.length ? Date.parse(series[0][0]) : end), end - 10000);
+  const columns = lines.map(([pick]) => series.map(([at, point]) => [Date.parse(at), pick(point)]));
+  const values = columns.flat().map(([, value]) => value).filter((value) => value !== null && value !== undefined);
+  const max = fixedMax ?? Math.max(...values, 1e-9);
+  lines.forEach((line, index) => {
+    let run = [];
+    const flush = () => {
+      if (run.length > 1) {
+        const node = document.createElementNS(SVG, "polyline");
+        node.setAttribute("points", run.join(" "));
+        node.setAttribute("class", "line-" + index);
+        svg.append(node);
+      } else if (run.length === 1) {  // a lone sample (traffic in one interval only) shows as a dot
+        const [x, y] = run[0].split(",");
+        const node = document.createElementNS(SVG, "circle");
+        node.setAttribute("cx", x);
+        node.setAttribute("cy", y);
+        node.setAttribute("r", "2");
+        node.setAttribute("class", "line-" + index);
+        svg.append(node);
+      }
+      run = [];
+    };
+    for (const [at, value] of columns[index]) {
+      if (value === null || value === undefined || at < start) { flush(); continue; }
+      const x = ((at - start) / (end - start)) * width;
+      const y = height - 2 - (Math.min(value, max) / max) * (height - 6);
+      run.push(`${x.toFixed(1)},${y.toFixed(1)}`);
+    }
+    flush();
+  });
+  return { max: values.length ? max : null, span: end - start };
+}
+
+const ago = (ms) => (ms >= 90000 ? Math.round(ms / 60000) + " min ago" : Math.round(ms / 1000) + " s ago");
+
+function renderCharts(data) {
+  const edge = chartScope ? data.edges.find((item) => item.name === chartScope) : null;
+  if (chartScope && !edge) chartScope = "";
+  const series = edge ? edge.series || [] : data.total.series;
+  const end = Date.parse(data.generated_at);
+  document.getElementById("chart-title").textContent = edge ? "edge " + edge.name : (data.scope === "cdn" ? "whole CDN" : "this edge");
+  const now = (edge ? edge.now : data.total.now) || {};  // the legend says the last minute, as the cards do
+  for (const chart of CHARTS) {
+    const svg = document.getElementById(chart.id);
+    const { max, span } = plot(svg, series, chart.lines, end, 300, 80, chart.max);
+    const figure = svg.closest("figure");
+    figure.querySelector(".axis span").textContent = ago(span);
+    figure.querySelector(".legend").replaceChildren(...chart.lines.map(([pick, label], index) =>
+      el("span", { class: "key line-" + index }, label + " " + chart.format(pick(now)))));
+    figure.querySelector(".max").textContent = max === null ? "no data yet" : "max " + chart.format(max);
+  }
+}
+
+function scopeChoices(data) {
+  const select = document.getElementById("chart-scope");
+  select.parentElement.hidden = data.scope !== "cdn";
+  const names = ["", ...data.edges.map((edge) => edge.name).sort()];
+  const have = Array.from(select.options).map((option) => option.value);
+  if (have.join("\n") !== names.join("\n")) {
+    select.replaceChildren(...names.map((name) => el("option", { value: name }, name || "whole CDN")));
+  }
+  select.value = chartScope;
+}
+
+function chooseScope(name) {
+  chartScope = name;
+  if (lastData) render(lastData);
+}
+
+function spark(series) {
+  const svg = document.createElementNS(SVG, "svg");
+  svg.setAttribute("viewBox", "0 0 100 24");
+  svg.setAttribute("class", "spark");
+  plot(svg, series || [], [[(point) => point.requests_per_s, ""]], lastData ? Date.parse(lastData.generated_at) : Date.now(), 100, 24);
+  return svg;
 }
 
 function fill(tbody, rows) {
@@ -49,6 +137,7 @@ function fill(tbody, rows) {
 }
 
 function render(data) {
+  lastData = data;
   document.getElementById("scope").textContent = data.scope === "cdn" ? "— whole CDN" : "— edge " + data.edges[0].name;
   document.getElementById("status").textContent = "updated " + local(data.generated_at);
   const now = data.total.now || {};
@@ -60,26 +149,34 @@ function render(data) {
   const errors = now.errors_per_s || {};
   document.getElementById("errors").textContent = number(errors["4xx"] || 0, 2) + " / " + number(errors["5xx"] || 0, 2);
   document.getElementById("latency").textContent = number(now.p50_ms, 2) + " / " + number(now.p99_ms, 2) + " ms";
-  spark(document.getElementById("chart-rps"), data.total.series, (point) => point.requests_per_s);
-  spark(document.getElementById("chart-hits"), data.total.series, (point) => point.hit_ratio);
-  spark(document.getElementById("chart-bw"), data.total.series, (point) => point.bandwidth_bps);
-  spark(document.getElementById("chart-p99"), data.total.series, (point) => point.p99_ms);
+  scopeChoices(data);
+  renderCharts(data);
 
   const byRegion = {};
   for (const edge of data.edges) (byRegion[edge.region] = byRegion[edge.region] || []).push(edge);
   document.getElementById("regions").replaceChildren(...Object.keys(byRegion).sort().map((region) =>
     el("div", { class: "region" }, el("h3", {}, region || "(no region)"),
-      ...byRegion[region].map((edge) => el("span", { class: "pill " + edge.state, title: edge.last_error || "" }, edge.name)))));
+      ...byRegion[region].map((edge) => el("div", { class: "member", "data-edge": edge.name },
+        el("span", { class: "pill " + edge.state, title: edge.last_error || edge.state }, edge.name),
+        el("span", { class: "muted" }, ` ${number((edge.now || {}).requests_per_s)} req/s · purge lag ${edge.purge_lag ?? "–"}`))))));
   fill(document.querySelector("#edges tbody"), data.edges
     .slice().sort((a, b) => (a.region + a.name).localeCompare(b.region + b.name))
     .map((edge) => {
       const current = edge.now || {};
-      return el("tr", { "data-edge": edge.name },
+      const row = el("tr", { "data-edge": edge.name, class: edge.name === chartScope ? "chosen" : "",
+        title: "show this edge's charts" },
         el("td", {}, edge.region), el("td", {}, edge.name), el("td", { class: "state " + edge.state }, edge.state),
         el("td", {}, local(edge.last_change_iso)), el("td", { class: "lag" }, edge.purge_lag ?? "–"),
-        el("td", { class: "rps" }, number(current.requests_per_s)), el("td", { class: "hit-ratio" }, percent(current.hit_ratio)),
+        el("td", { class: "rps" }, number(current.requests_per_s)), el("td", { class: "trend" }, spark(edge.series)),
+        el("td", { class: "hit-ratio" }, percent(current.hit_ratio)),
+        el("td", { class: "byte-hit-ratio" }, percent(current.byte_hit_ratio)),
+        el("td", { class: "bandwidth" }, bits(current.bandwidth_bps)),
         el("td", { class: "latency" }, number(current.p50_ms, 2) + " / " + number(current.p99_ms, 2) + " ms"),
-        el("td", {}, number((current.errors_per_s || {})["5xx"] || 0, 2)), el("td", {}, edge.last_error || ""));
+        el("td", { class: "errors" }, number((current.errors_per_s || {})["4xx"] || 0, 2) + " / "
+          + number((current.errors_per_s || {})["5xx"] || 0, 2)),
+        el("td", {}, edge.last_error || ""));
+      row.addEventListener("click", () => chooseScope(edge.name === chartScope ? "" : edge.name));
+      return row;
     }));
 
   const purgeError = document.getElementById("purge-error");
@@ -129,5 +226,6 @@ async function load() {
   }
 }
 
+document.getElementById("chart-scope").addEventListener("change", (event) => chooseScope(event.target.value));
 load();
 setInterval(load, REFRESH_MS);

@@ -23,7 +23,7 @@ from typing import Any
 
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler
-from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
+from prometheus_client import CollectorRegistry, generate_latest
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from edge import dashboard
@@ -34,7 +34,14 @@ from edge.config import EdgeSettings
 from edge.http import policy
 from edge.http.headers import get_first
 from edge.jsonbody import BadJsonBody, read_json
-from edge.metrics import StatsCollector, collect_worker_stats, merge_origins, publish_stats_forever, summarize
+from edge.metrics import (
+    EdgeProcessCollector,
+    StatsCollector,
+    collect_worker_stats,
+    merge_origins,
+    publish_stats_forever,
+    summarize,
+)
 from edge.overview import Sampler, iso
 from edge.runtime import EdgeRuntime
 from edge.sites import purge_targets, visible_tags
@@ -331,7 +338,7 @@ async def metrics(request: web.Request) -> web.Response:
     snapshots = await asyncio.to_thread(collect_worker_stats, request.app[SETTINGS_KEY], runtime)
     registry = CollectorRegistry(auto_describe=False)
     registry.register(StatsCollector(snapshots, runtime.node_name, request.app[SETTINGS_KEY]))
-    ProcessCollector(registry=registry)  # process_* of the worker that answers (CPU, memory, fds)
+    registry.register(EdgeProcessCollector(snapshots))  # process_* of the supervisor and all workers
     return web.Response(body=generate_latest(registry), headers={"Content-Type": "text/plain; version=0.0.4"})
 
 
@@ -463,14 +470,30 @@ async def overview(request: web.Request) -> web.Response:
                                 "last_error": row["last_error"], "requests": row["requests"],
                                 "failures": row["failures"]})  # fmt: skip
     ready = runtime.ready.is_set()
+    cache = runtime.cache
+    cluster = cache.cluster if cache is not None else None
+    link = runtime.control_plane
     edge = {
-        "name": runtime.node_name, "region": settings.cluster.self_name or "", "state": "up" if ready else "starting",
-        "healthy": ready, "last_error": None if ready else runtime.not_ready_reason, "purge_lag": None,
+        "name": runtime.node_name, "region": cluster.me.region if cluster is not None else "",
+        "state": "up" if ready else "starting", "healthy": ready,
+        "last_error": None if ready else runtime.not_ready_reason,
+        # The edge cannot know what the log holds that it has not heard of: the router's /purges
+        # says the lag; here, how far it applied and whether it is listening.
+        "purge_lag": None, "control_plane": link.state,
+        "applied_seq": await cache.purger.log.cluster_seq() if cache is not None else link.applied_seq,
         "now": now, "series": series, "url": None, "admin_url": None,
     }  # fmt: skip
+    purges = []
+    if cache is not None:
+        for record in await cache.purger.log.recent(20):
+            purges.append({
+                "id": record.purge_id, "seq": record.seq, "cluster_seq": record.cluster_seq, "kind": record.kind,
+                "values": list(record.values), "soft": record.soft, "created_at": record.at,
+                "created_at_iso": iso(record.at), "summary": {"applied": 1, "complete": True, "lagging": []},
+            })  # fmt: skip
     return web.json_response({
         "scope": "edge", "generated_at": iso(time.time()), "interval_s": sampler.interval, "edges": [edge],
-        "total": {"now": now, "series": series}, "purges": [], "purge_error": None,
+        "total": {"now": now, "series": series}, "purges": purges, "purge_error": None,
         "origins": {runtime.node_name: {"edge": runtime.node_name, "sites": list(origin_rows.values())}},
         "regions": {},
     })  # fmt: skip

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from prometheus_client import ProcessCollector
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
 from edge.config import EdgeSettings
@@ -460,3 +461,56 @@ async def publish_stats_forever(settings: EdgeSettings, runtime: EdgeRuntime) ->
             path.unlink()
 
 
+
+
+class EdgeProcessCollector:
+    """``process_*`` of the whole edge — the supervisor and every worker — rather than of the
+    worker that happened to answer the scrape: one worker's CPU counter would jump between
+    workers from scrape to scrape and read as resets.  CPU, memory and open fds are summed;
+    the start time is the oldest (the supervisor's)."""
+
+    SUMMED = ("process_cpu_seconds_total", "process_resident_memory_bytes", "process_virtual_memory_bytes",
+              "process_open_fds")  # fmt: skip
+
+    def __init__(self, snapshots: list[dict[str, Any]]) -> None:
+        pids = {int(item["pid"]) for item in snapshots if item.get("pid")}
+        supervisor = os.environ.get("EDGECACHE_SUPERVISOR_PID", "")
+        if supervisor.isdigit():
+            pids.add(int(supervisor))
+        self.pids = sorted(pid for pid in pids if pid_alive(pid))
+
+    def collect(self) -> Any:
+
+        sums: dict[str, float] = {}
+        start: float | None = None
+        max_fds: float | None = None
+        for pid in self.pids:
+            collector = ProcessCollector(pid=lambda pid=pid: pid, registry=None)  # type: ignore[misc]
+            for family in collector.collect():
+                for sample in family.samples:
+                    if sample.name in self.SUMMED:
+                        sums[sample.name] = sums.get(sample.name, 0.0) + sample.value
+                    elif sample.name == "process_start_time_seconds":
+                        start = sample.value if start is None else min(start, sample.value)
+                    elif sample.name == "process_max_fds":
+                        max_fds = sample.value if max_fds is None else min(max_fds, sample.value)
+        helps = {
+            "process_cpu_seconds_total": "CPU seconds of the edge's supervisor and workers, user and system",
+            "process_resident_memory_bytes": "Resident memory of the edge's supervisor and workers",
+            "process_virtual_memory_bytes": "Virtual memory of the edge's supervisor and workers",
+            "process_open_fds": "Open file descriptors of the edge's supervisor and workers",
+        }
+        if "process_cpu_seconds_total" in sums:
+            yield CounterMetricFamily("process_cpu_seconds", helps["process_cpu_seconds_total"],
+                                      value=sums["process_cpu_seconds_total"])  # fmt: skip
+        for name in self.SUMMED[1:]:
+            if name in sums:
+                yield GaugeMetricFamily(name, helps[name], value=sums[name])
+        if start is not None:
+            yield GaugeMetricFamily("process_start_time_seconds", "When the edge's supervisor started (epoch)",
+                                    value=start)  # fmt: skip
+        if max_fds is not None:
+            yield GaugeMetricFamily("process_max_fds", "The lowest open-file limit of the edge's processes",
+                                    value=max_fds)  # fmt: skip
+        yield GaugeMetricFamily("edgecache_processes", "The edge's live processes (supervisor and workers)",
+                                value=len(self.pids))  # fmt: skip

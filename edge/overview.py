@@ -1,9 +1,9 @@
 """What the dashboard shows (``GET /api/overview``): each edge's counters sampled every few
 seconds and kept for 15 minutes, turned into rates — requests/s, hit ratio by requests and by
-bytes, origin offload, bandwidth, errors by status class, origin latency p50/p99.
+bytes, origin offload, bandwidth, errors by status class, client latency p50/p99.
 
-The router samples every edge's ``/stats`` over HTTP (``RemoteSampler``); an edge samples its own
-workers' published counters (``edge.metrics``).  Both keep a ring of (time, counters) per edge and
+The router samples every edge's ``/stats`` over HTTP; an edge samples its own workers' published
+counters (``edge.metrics``).  Both keep a ring of (time, counters) per edge and
 answer the same JSON shape, documented in README "Dashboard":
 
     {"generated_at": ISO-8601, "interval_s": 5, "edges": [{"name", "region", "state", "healthy",
@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
-__all__ = ["Sampler", "iso", "rates"]
+__all__ = ["Sampler", "combine", "flow", "iso", "present", "quantile", "rates"]
 
 log = logging.getLogger("edge.overview")
 
@@ -43,94 +43,136 @@ def _classes(stats: dict[str, Any]) -> dict[str, int]:
     return {str(name): int(count) for name, count in (stats.get("by_code_class") or {}).items()}
 
 
-def rates(before: tuple[float, dict[str, Any]], after: tuple[float, dict[str, Any]]) -> dict[str, Any]:
-    """The rates between two samples of one edge's cumulative counters (a restart counts from 0)."""
+def flow(before: tuple[float, dict[str, Any]], after: tuple[float, dict[str, Any]]) -> dict[str, Any]:
+    """Per-second counts between two samples of one edge's cumulative counters (a restart counts
+    from 0).  Flows of several edges add up; ratios and percentiles are taken only after adding."""
     (t0, a), (t1, b) = before, after
     seconds = max(t1 - t0, 1e-6)
+    restarted = float(b.get("requests") or 0) < float(a.get("requests") or 0)
 
-    def delta(name: str) -> float:
-        now, then = float(b.get(name) or 0), float(a.get(name) or 0)
-        return now - then if now >= then else now  # the edge restarted: its counters began again
+    def delta(then: float, now: float) -> float:
+        return now if restarted or now < then else now - then  # after a restart its counters began again
 
-    requests, hits = delta("requests"), delta("hits")
-    cached, fetched = delta("bytes_from_cache"), delta("bytes_from_origin")
+    out: dict[str, Any] = {name: delta(float(a.get(name) or 0), float(b.get(name) or 0)) / seconds for name in COUNTERS}
     classes_before, classes_after = _classes(a), _classes(b)
-    errors = {
-        name: max(0, count - classes_before.get(name, 0)) / seconds
+    out["classes"] = {
+        name: delta(classes_before.get(name, 0), count) / seconds
         for name, count in classes_after.items() if name in ("4xx", "5xx")
     }  # fmt: skip
-    latency = _latency(a, b)
-    return {
-        "p50_ms": latency[0],
-        "p99_ms": latency[1],
-        "requests_per_s": round(requests / seconds, 2),
-        "hit_ratio": round(hits / requests, 4) if requests else None,
-        "byte_hit_ratio": round(cached / (cached + fetched), 4) if cached + fetched else None,
-        "bandwidth_bps": round((cached + fetched) * 8 / seconds, 1),
-        "offload_bytes_per_s": round(cached / seconds, 1),  # bytes the origin did not have to send
-        "errors_per_s": {name: round(value, 2) for name, value in errors.items()},
-    }
-
-
-def _latency(a: dict[str, Any], b: dict[str, Any]) -> tuple[float | None, float | None]:
-    """p50 and p99 (ms) of the requests between two samples, from the histogram's bucket counts
-    (each percentile is its bucket's upper bound, as Prometheus's histogram_quantile would say)."""
     bounds = b.get("request_latency_bounds") or []
-    after, before = b.get("request_latency_buckets") or [], a.get("request_latency_buckets") or []
-    if not bounds or len(after) != len(bounds) + 1:
-        return None, None
-    counts = [max(0, now - (before[i] if i < len(before) else 0)) for i, now in enumerate(after)]
-    if any(now < then for now, then in zip(after, before, strict=False)):
-        counts = list(after)  # the edge restarted: its counts began again
-    total = sum(counts)
-    if not total:
-        return None, None
+    after_counts, before_counts = b.get("request_latency_buckets") or [], a.get("request_latency_buckets") or []
+    if bounds and len(after_counts) == len(bounds) + 1:
+        if restarted or any(now < then for now, then in zip(after_counts, before_counts, strict=False)):
+            before_counts = []
+        out["bounds"] = list(bounds)
+        out["buckets"] = [
+            max(0, now - (before_counts[i] if i < len(before_counts) else 0)) / seconds
+            for i, now in enumerate(after_counts)
+        ]  # fmt: skip
+    return out
 
-    def quantile(q: float) -> float | None:
-        running = 0
-        for index, count in enumerate(counts):
-            running += count
-            if running >= q * total:
-                return round(bounds[index] * 1000, 3) if index < len(bounds) else None
+
+def combine(flows: Iterable[dict[str, Any]]) -> dict[str, Any] | None:
+    """The sum of several edges' flows (None when there is none: nobody answered)."""
+    items = list(flows)
+    if not items:
         return None
-
-    return quantile(0.5), quantile(0.99)
-
-
-def _sum(items: Iterable[dict[str, Any]]) -> dict[str, Any]:
-    total: dict[str, Any] = {name: 0 for name in COUNTERS}
-    classes: dict[str, int] = {}
-    items_list = list(items)
-    for stats in items_list:
-        for name in COUNTERS:
-            total[name] += int(stats.get(name) or 0)
-        for name, count in _classes(stats).items():
-            classes[name] = classes.get(name, 0) + count
-    total["by_code_class"] = classes
-    lists = [stats.get("request_latency_buckets") or [] for stats in items_list]
-    if lists and all(len(item) == len(lists[0]) for item in lists):
-        total["request_latency_buckets"] = [sum(values) for values in zip(*lists, strict=True)]
-        total["request_latency_bounds"] = items_list[0].get("request_latency_bounds")
+    total: dict[str, Any] = {name: sum(item[name] for item in items) for name in COUNTERS}
+    classes: dict[str, float] = {}
+    for item in items:
+        for name, value in item["classes"].items():
+            classes[name] = classes.get(name, 0.0) + value
+    total["classes"] = classes
+    histograms = [item for item in items if "buckets" in item]
+    if histograms and all(item["bounds"] == histograms[0]["bounds"] for item in histograms):
+        total["bounds"] = histograms[0]["bounds"]
+        total["buckets"] = [sum(values) for values in zip(*(item["buckets"] for item in histograms), strict=True)]
     return total
 
 
-def _recent(ring: list[tuple[float, dict[str, Any]]]) -> dict[str, Any] | None:
-    """Rates over the last minute (or all there is): steady enough to read, recent enough to act on."""
+def present(current: dict[str, Any]) -> dict[str, Any]:
+    """What the dashboard shows of a flow: rates, ratios and client latency percentiles."""
+    requests, hits = current["requests"], current["hits"]
+    cached, fetched = current["bytes_from_cache"], current["bytes_from_origin"]
+    bounds, buckets = current.get("bounds") or [], current.get("buckets") or []
+    return {
+        "p50_ms": quantile(0.5, bounds, buckets),
+        "p99_ms": quantile(0.99, bounds, buckets),
+        "requests_per_s": round(requests, 2),
+        "hit_ratio": round(hits / requests, 4) if requests else None,
+        "byte_hit_ratio": round(cached / (cached + fetched), 4) if cached + fetched else None,
+        "bandwidth_bps": round((cached + fetched) * 8, 1),
+        "offload_bytes_per_s": round(cached, 1),  # bytes the origin did not have to send
+        "errors_per_s": {name: round(value, 2) for name, value in current["classes"].items()},
+    }
+
+
+def rates(before: tuple[float, dict[str, Any]], after: tuple[float, dict[str, Any]]) -> dict[str, Any]:
+    """The dashboard's figures between two samples of one edge."""
+    return present(flow(before, after))
+
+
+def quantile(q: float, bounds: list[float], counts: list[float]) -> float | None:
+    """The q-quantile in ms of a histogram's per-bucket counts, as Prometheus's
+    ``histogram_quantile`` computes it: linear within the bucket, and the highest finite bound
+    when it falls in the +Inf bucket (so a p99 beyond the last bound still reads as "at least")."""
+    total = sum(counts)
+    if not bounds or not total:
+        return None
+    rank = q * total
+    running = 0.0
+    for index, count in enumerate(counts):
+        if running + count >= rank and count > 0:
+            if index >= len(bounds):
+                return round(bounds[-1] * 1000, 3)
+            lower = bounds[index - 1] if index else 0.0
+            upper = bounds[index]
+            return round((lower + (upper - lower) * (rank - running) / count) * 1000, 3)
+        running += count
+    return round(bounds[-1] * 1000, 3)
+
+
+Sample = tuple[float, dict[str, Any] | None]  # None: the edge did not answer that round
+
+
+def _pairs(ring: list[Sample]) -> list[tuple[float, dict[str, Any]]]:
+    """(time, flow) for each pair of consecutive answered rounds: a round without an answer
+    breaks the line rather than bridging the gap with an average."""
+    out = []
+    for (t0, a), (t1, b) in itertools.pairwise(ring):
+        if a is not None and b is not None:
+            out.append((t1, flow((t0, a), (t1, b))))
+    return out
+
+
+def _recent(ring: list[Sample]) -> dict[str, Any] | None:
+    """The flow over the last minute (or all there is since the edge last answered): steady enough
+    to read, recent enough to act on; None when it did not answer the last round."""
     if len(ring) < 2:
         return None
-    last = ring[-1]
-    start = next((sample for sample in reversed(ring[:-1]) if last[0] - sample[0] >= RECENT_S), ring[0])
-    return rates(start, last)
+    last_time, last = ring[-1]
+    if last is None:
+        return None
+    start: tuple[float, dict[str, Any]] | None = None
+    for at, stats in reversed(ring[:-1]):
+        if stats is None:
+            break
+        start = (at, stats)
+        if last_time - at >= RECENT_S:
+            break
+    return flow(start, (last_time, last)) if start is not None else None
 
 
 class Sampler:
-    """A ring of samples per edge, filled by ``fetch`` every ``interval`` seconds."""
+    """A ring of samples per edge, filled by ``fetch`` every ``interval`` seconds.  Every edge is
+    sampled in the same round (the same time), so the whole CDN's figures add the edges' flows
+    round by round; an edge that stops answering drops out of the total at once."""
 
     def __init__(self, fetch: Callable[[], Awaitable[dict[str, dict[str, Any] | None]]],
                  interval: float = INTERVAL_S, keep: float = KEEP_S) -> None:  # fmt: skip
         self.fetch = fetch
         self.interval = interval
-        self.samples: dict[str, deque[tuple[float, dict[str, Any]]]] = {}
+        self.samples: dict[str, deque[Sample]] = {}
         self.size = int(keep / interval) + 1
         self._task: asyncio.Task[None] | None = None
 
@@ -152,27 +194,34 @@ class Sampler:
                 log.exception("dashboard sampling failed")
             await asyncio.sleep(self.interval)
 
-    async def sample(self) -> None:
-        now = time.time()
-        for name, stats in (await self.fetch()).items():
-            ring = self.samples.setdefault(name, deque(maxlen=self.size))
-            if stats is not None:
-                ring.append((now, stats))
+    async def sample(self, now: float | None = None) -> None:
+        answers = await self.fetch()
+        self.record(time.time() if now is None else now, answers)
+
+    def record(self, now: float, answers: dict[str, dict[str, Any] | None]) -> None:
+        """One round: each edge's counters, or None for an edge that did not answer.  Edges no
+        longer asked about (removed or disabled) are forgotten."""
+        for name in list(self.samples):
+            if name not in answers:
+                del self.samples[name]
+        for name, stats in answers.items():
+            self.samples.setdefault(name, deque(maxlen=self.size)).append((now, stats))
 
     def edge_series(self, name: str) -> tuple[dict[str, Any] | None, list[list[Any]]]:
         ring = list(self.samples.get(name, ()))
-        series: list[list[Any]] = [[iso(after[0]), rates(before, after)] for before, after in itertools.pairwise(ring)]
-        return _recent(ring), series
+        recent = _recent(ring)
+        return (present(recent) if recent else None), [[iso(at), present(item)] for at, item in _pairs(ring)]
 
     def total_series(self) -> tuple[dict[str, Any] | None, list[list[Any]]]:
-        """The sum over edges, at each sampling round (aligned by round, newest last)."""
-        rings = [list(ring) for ring in self.samples.values() if ring]
-        if not rings:
-            return None, []
-        length = min(len(ring) for ring in rings)
-        rounds = [(rings[0][-length + index][0], _sum(ring[-length + index][1] for ring in rings))
-                  for index in range(length)]  # fmt: skip
-        series: list[list[Any]] = [
-            [iso(after[0]), rates(before, after)] for before, after in itertools.pairwise(rounds)
-        ]
-        return _recent(rounds), series
+        """The sum over the edges that answered, round by round (by time, newest last)."""
+        by_round: dict[float, list[dict[str, Any]]] = {}
+        for ring in self.samples.values():
+            for at, item in _pairs(list(ring)):
+                by_round.setdefault(at, []).append(item)
+        series: list[list[Any]] = []
+        for at in sorted(by_round):
+            total = combine(by_round[at])
+            if total is not None:
+                series.append([iso(at), present(total)])
+        current = combine(item for item in (_recent(list(ring)) for ring in self.samples.values()) if item)
+        return (present(current) if current else None), series

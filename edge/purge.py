@@ -213,6 +213,21 @@ class PurgeLog:
             PurgeRecord(int(r[0]), r[1], tuple(json.loads(r[2])), bool(r[3]), float(r[4]), r[5], r[6]) for r in rows
         ]
 
+    async def recent(self, limit: int) -> list[PurgeRecord]:
+        """The newest ``limit`` purges, newest first (the edge's own dashboard)."""
+
+        def read() -> list[PurgeRecord]:
+            rows = self._connection().execute(
+                "SELECT seq, kind, vals, soft, at, purge_id, cluster_seq FROM purges ORDER BY seq DESC LIMIT ?",
+                (limit,),
+            )
+            return [
+                PurgeRecord(int(r[0]), r[1], tuple(json.loads(r[2])), bool(r[3]), float(r[4]), r[5], r[6])
+                for r in rows
+            ]
+
+        return await asyncio.to_thread(read)
+
     async def cluster_position(self) -> tuple[int, str, str]:
         """(cluster sequence, stream id, log id) this edge last applied from a shared purge stream."""
 

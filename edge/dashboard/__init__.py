@@ -30,9 +30,10 @@ def add_dashboard_routes(app: web.Application) -> None:
     """``/`` → ``/dashboard``, the page, and its files under ``/dashboard/static/``."""
     app.router.add_get("/", _root)
     app.router.add_get("/dashboard", _page)
+    app.router.add_get("/dashboard/", _root)  # the habit of a trailing slash leads to the page too
     app.router.add_static("/dashboard/static/", STATIC_DIR, append_version=False)
 
 
 def is_open(path: str) -> bool:
     """Paths anyone may fetch without the admin token: the page itself, never data."""
-    return path in ("/", "/dashboard") or path.startswith("/dashboard/static/")
+    return path in ("/", "/dashboard", "/dashboard/") or path.startswith("/dashboard/static/")

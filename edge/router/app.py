@@ -57,6 +57,7 @@ from edge.controlplane.app import CONTROL_PLANE_KEY, register_control_plane
 from edge.controlplane.models import ControlPlaneSettings
 from edge.inventory import EdgeEntry, Inventory, InventoryError, load_inventory
 from edge.overview import Sampler, iso
+from edge.version import package_version
 from edge.router.clientip import ClientAddress, IPAddress, IPNetwork, client_address, parse_address
 from edge.router.config import RouterSettings
 from edge.router.coverage import CoverageError, CoverageMap, CoverageZone, load_coverage
@@ -153,6 +154,8 @@ class RouterMetrics:
         self.decision_sum = 0.0
         self.registry.register(_RequestCollector(self))
         ProcessCollector(registry=self.registry)  # process_* (CPU, memory, open fds) of the router
+        Gauge("edgecache_build_info", "This router's version (always 1)", ["component", "version"],
+              registry=self.registry).labels("router", package_version()).set(1)  # fmt: skip
         self.edge_up = Gauge(
             "edgecache_router_edge_up",
             "1 when the router considers the edge healthy (state up), else 0.",
@@ -644,6 +647,7 @@ def _geodb_info(locator: GeoLocator) -> dict[str, Any]:
         "path": str(locator.path),
         "database_type": locator.database_type,
         "build_epoch": locator.build_epoch,
+        "build_iso": iso(locator.build_epoch),
     }
 
 
@@ -682,12 +686,17 @@ async def _start_sampler(app: web.Application) -> None:
             async with session.get(f"{edge.admin_url}/origins", headers=headers) as resp:
                 if resp.status == 200:
                     origins[edge.name] = await resp.json()
+                else:
+                    origins.pop(edge.name, None)
         except (aiohttp.ClientError, TimeoutError, ValueError):
+            origins.pop(edge.name, None)  # an edge that does not answer: its last word on its origins is not news
             return edge.name, None
         return edge.name, stats
 
     async def fetch() -> dict[str, dict[str, Any] | None]:
         edges = [edge for edge in router.inventory.edges if edge.enabled]
+        for name in set(origins) - {edge.name for edge in edges}:  # removed or disabled since
+            del origins[name]
         return dict(await asyncio.gather(*(one(edge) for edge in edges)))
 
     sampler = Sampler(fetch, interval=router.settings.dashboard_interval)

@@ -11,6 +11,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -62,8 +63,9 @@ def cdn(tmp_path: Path, edge_processes: list[EdgeProcess]) -> Iterator[dict[str,
     ))  # fmt: skip
     router_admin = free_port()
     config = tmp_path / "router.toml"
+    router_public = free_port()
     config.write_text(
-        f'listen = "127.0.0.1:{free_port()}"\nadmin_listen = "127.0.0.1:{router_admin}"\nedges = "{inventory}"\n'
+        f'listen = "127.0.0.1:{router_public}"\ntrust_proxy = ["127.0.0.1/32"]\nadmin_listen = "127.0.0.1:{router_admin}"\nedges = "{inventory}"\n'
         f'purge_state_dir = "{tmp_path / "router"}"\naccess_log = false\nhealth_interval = 0.2\n'
         "dashboard_interval = 0.5\n"
     )
@@ -86,7 +88,7 @@ def cdn(tmp_path: Path, edge_processes: list[EdgeProcess]) -> Iterator[dict[str,
 
     until_sync(answering, timeout=30, what="the router's admin listener")
     try:
-        yield {"admin": f"http://127.0.0.1:{router_admin}",
+        yield {"admin": f"http://127.0.0.1:{router_admin}", "router": f"http://127.0.0.1:{router_public}",
                "edges": {name: f"http://127.0.0.1:{public}" for name, (public, _) in ports.items()}}
     finally:
         for process in (router, origin):
@@ -117,9 +119,25 @@ def test_the_dashboard_shows_edges_traffic_and_purges(browser: Any, cdn: dict[st
                what="both edges listed as up")  # fmt: skip
     assert "eu-west" in text("#regions")
     url = cdn["edges"]["eu-west"] + "/obj/dash?size=2048&max_age=600"
-    for _ in range(40):  # one miss, then hits
-        with urllib.request.urlopen(url, timeout=5) as resp:
-            resp.read()
+
+    def points() -> int:
+        return int(browser.execute_script("return document.querySelectorAll('#chart-rps polyline').length"
+                                          " ? document.querySelector('#chart-rps polyline').points.length : 0;"))  # fmt: skip
+
+    for burst in range(3):  # one miss, then hits, in bursts a few sampling rounds apart (a chart to look at)
+        for index in range(10 + 10 * burst):
+            other = f"{cdn['edges']['us-east']}/obj/dash-{index % 4}?size=512&max_age=600"
+            with urllib.request.urlopen(url if index % 3 else other, timeout=5) as resp:
+                resp.read()
+        seen = points()
+        until_sync(lambda seen=seen: points() >= seen + 2, timeout=30, what="the chart moving on")  # type: ignore[misc]
+    no_redirect = urllib.request.build_opener(type("Stay", (urllib.request.HTTPRedirectHandler,), {
+        "redirect_request": lambda *args, **kwargs: None}))  # fmt: skip
+    for client in ("192.0.2.7", "198.51.100.7", "192.0.2.7"):  # the router's decisions, by region
+        try:
+            no_redirect.open(urllib.request.Request(cdn["router"] + "/", headers={"X-Forwarded-For": client}), timeout=5)
+        except urllib.error.HTTPError as exc:
+            assert exc.code == 302
 
     def hit_ratio() -> float:
         value = text("#hit-ratio").replace("%", "").strip()
@@ -129,6 +147,7 @@ def test_the_dashboard_shows_edges_traffic_and_purges(browser: Any, cdn: dict[st
             return -1.0
 
     until_sync(lambda: hit_ratio() > 50, timeout=30, what="a hit ratio above 50 % after the traffic")
+    until_sync(lambda: text("#decisions tbody") != "", timeout=30, what="the router's decisions by region")
     assert text('#edges tr[data-edge="eu-west"] td.hit-ratio') != "\u2013"
     assert text("#latency").endswith(" ms")
     assert text("#latency").split(" / ")[0] != "\u2013"  # a p50 from the client-side histogram

@@ -49,3 +49,13 @@ async def test_connections_client_latency_capacity_and_build_info(
     assert float(disk[1]) > 0
     assert re.search(r'^edgecache_build_info\{edge="[^"]+",version="[^"]+"\} 1\.0$', text, re.MULTILINE)
     assert re.search(r"^process_resident_memory_bytes \d", text, re.MULTILINE)
+    # process_* cover the supervisor and both workers, whichever worker answers the scrape: the
+    # CPU counter never goes back between scrapes (one worker's would, read as a reset).
+    assert re.search(r"^edgecache_processes 3\.0$", text, re.MULTILINE)
+    seen = []
+    for _ in range(6):
+        async with aiohttp.ClientSession() as client, client.get(f"{edge.admin_url}/metrics") as resp:
+            cpu = re.search(r"^process_cpu_seconds_total (\S+)$", await resp.text(), re.MULTILINE)
+        assert cpu is not None
+        seen.append(float(cpu[1]))
+    assert seen == sorted(seen)

@@ -611,6 +611,7 @@ async def test_metrics(
     assert "edgecache_router_decision_seconds_count 4.0" in text
     assert 'edgecache_router_edge_up{edge="eu-west-1",region="eu-west"} 1.0' in text
     assert "edgecache_router_unavailable_total 0.0" in text
+    assert re.search(r'^edgecache_build_info\{component="router",version="[^"]+"\} 1\.0$', text, re.MULTILINE)
     # per-router registry: a second router starts from zero
     other = await start_router(three_region({name: admin.url for name, admin in fake_admins.items()}))
     _, _, text = await get(client, other.admin_url + "/metrics")
@@ -714,6 +715,7 @@ async def test_geodb_reload_switches_database_and_keeps_old_on_failure(
     status, _, body = await get(client, router.admin_url + "/geodb/reload", "POST")
     assert status == 200
     assert json.loads(body)["in_use"]["build_epoch"] == 1_800_000_000
+    assert json.loads(body)["in_use"]["build_iso"] == "2027-01-15T08:00:00Z"
     _, headers, _ = await get(client, router.url + "/g", headers=dublin)
     assert route_header(headers)["region"] == "ap-southeast"
 

@@ -132,6 +132,13 @@ function spark(series) {
   return svg;
 }
 
+// The router knows each edge's lag; an edge alone knows how far it applied and whether it listens.
+function lagText(edge) {
+  if (edge.purge_lag !== null && edge.purge_lag !== undefined) return String(edge.purge_lag);
+  if (edge.applied_seq === undefined) return "–";
+  return `applied #${edge.applied_seq}` + (edge.control_plane && edge.control_plane !== "none" ? ` (${edge.control_plane})` : "");
+}
+
 function fill(tbody, rows) {
   tbody.replaceChildren(...rows);
 }
@@ -158,7 +165,7 @@ function render(data) {
     el("div", { class: "region" }, el("h3", {}, region || "(no region)"),
       ...byRegion[region].map((edge) => el("div", { class: "member", "data-edge": edge.name },
         el("span", { class: "pill " + edge.state, title: edge.last_error || edge.state }, edge.name),
-        el("span", { class: "muted" }, ` ${number((edge.now || {}).requests_per_s)} req/s · purge lag ${edge.purge_lag ?? "–"}`))))));
+        el("span", { class: "muted" }, ` ${number((edge.now || {}).requests_per_s)} req/s · purge lag ${lagText(edge)}`))))));
   fill(document.querySelector("#edges tbody"), data.edges
     .slice().sort((a, b) => (a.region + a.name).localeCompare(b.region + b.name))
     .map((edge) => {
@@ -166,7 +173,7 @@ function render(data) {
       const row = el("tr", { "data-edge": edge.name, class: edge.name === chartScope ? "chosen" : "",
         title: "show this edge's charts" },
         el("td", {}, edge.region), el("td", {}, edge.name), el("td", { class: "state " + edge.state }, edge.state),
-        el("td", {}, local(edge.last_change_iso)), el("td", { class: "lag" }, edge.purge_lag ?? "–"),
+        el("td", {}, local(edge.last_change_iso)), el("td", { class: "lag" }, lagText(edge)),
         el("td", { class: "rps" }, number(current.requests_per_s)), el("td", { class: "trend" }, spark(edge.series)),
         el("td", { class: "hit-ratio" }, percent(current.hit_ratio)),
         el("td", { class: "byte-hit-ratio" }, percent(current.byte_hit_ratio)),
@@ -209,21 +216,34 @@ function render(data) {
     el("td", {}, Object.entries(entry.edges).map(([name, count]) => `${name}: ${count}`).join(", ")))));
 }
 
+let asked = false;  // the token is asked for once per page load, never on every refresh
+
 async function load() {
   const token = sessionStorage.getItem(TOKEN_KEY);
   const headers = token ? { Authorization: "Bearer " + token } : {};
+  const status = document.getElementById("status");
+  let response;
   try {
-    const response = await fetch("/api/overview", { headers, cache: "no-store" });
-    if (response.status === 401) {
-      const given = window.prompt("This admin API needs its token:");  // asked once, kept for the session
-      if (given) { sessionStorage.setItem(TOKEN_KEY, given); return load(); }
-      document.getElementById("status").textContent = "an admin token is needed";
-      return;
-    }
-    render(await response.json());
+    response = await fetch("/api/overview", { headers, cache: "no-store" });
   } catch (error) {
-    document.getElementById("status").textContent = "cannot reach the admin API: " + error;
+    status.textContent = "cannot reach the admin API: " + error;
+    return;
   }
+  if (response.status === 401 || response.status === 403) {
+    sessionStorage.removeItem(TOKEN_KEY);  // a wrong or old token is not kept
+    if (!asked) {
+      asked = true;
+      const given = window.prompt("This admin API needs its token:");  // kept for the session
+      if (given) { sessionStorage.setItem(TOKEN_KEY, given); return load(); }
+    }
+    status.textContent = "an admin token is needed: reload the page to enter it";
+    return;
+  }
+  if (!response.ok) {
+    status.textContent = `the admin API answered ${response.status}; retrying every ${REFRESH_MS / 1000} s`;
+    return;
+  }
+  render(await response.json());
 }
 
 document.getElementById("chart-scope").addEventListener("change", (event) => chooseScope(event.target.value));

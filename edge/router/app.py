@@ -57,13 +57,13 @@ from edge.controlplane.app import CONTROL_PLANE_KEY, register_control_plane
 from edge.controlplane.models import ControlPlaneSettings
 from edge.inventory import EdgeEntry, Inventory, InventoryError, load_inventory
 from edge.overview import Sampler, iso
-from edge.version import package_version
 from edge.router.clientip import ClientAddress, IPAddress, IPNetwork, client_address, parse_address
 from edge.router.config import RouterSettings
 from edge.router.coverage import CoverageError, CoverageMap, CoverageZone, load_coverage
 from edge.router.geo import GeoDatabaseError, GeoLocator, GeoResult
 from edge.router.health import HealthChecker
 from edge.router.select import Decision, Selector, shard_key
+from edge.version import package_version
 
 __all__ = [
     "ROUTER_KEY",

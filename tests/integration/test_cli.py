@@ -134,6 +134,62 @@ def test_clear_errors_and_exit_codes(cdn: dict[str, object], tmp_path: Path) -> 
     assert time.monotonic() - started < 5
 
 
+def test_purge_wait_before_or_after_its_target_and_with_seconds(cdn: dict[str, object]) -> None:
+    url = "http://www.example.com/obj/wait?size=8"
+    for args in (["--wait", url], [url, "--wait"], ["--tag", "t1", "--wait", "10"], ["--all", "--wait=10"],
+                 ["--wait", "--all"], ["--prefix", "http://www.example.com/obj/", "--wait", "--wait-timeout", "5"]):
+        code, out = run(cdn, "purge", *args, "--json")
+        assert code == 0, (args, out)
+        assert {edge["status"] for edge in json.loads(out)["edges"].values()} == {"applied"}, args
+    code, out = run(cdn, "purge", "--wait", url)  # the table, for people
+    assert (code, out.count("applied")) == (0, 2), out
+
+
+def test_json_before_or_after_every_command(cdn: dict[str, object], tmp_path: Path) -> None:
+    inventory = tmp_path / "checked.toml"
+    inventory.write_text('[[edges]]\nname = "a"\nregion = "r"\nlatitude = 0\nlongitude = 0\n'
+                         'url = "http://a"\nadmin_url = "http://a:9"\n')  # fmt: skip
+    url = "http://www.example.com/obj/json?size=8"
+    for command in (["status"], ["purge", url], ["inspect", url], ["route", "192.0.2.7"],
+                    ["check-config", str(inventory)]):  # fmt: skip
+        for args in (["--json", *command], [*command, "--json"]):
+            code, out = run(cdn, *args)
+            assert code == 0, (args, out)
+            assert isinstance(json.loads(out), dict | list), args
+
+
+def test_admin_given_as_host_port(cdn: dict[str, object]) -> None:
+    admin = str(cdn["admin"]).removeprefix("http://")  # 127.0.0.1:PORT, as people type it
+    code, out = run({"admin": admin}, "status")
+    assert (code, "2 of 2 edges healthy" in out) == (0, True), out
+
+
+def test_an_edge_refusing_the_edge_token_is_exit_4(cdn: dict[str, object], edge_processes: list[EdgeProcess]) -> None:
+    url = "http://www.example.com/obj/token?size=8"
+    code, out = run(cdn, "--edge-token", "wrong", "inspect", url)
+    assert code == 4, out
+    assert "unauthorised" in out  # the table still shows what could be shown
+    assert "edges eu, us refused the edge token" in out
+    assert "--edge-token or EDGECACHE_EDGE_TOKEN" in out
+    result = CliRunner().invoke(main, ["--edge-token", "wrong", "inspect", url, "--json"],
+                                env={"EDGECACHE_ADMIN": str(cdn["admin"]), "EDGECACHE_TOKEN": "t0ken-t0ken"})  # fmt: skip
+    assert result.exit_code == 4
+    assert {row["error"] for row in json.loads(result.stdout)["edges"]} == {"401 unauthorised"}  # stdout stays JSON
+    code, out = run(cdn, "--edge-token", "wrong", "status")
+    assert code == 4, out
+    assert "2 of 2 edges healthy" in out
+    assert "refused the edge token" in out
+    # An edge that is only down is no token problem: inspect shows it unreachable and succeeds, status says not done.
+    edges = cdn["edges"]
+    assert isinstance(edges, dict)
+    next(edge for edge in edge_processes if edge.url == edges["us"]).stop()
+    until_sync(lambda: run(cdn, "status")[0] == 1, timeout=20, what="the router sees us down")
+    code, out = run(cdn, "inspect", url)
+    assert code == 0, out
+    assert "unreachable" in out
+    assert "edge token" not in out
+
+
 @pytest.mark.parametrize("module", ["edge", "edge.router", "origin_stub", "edge.controlplane", "edge.signedurl"])
 def test_every_program_says_its_version(module: str) -> None:
     out = subprocess.run([sys.executable, "-m", module, "--version"], cwd=PROJECT_ROOT, capture_output=True,

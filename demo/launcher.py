@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
+from edge.version import add_version_flag
+
 # name, latitude, longitude, country, continent, a client address the demo geo database places there
 REGIONS = (
     ("us-east", 38.9, -77.0, "US", "NA", "198.51.100.7"),
@@ -126,6 +128,7 @@ def env_int(name: str, default: int) -> int:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m demo", description=__doc__)
+    add_version_flag(parser, "python -m demo")
     parser.add_argument("--host", default=os.environ.get("DEMO_HOST", "127.0.0.1"))
     parser.add_argument(
         "--origin-port", type=int, default=env_int("DEMO_ORIGIN_PORT", 8000), help="first origin port (then +1)"

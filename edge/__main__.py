@@ -9,16 +9,20 @@ from typing import Any
 
 from edge.config import ConfigError, EdgeSettings, load_settings
 from edge.supervisor import ListenError, Supervisor, bind_listener
-from edge.version import add_version_flag
+from edge.version import add_version_flag, program_name
+
+DEFAULT_PROG = "python -m edge"
+
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    prog = program_name(DEFAULT_PROG) if argv is None else DEFAULT_PROG
     parser = argparse.ArgumentParser(
-        prog="python -m edge",
+        prog=prog,
         description="edgecache edge node: a caching HTTP reverse proxy in front of one origin.",
         epilog="Precedence: --config file < EDGE_* environment variables < these flags.",
     )
-    add_version_flag(parser, "python -m edge")
+    add_version_flag(parser, prog)
     parser.add_argument("--config", type=Path, help="TOML config file (also EDGE_CONFIG)")
     parser.add_argument("--origin", help="origin base URL, e.g. http://127.0.0.1:8000")
     parser.add_argument("--listen", help="public HOST:PORT (default 0.0.0.0:8080)")

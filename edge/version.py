@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 from importlib.metadata import PackageNotFoundError, version
 
-__all__ = ["add_version_flag", "package_version"]
+__all__ = ["add_version_flag", "package_version", "program_name"]
 
 
 def package_version() -> str:
@@ -17,3 +19,10 @@ def package_version() -> str:
 
 def add_version_flag(parser: argparse.ArgumentParser, program: str) -> None:
     parser.add_argument("--version", action="version", version=f"{program} (edgecache) {package_version()}")
+
+
+def program_name(default: str) -> str:
+    """The name the user typed (``edgecache-edge``), so ``--version``/``--help`` echo it back;
+    ``default`` under ``python -m`` (whose ``argv[0]`` is a ``__main__.py``)."""
+    name = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    return name if name and name not in {"__main__.py", "-c", "-m"} else default

@@ -43,6 +43,8 @@ from mmdb_writer import MMDBWriter
 from netaddr import IPNetwork as NetaddrNetwork
 from netaddr import IPSet
 
+from edge.version import add_version_flag
+
 __all__ = [
     "COLUMNS",
     "DEFAULT_DATABASE_TYPE",
@@ -353,6 +355,7 @@ def verify(path: str | Path, rows: Sequence[SourceRow], *, database_type: str = 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m geodb.build", description=__doc__.splitlines()[0])
+    add_version_flag(parser, "python -m geodb.build")
     parser.add_argument("--source", type=Path, default=DEFAULT_SOURCE, help="CSV source (default: %(default)s)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="database to write (default: %(default)s)")
     parser.add_argument("--database-type", default=DEFAULT_DATABASE_TYPE, help="must contain 'City' for geoip2")

@@ -1,41 +1,67 @@
-"""``python -m origin_stub --host 127.0.0.1 --port N``: run the stub until SIGINT/SIGTERM.
+"""``python -m origin_stub --host 127.0.0.1 --port N``: run the stub until SIGTERM/SIGINT/SIGQUIT.
 
 The single ``origin_stub listening on URL`` line (flushed) is the contract with whoever started
 us (the demo, benchmarks, subprocess tests): with ``--port 0`` it is the only way to learn the port.
+
+Signals follow the rest of edgecache (``edge.signals``): ``SIGHUP`` and ``SIGUSR1`` (what logrotate
+sends) are harmless, since the stub keeps no log file to reopen.  Exit codes: 0 after a stop
+signal, 1 when the listening socket cannot be opened (one line on stderr naming ``--port``).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import signal
+import errno
+import os
 import sys
 from collections.abc import Callable, Sequence
 
-from edge.version import add_version_flag
+from edge import signals
+from edge.version import add_version_flag, program_name
 
 from .app import OriginStubServer
 
+DEFAULT_PROG = "python -m origin_stub"
+
+
+class ListenError(Exception):
+    """The listening socket could not be opened (port taken, address not local, no permission)."""
+
+
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m origin_stub", description="edgecache origin stub: a scriptable HTTP origin"
-    )
-    add_version_flag(parser, "python -m origin_stub")
+    prog = program_name(DEFAULT_PROG) if argv is None else DEFAULT_PROG
+    parser = argparse.ArgumentParser(prog=prog, description="edgecache origin stub: a scriptable HTTP origin")
+    add_version_flag(parser, prog)
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8000, help="port, 0 for any free one (default 8000)")
     parser.add_argument("--name", default="", help="sent as X-Stub-Name on every response (several instances)")
     return parser.parse_args(argv)
 
 
+def _cannot_listen(host: str, port: int, exc: OSError) -> str:
+    """One line naming the address and the flags that chose it (uvloop's own message names neither)."""
+    shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    reason = os.strerror(exc.errno) if exc.errno else str(exc)
+    hint = "; choose another --port, or --port 0 for any free one" if exc.errno == errno.EADDRINUSE else ""
+    return f"cannot listen on {shown} (--host {host} --port {port}): {reason}{hint}"
+
+
 async def _serve(host: str, port: int, name: str = "") -> None:
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    async with OriginStubServer(host, port, name) as server:
+    # Before listening: a signal sent as soon as the URL is printed must find its handler.
+    signals.install(asyncio.get_running_loop(), stop.set)
+    server = OriginStubServer(host, port, name)
+    try:
+        await server.start()
+    except OSError as exc:
+        raise ListenError(_cannot_listen(host, port, exc)) from None
+    try:
         print(f"origin_stub listening on {server.url}", flush=True)
         await stop.wait()
+    finally:
+        await server.stop()
 
 
 def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
@@ -49,8 +75,12 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = _parse_args(argv)
-    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-        runner.run(_serve(args.host, args.port, args.name))
+    try:
+        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+            runner.run(_serve(args.host, args.port, args.name))
+    except ListenError as exc:
+        print(f"origin_stub: {exc}", file=sys.stderr)
+        sys.exit(1)
     sys.stdout.flush()
 
 

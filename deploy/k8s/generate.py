@@ -1326,8 +1326,17 @@ def render(config_dir: Path = CONFIG_DIR, values_file: Path = VALUES_FILE) -> di
     return files
 
 
+VERSION_PROG = "python deploy/k8s/generate.py"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    try:
+        from edge.version import add_version_flag
+    except ImportError:  # a bare Python without edgecache: what edge.version says of an uninstalled tree
+        parser.add_argument("--version", action="version", version=f"{VERSION_PROG} (edgecache) unknown")
+    else:
+        add_version_flag(parser, VERSION_PROG)
     parser.add_argument("--config-dir", type=Path, default=CONFIG_DIR, help="default: deploy/config")
     parser.add_argument("--values", type=Path, default=VALUES_FILE, help="default: deploy/k8s/values.toml")
     parser.add_argument("--out", type=Path, default=OUT_DIR, help="default: deploy/k8s/generated")

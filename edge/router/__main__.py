@@ -1,9 +1,10 @@
 """``python -m edge.router``: the GeoIP request router (one process, uvloop).
 
 Precedence: ``--config`` file (or ``ROUTER_CONFIG``) < ``ROUTER_*`` environment < flags.  Exit
-codes: 0 after SIGTERM/SIGINT, 1 when a listening socket cannot be opened, 2 for any bad
-configuration, inventory, coverage file or geo database (the message names the field).  SIGHUP
-reopens the geo database; if the new file cannot be opened the old one stays in service.
+codes: 0 after SIGTERM/SIGINT, 1 when a listening socket cannot be opened or another router holds
+the embedded purge log (``purge_state_dir``), 2 for any bad configuration, inventory, coverage file
+or geo database (the message names the field).  SIGHUP reopens the geo database; if the new file
+cannot be opened the old one stays in service.
 
 On start it prints one line to stdout (real ports when 0 was asked for)::
 
@@ -27,6 +28,8 @@ from aiohttp import web
 from edge import sdnotify, signals
 from edge.accesslog import reopen_log_files
 from edge.config import ConfigError
+from edge.controlplane.log import LogLockedError
+from edge.controlplane.redisurl import parse_purge_log_url
 from edge.router.app import RouterParts, create_router, create_router_admin_app, open_router_parts
 from edge.router.config import RouterSettings, load_router_settings
 from edge.router.geo import GeoDatabaseError
@@ -34,22 +37,31 @@ from edge.router.redirect import RedirectService, serve_redirects
 from edge.supervisor import ListenError as SupervisorListenError
 from edge.supervisor import bind_listener
 from edge.tls import server_ssl_context
-from edge.version import add_version_flag
+from edge.version import add_version_flag, program_name
 
 log = logging.getLogger("edge.router")
+
+
+DEFAULT_PROG = "python -m edge.router"
 
 
 class ListenError(Exception):
     """A listening socket could not be opened."""
 
 
+class PurgeStateLockedError(Exception):
+    """Another router (or control plane) holds the embedded purge log's directory."""
+
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    prog = program_name(DEFAULT_PROG) if argv is None else DEFAULT_PROG
     parser = argparse.ArgumentParser(
-        prog="python -m edge.router",
+        prog=prog,
         description="edgecache router: redirects each client to the nearest healthy edge.",
         epilog="Precedence: --config file < ROUTER_* environment variables < these flags.",
     )
-    add_version_flag(parser, "python -m edge.router")
+    add_version_flag(parser, prog)
     parser.add_argument("--config", type=Path, help="TOML config file (also ROUTER_CONFIG)")
     parser.add_argument("--listen", help="public HOST:PORT (default 127.0.0.1:8080)")
     parser.add_argument("--admin-listen", dest="admin_listen", help="admin HOST:PORT (default 127.0.0.1:8081)")
@@ -167,6 +179,22 @@ def _cannot_listen(host: str, port: int, setting: str, exc: OSError) -> str:
     return f"cannot listen on {host}:{port} ({setting} = \"{host}:{port}\", or {flag}): {exc.strerror or exc}"
 
 
+def _purge_state_locked(settings: RouterSettings) -> str:
+    """Name the setting that chose the directory: the lock error itself only says "control plane"."""
+    if settings.purge_log is not None and settings.purge_log.startswith("sqlite:"):
+        path = parse_purge_log_url(settings.purge_log).path
+        assert path is not None  # validated with the settings
+        directory, where = path.parent, f'purge_log = "{settings.purge_log}", or --purge-log'
+        own = "directory for its sqlite purge_log"
+    else:
+        directory, own = settings.purge_state_dir, "purge_state_dir"
+        where = f'purge_state_dir = "{directory}", or --purge-state-dir'
+    return (
+        f"cannot open the purge log in {directory.resolve()} ({where}): another router (or control plane) holds "
+        f"that directory; give each router its own {own}, or share a Redis purge_log"
+    )
+
+
 def _ssl_context(settings: RouterSettings) -> ssl.SSLContext | None:
     """TLS for the public listener when a certificate and key are configured."""
     return server_ssl_context(settings.tls_cert, settings.tls_key)
@@ -199,7 +227,10 @@ async def serve(settings: RouterSettings, parts: RouterParts) -> None:
     try:
         if stop.is_set():  # told to stop while the first health round ran: never start listening
             return
-        await admin_runner.setup()
+        try:
+            await admin_runner.setup()  # opens the purge log, taking its directory's lock
+        except LogLockedError:
+            raise PurgeStateLockedError(_purge_state_locked(settings)) from None
         host, port = settings.listen_address
         ssl_context = _ssl_context(settings)
         try:
@@ -255,7 +286,7 @@ def main(argv: list[str] | None = None) -> None:
         runner = uvloop.run
     try:
         runner(serve(settings, parts))
-    except ListenError as exc:
+    except (ListenError, PurgeStateLockedError) as exc:
         print(f"router: {exc}", file=sys.stderr)
         sys.exit(1)
 

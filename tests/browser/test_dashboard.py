@@ -9,8 +9,6 @@ import json
 import os
 import shutil
 import signal
-import subprocess
-import sys
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -19,7 +17,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import PROJECT_ROOT, EdgeProcess, free_port, launch_edge
+from tests.conftest import EdgeProcess, free_port, launch_edge
+from tests.support.cdn import inventory_toml, router_toml, spawn
 from tests.support.wait import until_sync
 
 CHROMIUM = shutil.which("chromium")
@@ -52,25 +51,17 @@ def browser() -> Iterator[Any]:
 @pytest.fixture
 def cdn(tmp_path: Path, edge_processes: list[EdgeProcess]) -> Iterator[dict[str, Any]]:
     origin_port = free_port()
-    origin = subprocess.Popen([sys.executable, "-m", "origin_stub", "--port", str(origin_port)], cwd=PROJECT_ROOT,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    origin = spawn("origin_stub", "--port", str(origin_port))
     ports = {name: (free_port(), free_port()) for name in ("eu-west", "us-east")}
     inventory = tmp_path / "inventory.toml"
-    inventory.write_text("".join(
-        f'[[edges]]\nname = "{name}"\nregion = "{name}"\nlatitude = {lat}\nlongitude = 0\n'
-        f'url = "http://127.0.0.1:{public}"\nadmin_url = "http://127.0.0.1:{admin}"\n\n'
-        for (name, (public, admin)), lat in zip(ports.items(), (50, 40), strict=True)
+    inventory.write_text(inventory_toml(
+        (name, name, lat, public, admin) for (name, (public, admin)), lat in zip(ports.items(), (50, 40), strict=True)
     ))  # fmt: skip
-    router_admin = free_port()
+    router_admin, router_public = free_port(), free_port()
     config = tmp_path / "router.toml"
-    router_public = free_port()
-    config.write_text(
-        f'listen = "127.0.0.1:{router_public}"\ntrust_proxy = ["127.0.0.1/32"]\nadmin_listen = "127.0.0.1:{router_admin}"\nedges = "{inventory}"\n'
-        f'purge_state_dir = "{tmp_path / "router"}"\naccess_log = false\nhealth_interval = 0.2\n'
-        "dashboard_interval = 0.5\n"
-    )
-    router = subprocess.Popen([sys.executable, "-m", "edge.router", "--config", str(config)], cwd=PROJECT_ROOT,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    config.write_text(router_toml(router_public, router_admin, inventory, tmp_path / "router",
+                                  'trust_proxy = ["127.0.0.1/32"]\ndashboard_interval = 0.5\n'))  # fmt: skip
+    router = spawn("edge.router", "--config", str(config))
     for name, (public, admin) in ports.items():
         edge_processes.append(launch_edge(
             ["--origin", f"http://127.0.0.1:{origin_port}", "--listen", f"127.0.0.1:{public}",
@@ -182,19 +173,12 @@ def test_the_token_is_asked_for_once_and_kept_for_the_session(browser: Any, tmp_
     """An admin API with a token: the page prompts once, keeps the answer for the session (a reload
     does not ask again), and a wrong answer is not asked for again on every refresh."""
     inventory = tmp_path / "inventory.toml"
-    inventory.write_text(
-        f'[[edges]]\nname = "lone"\nregion = "eu-west"\nlatitude = 50\nlongitude = 0\n'
-        f'url = "http://127.0.0.1:{free_port()}"\nadmin_url = "http://127.0.0.1:{free_port()}"\n'
-    )
+    inventory.write_text(inventory_toml([("lone", "eu-west", 50, free_port(), free_port())]))
     admin_port = free_port()
     config = tmp_path / "router.toml"
-    config.write_text(
-        f'listen = "127.0.0.1:{free_port()}"\nadmin_listen = "127.0.0.1:{admin_port}"\nedges = "{inventory}"\n'
-        f'purge_state_dir = "{tmp_path / "router"}"\naccess_log = false\nhealth_interval = 0.2\n'
-        'dashboard_interval = 0.5\nadmin_token = "t0ken"\n'
-    )
-    router = subprocess.Popen([sys.executable, "-m", "edge.router", "--config", str(config)], cwd=PROJECT_ROOT,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    config.write_text(router_toml(free_port(), admin_port, inventory, tmp_path / "router",
+                                  'dashboard_interval = 0.5\nadmin_token = "t0ken"\n'))  # fmt: skip
+    router = spawn("edge.router", "--config", str(config))
     try:
         admin = f"http://127.0.0.1:{admin_port}"
 

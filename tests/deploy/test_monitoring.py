@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -74,6 +75,10 @@ DASHBOARD_MUST_USE = {
     "edgecache_protection_refusals_total",
     "edgecache_origin_up",
     "edgecache_origin_errors_total",
+    "edgecache_errors_total",
+    "process_cpu_seconds_total",
+    "process_resident_memory_bytes",
+    "process_open_fds",
 }
 
 # `Counter("x", ...)`, `CounterMetricFamily(\n    "x", ...)`, `HistogramMetricFamily("x", ...)`, ...
@@ -83,6 +88,8 @@ FAMILY = re.compile(
 KINDS = {"Counter": "counter", "Gauge": "gauge", "Histogram": "histogram", "Summary": "summary",
          "Info": "info", "Enum": "stateset", "StateSet": "stateset"}  # fmt: skip
 METRIC = re.compile(r"(?<![\w:])edgecache_[a-z_]+")
+PROCESS_METRIC = re.compile(r"(?<![\w:])process_[a-z_]+")  # the client library's process collector
+JOB_SELECTOR = re.compile(r"\bjob=\"([^\"]+)\"")
 DURATION = re.compile(r"^(?:\d+(?:ms|[smhdwy]))+$")
 LABEL_REF = re.compile(r"\$labels\.(\w+)")
 GRAFANA_BUILTINS = {"__rate_interval", "__interval", "__range", "__interval_ms", "__range_s", "__range_ms"}
@@ -121,13 +128,38 @@ def exposed_names(name: str, kind: str) -> set[str]:
 
 
 @cache
+def process_metrics() -> dict[str, frozenset[str]]:
+    """The ``process_*`` samples each program exposes, by job: from the collectors the code registers,
+    run here on this process (they are not in edge/'s source as literal names)."""
+    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from edge.metrics import EdgeProcessCollector
+    from edge.router.app import RouterMetrics
+
+    edge = CollectorRegistry(auto_describe=False)
+    edge.register(EdgeProcessCollector([{"pid": os.getpid()}]))
+    found = {}
+    for job_name, registry in ((EDGE_JOB, edge), (ROUTER_JOB, RouterMetrics().registry)):
+        text = generate_latest(registry).decode()
+        found[job_name] = frozenset(sample.name for family in text_string_to_metric_families(text)
+                                    for sample in family.samples if sample.name.startswith("process_"))  # fmt: skip
+    return found
+
+
+@cache
 def known_metrics() -> frozenset[str]:
     families = {**ADDED_WITH_16, **source_families()}
-    return frozenset(sample for name, kind in families.items() for sample in exposed_names(name, kind))
+    exposed = {sample for name, kind in families.items() for sample in exposed_names(name, kind)}
+    return frozenset(exposed.union(*process_metrics().values()))
+
+
+def metric_names(expr: str) -> set[str]:
+    return set(METRIC.findall(expr)) | set(PROCESS_METRIC.findall(expr))
 
 
 def unknown_metrics(expr: str) -> set[str]:
-    return set(METRIC.findall(expr)) - known_metrics()
+    return metric_names(expr) - known_metrics()
 
 
 def test_the_source_scan_finds_the_families() -> None:
@@ -313,9 +345,52 @@ def test_dashboard_uses_exported_metrics() -> None:
 
 
 def test_dashboard_covers_the_essentials() -> None:
-    used = {name for _, expr in dashboard_exprs() for name in METRIC.findall(expr)}
+    used = {name for _, expr in dashboard_exprs() for name in metric_names(expr)}
     missing = DASHBOARD_MUST_USE - used
     assert not missing, f"no panel shows {sorted(missing)}"
+
+
+def test_the_process_scan_finds_the_collectors() -> None:
+    """Guards process_metrics(): both programs expose CPU, memory and descriptors."""
+    for job_name, names in process_metrics().items():
+        assert {"process_cpu_seconds_total", "process_resident_memory_bytes", "process_open_fds"} <= names, job_name
+
+
+def test_dashboard_process_queries_name_their_job() -> None:
+    """process_* is what every exporter exposes: a query must say whose, and that job must export it."""
+    for where, expr in dashboard_exprs():
+        names = set(PROCESS_METRIC.findall(expr))
+        if not names:
+            continue
+        jobs = set(JOB_SELECTOR.findall(expr))
+        assert jobs, f"{where}: {sorted(names)} without a job selector mixes in every other exporter"
+        for job_name in jobs:
+            assert names <= process_metrics().get(job_name, frozenset()), f"{where}: {job_name} does not export {names}"
+
+
+def test_dashboard_selects_only_scraped_jobs() -> None:
+    jobs = {job["job_name"] for job in scrape_configs()}
+    for where, expr in dashboard_exprs():
+        unknown = set(JOB_SELECTOR.findall(expr)) - jobs
+        assert not unknown, f"{where} selects jobs {sorted(unknown)}, which prometheus.yml does not scrape"
+
+
+def panels_showing(metric: str) -> list[dict[str, Any]]:
+    return [panel for panel in query_panels() if any(metric in target["expr"] for target in panel["targets"])]
+
+
+def test_dashboard_shows_errors_by_status_and_reason() -> None:
+    exprs = [target["expr"] for panel in panels_showing("edgecache_errors_total") for target in panel["targets"]]
+    assert any(re.search(r"sum by \(status, reason\) \(rate\(edgecache_errors_total\{", expr) for expr in exprs), exprs
+
+
+@pytest.mark.parametrize("metric", ["process_cpu_seconds_total", "process_resident_memory_bytes", "process_open_fds"])
+def test_dashboard_shows_process_metrics_per_instance_of_edges_and_routers(metric: str) -> None:
+    (panel,) = panels_showing(metric)
+    jobs = {job_name for target in panel["targets"] for job_name in JOB_SELECTOR.findall(target["expr"])}
+    assert jobs == {EDGE_JOB, ROUTER_JOB}, panel["title"]
+    counter_as_rate = ("rate(" in panel["targets"][0]["expr"]) == metric.endswith("_total")
+    assert counter_as_rate, f"{panel['title']}: a counter is shown as a rate, a gauge as it is"
 
 
 def test_dashboard_variables_referenced_exist() -> None:
@@ -445,6 +520,73 @@ def test_promtool_parses_every_dashboard_query(tmp_path: Path) -> None:
     path = tmp_path / "dashboard-queries.yml"
     path.write_text(yaml_module().safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}))
     run_promtool("check", "rules", path)
+
+
+def as_promql(expr: str) -> str:
+    """A panel query as Prometheus sees it: every edge selected, Grafana's intervals as 5m."""
+    return re.sub(r"\$\{?\w+\}?", ".*", re.sub(r"\$__\w+", "5m", expr))
+
+
+def panel_target(metric: str, job_name: str | None = None) -> str:
+    (panel,) = panels_showing(metric)
+    (expr,) = [target["expr"] for target in panel["targets"]
+               if job_name is None or f'job="{job_name}"' in target["expr"]]  # fmt: skip
+    return as_promql(expr)
+
+
+EDGE_SERIES = 'instance="edge-us-east:9080",job="edgecache-edge"'
+EDGE_RESULT = '{edge="us-east-1",instance="edge-us-east:9080",job="edgecache-edge",region="us-east"}'
+ROUTER_SERIES = 'instance="router-a:8081",job="edgecache-router"'
+
+
+def test_promtool_evaluates_the_error_and_process_panels(tmp_path: Path) -> None:
+    """The new panels' queries against synthetic series: errors summed by status and reason; each
+    edge's process_* named by its edge (joined through edgecache_build_info, even while an upgrade
+    leaves two versions' series) and each router's by its instance."""
+    tool = promtool()
+    series = {
+        f'edgecache_errors_total{{edge="us-east-1",{EDGE_SERIES},status="502",reason="origin_unreachable"}}': "0+60x10",
+        'edgecache_errors_total{edge="eu-west-1",instance="edge-eu-west:9080",job="edgecache-edge",status="502",'
+        'reason="origin_unreachable"}': "0+120x10",
+        f'edgecache_errors_total{{edge="us-east-1",{EDGE_SERIES},status="508",reason="loop_detected"}}': "0+15x10",
+        f'process_cpu_seconds_total{{{EDGE_SERIES},region="us-east"}}': "0+120x10",
+        f"process_cpu_seconds_total{{{ROUTER_SERIES}}}": "0+30x10",
+        f'process_resident_memory_bytes{{{EDGE_SERIES},region="us-east"}}': "300000000x10",
+        f"process_resident_memory_bytes{{{ROUTER_SERIES}}}": "50000000x10",
+        f'process_open_fds{{{EDGE_SERIES},region="us-east"}}': "200x10",
+        f"process_open_fds{{{ROUTER_SERIES}}}": "40x10",
+        f'edgecache_build_info{{edge="us-east-1",{EDGE_SERIES},version="0.1.0"}}': "1x6",
+        f'edgecache_build_info{{edge="us-east-1",{EDGE_SERIES},version="0.2.0"}}': "_x4 1x6",
+        f'edgecache_build_info{{component="router",{ROUTER_SERIES},version="0.1.0"}}': "1x10",
+    }
+    checks: list[tuple[str, list[tuple[str, float]]]] = [
+        (panel_target("edgecache_errors_total"),
+         [('{reason="origin_unreachable",status="502"}', 3), ('{reason="loop_detected",status="508"}', 0.25)]),
+        (panel_target("process_cpu_seconds_total", EDGE_JOB), [(EDGE_RESULT, 2)]),
+        (panel_target("process_cpu_seconds_total", ROUTER_JOB), [(f"{{{ROUTER_SERIES}}}", 0.5)]),
+        (panel_target("process_resident_memory_bytes", EDGE_JOB), [(EDGE_RESULT, 300000000)]),
+        (panel_target("process_resident_memory_bytes", ROUTER_JOB),
+         [(f"process_resident_memory_bytes{{{ROUTER_SERIES}}}", 50000000)]),
+        (panel_target("process_open_fds", EDGE_JOB), [(EDGE_RESULT, 200)]),
+        (panel_target("process_open_fds", ROUTER_JOB), [(f"process_open_fds{{{ROUTER_SERIES}}}", 40)]),
+    ]  # fmt: skip
+    (tmp_path / "none.yml").write_text("groups: []\n")
+    test = {
+        "rule_files": ["none.yml"],
+        "evaluation_interval": "1m",
+        "tests": [{
+            "interval": "1m",
+            "input_series": [{"series": name, "values": values} for name, values in series.items()],
+            "promql_expr_test": [
+                {"expr": expr, "eval_time": "8m", "exp_samples": [{"labels": labels, "value": value} for labels, value in samples]}
+                for expr, samples in checks
+            ],
+        }],
+    }  # fmt: skip
+    (tmp_path / "test.yml").write_text(yaml_module().safe_dump(test, sort_keys=False))
+    result = subprocess.run([tool, "test", "rules", "test.yml"], capture_output=True, text=True, cwd=tmp_path,
+                            timeout=300)  # fmt: skip
+    assert result.returncode == 0, f"{result.stdout}\n{result.stderr}"
 
 
 # --- promtool test rules: the alerts fire when they should, and only then --------------------------

@@ -17,6 +17,7 @@ from click.testing import CliRunner
 
 from edge.cli import main
 from tests.conftest import PROJECT_ROOT, EdgeProcess, free_port, launch_edge
+from tests.support.cdn import inventory_toml, spawn
 from tests.support.wait import until_sync
 
 
@@ -24,14 +25,11 @@ from tests.support.wait import until_sync
 def cdn(tmp_path: Path, edge_processes: list[EdgeProcess]) -> Iterator[dict[str, object]]:
     """An origin stub, two edges in two regions, a router; all real processes."""
     origin_port = free_port()
-    origin = subprocess.Popen([sys.executable, "-m", "origin_stub", "--port", str(origin_port)], cwd=PROJECT_ROOT,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    origin = spawn("origin_stub", "--port", str(origin_port))
     ports = {name: (free_port(), free_port()) for name in ("eu", "us")}
     inventory = tmp_path / "inventory.toml"
-    inventory.write_text("".join(
-        f'[[edges]]\nname = "{name}"\nregion = "{name}"\nlatitude = {lat}\nlongitude = 0\n'
-        f'url = "http://127.0.0.1:{public}"\nadmin_url = "http://127.0.0.1:{admin}"\n\n'
-        for (name, (public, admin)), lat in zip(ports.items(), (50, 40), strict=True)
+    inventory.write_text(inventory_toml(
+        (name, name, lat, public, admin) for (name, (public, admin)), lat in zip(ports.items(), (50, 40), strict=True)
     ))  # fmt: skip
     router_admin = free_port()
     router = subprocess.Popen(

@@ -250,7 +250,8 @@ async def test_a_purge_reaches_every_edge_in_parallel_with_per_edge_results(
     assert (result["seq"], result["kind"], result["soft"]) == (1, "urls", False)
     assert (result["applied"], result["failed"]) == (3, 0)
     assert result["id"].startswith("p-1-")
-    assert result["created_at_iso"].endswith("Z") and result["created_at_iso"][:4].isdigit()
+    assert result["created_at_iso"].endswith("Z")
+    assert result["created_at_iso"][:4].isdigit()
     assert set(result["edges"]) == {"edge-a", "edge-b", "edge-c"}
     for outcome in result["edges"].values():
         assert (outcome["status"], outcome["affected"], outcome["error"]) == ("applied", 2, None)

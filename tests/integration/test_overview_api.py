@@ -7,8 +7,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -18,7 +16,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import PROJECT_ROOT, EdgeProcess, free_port, launch_edge
+from tests.conftest import EdgeProcess, free_port, launch_edge
+from tests.support.cdn import inventory_toml, router_toml, spawn
 from tests.support.wait import until_sync
 
 TOKEN = "router-secret"
@@ -57,24 +56,15 @@ def overview(url: str, token: str | None = None) -> dict[str, Any]:
 @pytest.fixture
 def cdn(tmp_path: Path, edge_processes: list[EdgeProcess]) -> Iterator[dict[str, Any]]:
     origin_port = free_port()
-    origin = subprocess.Popen([sys.executable, "-m", "origin_stub", "--port", str(origin_port)], cwd=PROJECT_ROOT,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    origin = spawn("origin_stub", "--port", str(origin_port))
     ports = {name: (free_port(), free_port()) for name in ("a", "b")}
     inventory = tmp_path / "inventory.toml"
-    inventory.write_text("".join(
-        f'[[edges]]\nname = "{name}"\nregion = "eu-west"\nlatitude = 50\nlongitude = 0\n'
-        f'url = "http://127.0.0.1:{public}"\nadmin_url = "http://127.0.0.1:{admin}"\n\n'
-        for name, (public, admin) in ports.items()
-    ))  # fmt: skip
+    inventory.write_text(inventory_toml((name, "eu-west", 50, public, admin) for name, (public, admin) in ports.items()))
     router_admin = free_port()
     config = tmp_path / "router.toml"
-    config.write_text(
-        f'listen = "127.0.0.1:{free_port()}"\nadmin_listen = "127.0.0.1:{router_admin}"\nedges = "{inventory}"\n'
-        f'purge_state_dir = "{tmp_path / "router"}"\naccess_log = false\nhealth_interval = 0.2\n'
-        f'dashboard_interval = 0.3\nadmin_token = "{TOKEN}"\n'
-    )
-    router = subprocess.Popen([sys.executable, "-m", "edge.router", "--config", str(config)], cwd=PROJECT_ROOT,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    config.write_text(router_toml(free_port(), router_admin, inventory, tmp_path / "router",
+                                  f'dashboard_interval = 0.3\nadmin_token = "{TOKEN}"\n'))  # fmt: skip
+    router = spawn("edge.router", "--config", str(config))
     try:
         yield from _with_edges(tmp_path, edge_processes, ports, inventory, origin_port, router_admin)
     finally:

@@ -387,7 +387,8 @@ async def test_a_client_naming_the_owner_in_via_cannot_take_it_out(
     report = await json_get(f"{other.admin_url}/cluster")
     assert all(peer["healthy"] for peer in report["peers"])
     checked = [peer for peer in report["peers"] if "state" in peer]
-    assert checked and all(peer["last_change_iso"].endswith("Z") for peer in checked)
+    assert checked
+    assert all(peer["last_change_iso"].endswith("Z") for peer in checked)
     keys = [f"/obj/via-k{index}?size=10&max_age=600" for index in range(30)]
     await warm(region, keys)
     assert origin_total(origin, "/obj/via-k") == 30  # nobody was taken out: still once per region

@@ -338,7 +338,7 @@ async def metrics(request: web.Request) -> web.Response:
     snapshots = await asyncio.to_thread(collect_worker_stats, request.app[SETTINGS_KEY], runtime)
     registry = CollectorRegistry(auto_describe=False)
     registry.register(StatsCollector(snapshots, runtime.node_name, request.app[SETTINGS_KEY]))
-    registry.register(EdgeProcessCollector(snapshots))  # process_* of the supervisor and all workers
+    registry.register(EdgeProcessCollector(snapshots, runtime.node_name))  # process_* of the supervisor and all workers
     return web.Response(body=generate_latest(registry), headers={"Content-Type": "text/plain; version=0.0.4"})
 
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 import http.client
 import ipaddress
 import json
+import math
 import re
 import sys
 import time
@@ -269,7 +270,13 @@ def status(ctx: click.Context) -> None:
         sys.exit(EXIT_NOT_DONE)
 
 
-_SECONDS = re.compile(r"\d+(\.\d*)?|\.\d+")
+def _is_seconds(text: str) -> bool:
+    """A finite, non-negative number (``10``, ``2.5``, ``1e1``): a URL or a flag never is."""
+    try:
+        value = float(text)
+    except ValueError:
+        return False
+    return math.isfinite(value) and value >= 0
 
 
 class PurgeCommand(click.Command):
@@ -294,10 +301,10 @@ class PurgeCommand(click.Command):
                 continue
             if token.startswith("--wait="):
                 seconds = token.partition("=")[2]
-                if not _SECONDS.fullmatch(seconds):
+                if not _is_seconds(seconds):
                     raise click.BadParameter(f"{seconds!r} is not a number of seconds", ctx=ctx, param_hint="'--wait'")
                 rewritten.extend(["--wait", "--wait-timeout", seconds])
-            elif token == "--wait" and following is not None and _SECONDS.fullmatch(following):
+            elif token == "--wait" and following is not None and _is_seconds(following):
                 rewritten.extend(["--wait", "--wait-timeout", following])
                 position += 1
             else:
@@ -339,8 +346,9 @@ def purge(ctx: click.Context, urls: tuple[str, ...], prefix: str | None, tags: t
         {"urls": list(urls)} if urls else {"prefix": prefix} if prefix else {"tags": list(tags)} if tags
         else {"all": True}
     )  # fmt: skip
-    if wait_timeout is not None and wait_timeout < 0:
-        raise click.BadParameter(f"{wait_timeout:g} is negative", ctx=ctx, param_hint="'--wait-timeout'")
+    if wait_timeout is not None and not (math.isfinite(wait_timeout) and wait_timeout >= 0):
+        raise click.BadParameter(f"{wait_timeout:g} is not a number of seconds (negative or not finite)", ctx=ctx,
+                                 param_hint="'--wait-timeout'")  # fmt: skip
     if wait_timeout is not None and not wait:
         raise click.UsageError("--wait-timeout is how long --wait waits: add --wait")
     wait_s = (DEFAULT_WAIT if wait_timeout is None else wait_timeout) if wait else None

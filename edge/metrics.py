@@ -103,7 +103,7 @@ def stats_dir(settings: EdgeSettings) -> Path:
 
 def worker_snapshot(runtime: EdgeRuntime) -> dict[str, Any]:
     """This worker's counters, as written to ``stats/<pid>.json`` for the others to sum."""
-    snapshot: dict[str, Any] = {"pid": os.getpid(), "time": time.time()}
+    snapshot: dict[str, Any] = {"pid": os.getpid(), "time": time.time(), "supervisor": _supervisor()}
     cache = runtime.cache
     if cache is None:
         return snapshot
@@ -185,18 +185,89 @@ def merge_origins(snapshots: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return list(merged.values())
 
 
+RETIRED = "retired.json"
+# The counters a worker leaves behind when it exits (crash, reload, stop): folded into RETIRED so
+# that the edge's sums never go back — Prometheus reads a drop as a reset and the dashboard as a
+# restart, and either turns the survivors' whole totals into a spike.
+_RETIRED_NUMBERS = (
+    "requests", "hits", "misses", "bytes_from_cache", "bytes_from_origin", "collapsed", "origin_latency_sum",
+    "origin_latency_count", "request_latency_sum", "connections_accepted",
+)  # fmt: skip
+_RETIRED_MAPS = ("by_status", "by_code_class", "purges", "compressed", "errors", "protection")
+_RETIRED_LISTS = ("origin_latency_buckets", "request_latency_buckets")
+
+
+def _supervisor() -> str:
+    return os.environ.get("EDGECACHE_SUPERVISOR_PID", "")
+
+
+def _fold(total: dict[str, Any], snapshot: dict[str, Any]) -> None:
+    for name in _RETIRED_NUMBERS:
+        total[name] = total.get(name, 0) + snapshot.get(name, 0)
+    for name in _RETIRED_MAPS:
+        merged = total.setdefault(name, {})
+        for key, value in (snapshot.get(name) or {}).items():
+            merged[key] = merged.get(key, 0) + value
+    for name in _RETIRED_LISTS:
+        values = snapshot.get(name) or []
+        mine = total.get(name) or [0] * len(values)
+        if len(mine) == len(values):
+            total[name] = [a + b for a, b in zip(mine, values, strict=True)]
+
+
+def _retire(directory: Path, paths: list[Path], extra: dict[str, Any] | None = None) -> None:
+    """Fold these exited workers' files (and ``extra``, this worker's last snapshot as it exits)
+    into RETIRED, under a lock so that two workers never fold the same file twice."""
+    import fcntl
+
+    supervisor = _supervisor()
+    with contextlib.suppress(OSError), open(directory / ".retire.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        total: dict[str, Any] = {}
+        with contextlib.suppress(OSError, ValueError):
+            total = json.loads((directory / RETIRED).read_text())
+        if total.get("supervisor") != supervisor:
+            total = {}  # a previous run of the edge: its counters began again with this one
+        total["supervisor"] = supervisor
+        for path in paths:
+            with contextlib.suppress(OSError, ValueError):
+                data = json.loads(path.read_text())
+                path.unlink()  # gone under the lock: nobody folds it again
+                if data.get("supervisor", supervisor) == supervisor:
+                    _fold(total, data)
+        if extra is not None:
+            _fold(total, extra)
+        temporary = directory / f".{RETIRED}.{os.getpid()}.tmp"
+        temporary.write_text(json.dumps(total))
+        os.replace(temporary, directory / RETIRED)
+
+
 def collect_worker_stats(settings: EdgeSettings, runtime: EdgeRuntime) -> list[dict[str, Any]]:
-    """Every live worker's last snapshot (this worker's fresh)."""
+    """Every live worker's last snapshot (this worker's fresh), and the counters of the workers
+    that exited during this run of the edge (one snapshot marked ``retired``)."""
     snapshots = {os.getpid(): worker_snapshot(runtime)}
     directory = stats_dir(settings)
+    retired: dict[str, Any] | None = None
     if directory.is_dir():
+        exited: list[Path] = []
         for path in directory.glob("*.json"):
+            if path.name == RETIRED:
+                continue
             with contextlib.suppress(OSError, ValueError):
                 data = json.loads(path.read_text())
                 pid = int(data.get("pid", 0))
                 if pid and pid not in snapshots and pid_alive(pid):
                     snapshots[pid] = data
-    return list(snapshots.values())
+                elif pid != os.getpid():
+                    exited.append(path)
+        if exited:
+            _retire(directory, exited)
+        with contextlib.suppress(OSError, ValueError):
+            retired = json.loads((directory / RETIRED).read_text())
+    items = list(snapshots.values())
+    if retired is not None and retired.get("supervisor") == _supervisor():
+        items.append({**retired, "retired": True})
+    return items
 
 
 def summarize(snapshots: list[dict[str, Any]]) -> dict[str, Any]:
@@ -228,7 +299,7 @@ def summarize(snapshots: list[dict[str, Any]]) -> dict[str, Any]:
         for kind, count in item.get("purges", {}).items():
             purges[kind] = purges.get(kind, 0) + int(count)
     return {
-        "workers": len(snapshots),
+        "workers": sum(1 for item in snapshots if not item.get("retired")),
         "requests": requests,
         "hits": hits,
         "misses": total("misses"),
@@ -457,8 +528,8 @@ async def publish_stats_forever(settings: EdgeSettings, runtime: EdgeRuntime) ->
             os.replace(temporary, path)
             await asyncio.sleep(STATS_INTERVAL_S)
     finally:
-        with contextlib.suppress(OSError):
-            path.unlink()
+        with contextlib.suppress(OSError):  # what this worker counted stays in the edge's sums
+            _retire(directory, [path], worker_snapshot(runtime))
 
 
 
@@ -466,18 +537,33 @@ async def publish_stats_forever(settings: EdgeSettings, runtime: EdgeRuntime) ->
 class EdgeProcessCollector:
     """``process_*`` of the whole edge — the supervisor and every worker — rather than of the
     worker that happened to answer the scrape: one worker's CPU counter would jump between
-    workers from scrape to scrape and read as resets.  CPU, memory and open fds are summed;
-    the start time is the oldest (the supervisor's)."""
+    workers from scrape to scrape and read as resets.  CPU (with the exited workers' share, so it
+    never goes back), memory and open fds are summed; the start time is the oldest (the
+    supervisor's)."""
 
     SUMMED = ("process_cpu_seconds_total", "process_resident_memory_bytes", "process_virtual_memory_bytes",
               "process_open_fds")  # fmt: skip
 
-    def __init__(self, snapshots: list[dict[str, Any]]) -> None:
-        pids = {int(item["pid"]) for item in snapshots if item.get("pid")}
-        supervisor = os.environ.get("EDGECACHE_SUPERVISOR_PID", "")
-        if supervisor.isdigit():
-            pids.add(int(supervisor))
+    def __init__(self, snapshots: list[dict[str, Any]], edge: str) -> None:
+        pids = {int(item["pid"]) for item in snapshots if item.get("pid") and not item.get("retired")}
+        supervisor = _supervisor()
+        self.supervisor = int(supervisor) if supervisor.isdigit() else None
+        if self.supervisor is not None:
+            pids.add(self.supervisor)
         self.pids = sorted(pid for pid in pids if pid_alive(pid))
+        self.edge = edge
+
+    def _reaped_cpu(self) -> float:
+        """CPU seconds of the supervisor's exited (reaped) workers — ``cutime + cstime`` — so the
+        sum keeps rising when a worker exits instead of losing that worker's share."""
+        if self.supervisor is None:
+            return 0.0
+        try:
+            text = Path(f"/proc/{self.supervisor}/stat").read_text()
+        except OSError:
+            return 0.0
+        fields = text[text.rindex(")") + 2:].split()  # after "pid (comm) "; fields[0] is field 3
+        return (int(fields[13]) + int(fields[14])) / os.sysconf("SC_CLK_TCK")
 
     def collect(self) -> Any:
 
@@ -502,7 +588,7 @@ class EdgeProcessCollector:
         }
         if "process_cpu_seconds_total" in sums:
             yield CounterMetricFamily("process_cpu_seconds", helps["process_cpu_seconds_total"],
-                                      value=sums["process_cpu_seconds_total"])  # fmt: skip
+                                      value=sums["process_cpu_seconds_total"] + self._reaped_cpu())  # fmt: skip
         for name in self.SUMMED[1:]:
             if name in sums:
                 yield GaugeMetricFamily(name, helps[name], value=sums[name])
@@ -512,5 +598,7 @@ class EdgeProcessCollector:
         if max_fds is not None:
             yield GaugeMetricFamily("process_max_fds", "The lowest open-file limit of the edge's processes",
                                     value=max_fds)  # fmt: skip
-        yield GaugeMetricFamily("edgecache_processes", "The edge's live processes (supervisor and workers)",
-                                value=len(self.pids))  # fmt: skip
+        processes = GaugeMetricFamily("edgecache_processes", "The edge's live processes (supervisor and workers)",
+                                      labels=["edge"])  # fmt: skip
+        processes.add_metric([self.edge], len(self.pids))
+        yield processes

@@ -36,7 +36,10 @@ def iso(epoch: float | None) -> str | None:
     """An epoch time as ISO-8601 UTC (browsers show it in the viewer's zone)."""
     if not epoch:
         return None
-    return datetime.fromtimestamp(epoch, tz=UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    try:
+        return datetime.fromtimestamp(epoch, tz=UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    except (OverflowError, ValueError, OSError):  # beyond what a date can say (a bogus build time): no date
+        return None
 
 
 def _classes(stats: dict[str, Any]) -> dict[str, int]:
@@ -99,7 +102,7 @@ def present(current: dict[str, Any]) -> dict[str, Any]:
         "p50_ms": quantile(0.5, bounds, buckets),
         "p99_ms": quantile(0.99, bounds, buckets),
         "requests_per_s": round(requests, 2),
-        "hit_ratio": round(hits / requests, 4) if requests else None,
+        "hit_ratio": round(min(1.0, hits / requests), 4) if requests else None,
         "byte_hit_ratio": round(cached / (cached + fetched), 4) if cached + fetched else None,
         "bandwidth_bps": round((cached + fetched) * 8, 1),
         "offload_bytes_per_s": round(cached, 1),  # bytes the origin did not have to send

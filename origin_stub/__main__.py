@@ -30,12 +30,23 @@ class ListenError(Exception):
 
 
 
+def _port(text: str) -> int:
+    """A TCP port, 0 to 65535 (the kernel would silently wrap a larger one)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{value} is not a port (0 to 65535)")
+    return value
+
+
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     prog = program_name(DEFAULT_PROG) if argv is None else DEFAULT_PROG
     parser = argparse.ArgumentParser(prog=prog, description="edgecache origin stub: a scriptable HTTP origin")
     add_version_flag(parser, prog)
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=8000, help="port, 0 for any free one (default 8000)")
+    parser.add_argument("--port", type=_port, default=8000, help="port, 0 for any free one (default 8000)")
     parser.add_argument("--name", default="", help="sent as X-Stub-Name on every response (several instances)")
     return parser.parse_args(argv)
 
@@ -43,7 +54,8 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def _cannot_listen(host: str, port: int, exc: OSError) -> str:
     """One line naming the address and the flags that chose it (uvloop's own message names neither)."""
     shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    reason = os.strerror(exc.errno) if exc.errno else str(exc)
+    # a name that does not resolve is a gaierror, whose errno is not an errno: its strerror says it
+    reason = exc.strerror or (os.strerror(exc.errno) if exc.errno else str(exc))
     hint = "; choose another --port, or --port 0 for any free one" if exc.errno == errno.EADDRINUSE else ""
     return f"cannot listen on {shown} (--host {host} --port {port}): {reason}{hint}"
 

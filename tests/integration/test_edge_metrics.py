@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 from pathlib import Path
 
 import aiohttp
 
 from origin_stub import OriginStubServer
 from tests.conftest import EdgeProcess, launch_edge
+from tests.support.processes import children_of
 from tests.support.wait import until
 
 
@@ -51,7 +54,7 @@ async def test_connections_client_latency_capacity_and_build_info(
     assert re.search(r"^process_resident_memory_bytes \d", text, re.MULTILINE)
     # process_* cover the supervisor and both workers, whichever worker answers the scrape: the
     # CPU counter never goes back between scrapes (one worker's would, read as a reset).
-    assert re.search(r"^edgecache_processes 3\.0$", text, re.MULTILINE)
+    assert re.search(r'^edgecache_processes\{edge="[^"]+"\} 3\.0$', text, re.MULTILINE)
     seen = []
     for _ in range(6):
         async with aiohttp.ClientSession() as client, client.get(f"{edge.admin_url}/metrics") as resp:
@@ -59,3 +62,45 @@ async def test_connections_client_latency_capacity_and_build_info(
         assert cpu is not None
         seen.append(float(cpu[1]))
     assert seen == sorted(seen)
+
+
+async def scrape(admin_url: str) -> dict[str, float]:
+    """The edge's request count and CPU seconds, as Prometheus would read them now."""
+    async with aiohttp.ClientSession() as client, client.get(f"{admin_url}/metrics") as resp:
+        text = await resp.text()
+    count = re.search(r'^edgecache_request_seconds_count\{edge="[^"]+"\} (\S+)$', text, re.MULTILINE)
+    cpu = re.search(r"^process_cpu_seconds_total (\S+)$", text, re.MULTILINE)
+    assert count is not None
+    assert cpu is not None
+    return {"requests": float(count[1]), "cpu": float(cpu[1])}
+
+
+async def test_counters_never_go_back_when_a_worker_dies(
+    origin: OriginStubServer, tmp_path: Path, edge_processes: list[EdgeProcess]
+) -> None:
+    """A worker that crashes takes nothing from the edge's sums: Prometheus would read the drop as
+    a reset (a spike of everything the other workers counted), the dashboard as a restart."""
+    edge = launch_edge([
+        "--origin", origin.url, "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0",
+        "--cache-dir", str(tmp_path / "cache"), "--workers", "2", "--access-log", "off",
+    ])  # fmt: skip
+    edge_processes.append(edge)
+    supervisor = edge.process.pid
+    await until(lambda: len(children_of(supervisor)) == 2, what="two workers")
+    for _ in range(40):  # new connections: both workers get some
+        async with aiohttp.ClientSession() as client, client.get(f"{edge.url}/obj/c?size=64&max_age=600") as resp:
+            await resp.read()
+
+    async def all_published() -> bool:
+        return (await scrape(edge.admin_url))["requests"] >= 40
+
+    await until(all_published, timeout=20, what="the 40 requests in the edge's sums")
+    before = await scrape(edge.admin_url)
+    victim = min(children_of(supervisor))
+    os.kill(victim, signal.SIGKILL)
+    await until(lambda: victim not in children_of(supervisor) and len(children_of(supervisor)) == 2,
+                timeout=20, what="the supervisor replacing the killed worker")  # fmt: skip
+    for _ in range(10):  # whichever worker answers, before and after the replacement publishes
+        after = await scrape(edge.admin_url)
+        assert after["requests"] >= before["requests"]
+        assert after["cpu"] >= before["cpu"]

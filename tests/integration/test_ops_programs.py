@@ -85,6 +85,19 @@ def test_origin_stub_port_in_use_is_one_line_naming_the_flag() -> None:
     assert "--port 0" in lines[0]  # the way out
 
 
+@pytest.mark.parametrize(("args", "said"), [
+    (["--port", "70000"], "70000 is not a port (0 to 65535)"),  # not silently 70000 - 65536
+    (["--host", "no-such-host.invalid", "--port", "0"], "cannot listen on no-such-host.invalid:0"),
+])  # fmt: skip
+def test_origin_stub_refuses_a_bad_address_in_one_line(args: list[str], said: str) -> None:
+    result = subprocess.run([sys.executable, "-m", "origin_stub", *args], cwd=PROJECT_ROOT, capture_output=True,
+                            text=True, timeout=60, check=False)  # fmt: skip
+    assert result.returncode in (1, 2)
+    assert said in result.stderr
+    assert "Traceback" not in result.stderr
+    assert "Unknown error" not in result.stderr
+
+
 # --- the router's purge log directory ----------------------------------------------------------
 
 

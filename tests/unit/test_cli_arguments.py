@@ -27,6 +27,7 @@ def purge_params(*args: str) -> dict[str, Any]:
         (["http://x/a", "--wait", "10"], True, 10.0, ("http://x/a",)),
         (["--wait", "2.5", "http://x/a", "http://x/b"], True, 2.5, ("http://x/a", "http://x/b")),
         (["--all", "--wait=10"], True, 10.0, ()),
+        (["--all", "--wait", "1e1"], True, 10.0, ()),
         (["--wait", "--all"], True, None, ()),
         (["--all", "--wait", "--wait-timeout", "7"], True, 7.0, ()),
         (["--tag", "10", "--wait"], True, None, ()),  # a tag that looks like seconds stays a tag
@@ -50,6 +51,8 @@ def test_tags_keep_their_values() -> None:
         (["purge", "--all", "--wait=soon"], "'soon' is not a number of seconds"),
         (["purge", "--all", "--wait-timeout", "5"], "add --wait"),
         (["purge", "--all", "--wait", "--wait-timeout", "-1"], "negative"),
+        (["purge", "--all", "--wait", "--wait-timeout", "nan"], "not finite"),
+        (["purge", "--all", "--wait=inf"], "'inf' is not a number of seconds"),
         (["purge", "--wait"], "give URLs, or exactly one of"),
         (["--admin", "http://", "status"], "has no valid host name"),
         (["--admin", "ftp://router", "status"], "is not an http(s) URL"),

@@ -109,6 +109,7 @@ function renderCharts(data) {
 }
 
 function scopeChoices(data) {
+  if (chartScope && !data.edges.some((edge) => edge.name === chartScope)) chartScope = "";  // it left the CDN
   const select = document.getElementById("chart-scope");
   select.parentElement.hidden = data.scope !== "cdn";
   const names = ["", ...data.edges.map((edge) => edge.name).sort()];
@@ -217,8 +218,19 @@ function render(data) {
 }
 
 let asked = false;  // the token is asked for once per page load, never on every refresh
+let loading = false;  // one request at a time: a slow answer is not overtaken by the next refresh
 
 async function load() {
+  if (loading) return;
+  loading = true;
+  try {
+    await loadOnce();
+  } finally {
+    loading = false;
+  }
+}
+
+async function loadOnce() {
   const token = sessionStorage.getItem(TOKEN_KEY);
   const headers = token ? { Authorization: "Bearer " + token } : {};
   const status = document.getElementById("status");
@@ -230,11 +242,11 @@ async function load() {
     return;
   }
   if (response.status === 401 || response.status === 403) {
-    sessionStorage.removeItem(TOKEN_KEY);  // a wrong or old token is not kept
+    if (sessionStorage.getItem(TOKEN_KEY) === token) sessionStorage.removeItem(TOKEN_KEY);  // a wrong token is not kept
     if (!asked) {
       asked = true;
       const given = window.prompt("This admin API needs its token:");  // kept for the session
-      if (given) { sessionStorage.setItem(TOKEN_KEY, given); return load(); }
+      if (given) { sessionStorage.setItem(TOKEN_KEY, given); return loadOnce(); }
     }
     status.textContent = "an admin token is needed: reload the page to enter it";
     return;

@@ -14,7 +14,6 @@ answer the same JSON shape, documented in README "Dashboard":
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 import time
 from collections import deque
@@ -138,16 +137,6 @@ def quantile(q: float, bounds: list[float], counts: list[float]) -> float | None
 Sample = tuple[float, dict[str, Any] | None]  # None: the edge did not answer that round
 
 
-def _pairs(ring: list[Sample]) -> list[tuple[float, dict[str, Any]]]:
-    """(time, flow) for each pair of consecutive answered rounds: a round without an answer
-    breaks the line rather than bridging the gap with an average."""
-    out = []
-    for (t0, a), (t1, b) in itertools.pairwise(ring):
-        if a is not None and b is not None:
-            out.append((t1, flow((t0, a), (t1, b))))
-    return out
-
-
 def _recent(ring: list[Sample]) -> dict[str, Any] | None:
     """The flow over the last minute (or all there is since the edge last answered): steady enough
     to read, recent enough to act on; None when it did not answer the last round."""
@@ -177,6 +166,10 @@ class Sampler:
         self.interval = interval
         self.samples: dict[str, deque[Sample]] = {}
         self.size = int(keep / interval) + 1
+        self._points: dict[str, deque[list[Any]]] = {}  # per edge: [ISO time, figures] per round
+        self._now: dict[str, dict[str, Any] | None] = {}  # per edge: the last minute's figures
+        self._total_points: deque[list[Any]] = deque(maxlen=self.size)
+        self._total_now: dict[str, Any] | None = None
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -203,28 +196,36 @@ class Sampler:
 
     def record(self, now: float, answers: dict[str, dict[str, Any] | None]) -> None:
         """One round: each edge's counters, or None for an edge that did not answer.  Edges no
-        longer asked about (removed or disabled) are forgotten."""
+        longer asked about (removed or disabled) are forgotten.  The figures are worked out here,
+        once per round, so that a dashboard request only copies them (the router's event loop
+        also answers redirects)."""
         for name in list(self.samples):
             if name not in answers:
-                del self.samples[name]
+                for table in (self.samples, self._points, self._now):
+                    table.pop(name, None)
+        flows: list[dict[str, Any]] = []
+        recents: list[dict[str, Any]] = []
         for name, stats in answers.items():
-            self.samples.setdefault(name, deque(maxlen=self.size)).append((now, stats))
+            ring = self.samples.setdefault(name, deque(maxlen=self.size))
+            points = self._points.setdefault(name, deque(maxlen=self.size))
+            if ring and ring[-1][1] is not None and stats is not None:
+                current = flow((ring[-1][0], ring[-1][1]), (now, stats))
+                flows.append(current)
+                points.append([iso(now), present(current)])
+            ring.append((now, stats))
+            recent = _recent(list(ring))
+            self._now[name] = present(recent) if recent else None
+            if recent:
+                recents.append(recent)
+        total = combine(flows)
+        if total is not None:
+            self._total_points.append([iso(now), present(total)])
+        current_total = combine(recents)
+        self._total_now = present(current_total) if current_total else None
 
     def edge_series(self, name: str) -> tuple[dict[str, Any] | None, list[list[Any]]]:
-        ring = list(self.samples.get(name, ()))
-        recent = _recent(ring)
-        return (present(recent) if recent else None), [[iso(at), present(item)] for at, item in _pairs(ring)]
+        return self._now.get(name), list(self._points.get(name, ()))
 
     def total_series(self) -> tuple[dict[str, Any] | None, list[list[Any]]]:
         """The sum over the edges that answered, round by round (by time, newest last)."""
-        by_round: dict[float, list[dict[str, Any]]] = {}
-        for ring in self.samples.values():
-            for at, item in _pairs(list(ring)):
-                by_round.setdefault(at, []).append(item)
-        series: list[list[Any]] = []
-        for at in sorted(by_round):
-            total = combine(by_round[at])
-            if total is not None:
-                series.append([iso(at), present(total)])
-        current = combine(item for item in (_recent(list(ring)) for ring in self.samples.values()) if item)
-        return (present(current) if current else None), series
+        return self._total_now, list(self._total_points)

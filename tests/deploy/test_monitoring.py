@@ -138,7 +138,7 @@ def process_metrics() -> dict[str, frozenset[str]]:
     from edge.router.app import RouterMetrics
 
     edge = CollectorRegistry(auto_describe=False)
-    edge.register(EdgeProcessCollector([{"pid": os.getpid()}]))
+    edge.register(EdgeProcessCollector([{"pid": os.getpid()}], "e"))
     found = {}
     for job_name, registry in ((EDGE_JOB, edge), (ROUTER_JOB, RouterMetrics().registry)):
         text = generate_latest(registry).decode()

@@ -54,8 +54,8 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def _cannot_listen(host: str, port: int, exc: OSError) -> str:
     """One line naming the address and the flags that chose it (uvloop's own message names neither)."""
     shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    # a name that does not resolve is a gaierror, whose errno is not an errno: its strerror says it
-    reason = exc.strerror or (os.strerror(exc.errno) if exc.errno else str(exc))
+    # a name that does not resolve is a gaierror, whose (negative) errno is not an errno: its strerror says it
+    reason = os.strerror(exc.errno) if exc.errno and exc.errno > 0 else (exc.strerror or str(exc))
     hint = "; choose another --port, or --port 0 for any free one" if exc.errno == errno.EADDRINUSE else ""
     return f"cannot listen on {shown} (--host {host} --port {port}): {reason}{hint}"
 

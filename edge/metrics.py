@@ -182,13 +182,24 @@ def merge_origins(snapshots: list[dict[str, Any]]) -> list[dict[str, Any]]:
             entry["latency_buckets"] = [a + b for a, b in zip(entry["latency_buckets"], row["latency_buckets"],
                                                               strict=False)]  # fmt: skip
             entry["workers"][str(pid)] = row["state"]
+    for item in snapshots:  # what exited workers sent to each origin still counts (not their view of it)
+        for key, counters in (item.get("origin_counters") or {}).items():
+            site, _, origin = key.partition("\n")
+            entry = merged.get((site, origin))
+            if entry is None:
+                continue  # an origin no longer configured
+            for name in ("requests", "failures", "latency_sum"):
+                entry[name] += counters[name]
+            entry["latency_buckets"] = [a + b for a, b in zip(entry["latency_buckets"], counters["latency_buckets"],
+                                                              strict=False)]  # fmt: skip
     return list(merged.values())
 
 
 RETIRED = "retired.json"
-# The counters a worker leaves behind when it exits (crash, reload, stop): folded into RETIRED so
-# that the edge's sums never go back — Prometheus reads a drop as a reset and the dashboard as a
-# restart, and either turns the survivors' whole totals into a spike.
+# The counters a worker leaves behind when it exits (crash, reload, stop) — requests, bytes, statuses,
+# errors, latency, connections, tier, peer and origin counters — are folded into RETIRED so that
+# the edge's sums never go back: Prometheus reads a drop as a reset and the dashboard as a restart,
+# and either turns the survivors' whole totals into a spike.
 _RETIRED_NUMBERS = (
     "requests", "hits", "misses", "bytes_from_cache", "bytes_from_origin", "collapsed", "origin_latency_sum",
     "origin_latency_count", "request_latency_sum", "connections_accepted",
@@ -213,6 +224,25 @@ def _fold(total: dict[str, Any], snapshot: dict[str, Any]) -> None:
         mine = total.get(name) or [0] * len(values)
         if len(mine) == len(values):
             total[name] = [a + b for a, b in zip(mine, values, strict=True)]
+    for tier, counters in (snapshot.get("tiers") or {}).items():  # counters only: sizes are the living's
+        merged = total.setdefault("tiers", {}).setdefault(tier, {})
+        for key, value in counters.items():
+            if key not in ("objects", "bytes", "ready"):
+                merged[key] = merged.get(key, 0) + value
+    for peer, counters in (snapshot.get("peers") or {}).items():
+        merged = total.setdefault("peers", {}).setdefault(peer, {})
+        for key, value in counters.items():
+            merged[key] = merged.get(key, 0) + value
+    for row in snapshot.get("origins") or []:
+        entry = total.setdefault("origin_counters", {}).setdefault(
+            f"{row['site']}\n{row['origin']}",
+            {"requests": 0, "failures": 0, "latency_sum": 0.0, "latency_buckets": [0] * len(row["latency_buckets"])},
+        )
+        for key in ("requests", "failures", "latency_sum"):
+            entry[key] += row[key]
+        if len(entry["latency_buckets"]) == len(row["latency_buckets"]):
+            entry["latency_buckets"] = [a + b for a, b in zip(entry["latency_buckets"], row["latency_buckets"],
+                                                              strict=True)]  # fmt: skip
 
 
 def _retire(directory: Path, paths: list[Path], extra: dict[str, Any] | None = None) -> None:

@@ -42,7 +42,7 @@ from edge.metrics import (
     publish_stats_forever,
     summarize,
 )
-from edge.overview import Sampler, iso
+from edge.overview import Sampler, iso, parse_since
 from edge.runtime import EdgeRuntime
 from edge.sites import purge_targets, visible_tags
 
@@ -460,7 +460,11 @@ async def overview(request: web.Request) -> web.Response:
     runtime = request.app[RUNTIME_KEY]
     settings = request.app[SETTINGS_KEY]
     sampler = request.app[SAMPLER_KEY]
-    now, series = sampler.edge_series(runtime.node_name)
+    try:
+        since = parse_since(request.query.get("since"))
+    except ValueError as exc:
+        return web.json_response({"error": str(exc)}, status=400)
+    now, series = sampler.edge_series(runtime.node_name, since)
     snapshots = await asyncio.to_thread(collect_worker_stats, settings, runtime)
     origin_rows: dict[str, dict[str, Any]] = {}
     for row in merge_origins(snapshots):

@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
-__all__ = ["Sampler", "combine", "flow", "iso", "present", "quantile", "rates"]
+__all__ = ["Sampler", "combine", "flow", "iso", "parse_since", "present", "quantile", "rates"]
 
 log = logging.getLogger("edge.overview")
 
@@ -223,9 +224,29 @@ class Sampler:
         current_total = combine(recents)
         self._total_now = present(current_total) if current_total else None
 
-    def edge_series(self, name: str) -> tuple[dict[str, Any] | None, list[list[Any]]]:
-        return self._now.get(name), list(self._points.get(name, ()))
+    def edge_series(self, name: str, since: str | None = None) -> tuple[dict[str, Any] | None, list[list[Any]]]:
+        """One edge's last minute and its points (only those after ``since``: a page's refresh)."""
+        return self._now.get(name), _after(self._points.get(name, ()), since)
 
-    def total_series(self) -> tuple[dict[str, Any] | None, list[list[Any]]]:
+    def total_series(self, since: str | None = None) -> tuple[dict[str, Any] | None, list[list[Any]]]:
         """The sum over the edges that answered, round by round (by time, newest last)."""
-        return self._total_now, list(self._total_points)
+        return self._total_now, _after(self._total_points, since)
+
+
+_ISO_SECONDS = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ")
+
+
+def parse_since(value: str | None) -> str | None:
+    """``?since=`` of ``/api/overview``: a time as the points carry it (``2026-12-02T14:05:00Z``);
+    ISO times in one format compare as strings."""
+    if value is None or value == "":
+        return None
+    if not _ISO_SECONDS.fullmatch(value):
+        raise ValueError("since: expected an ISO-8601 UTC time such as 2026-12-02T14:05:00Z")
+    return value
+
+
+def _after(points: Iterable[list[Any]], since: str | None) -> list[list[Any]]:
+    if since is None:
+        return list(points)
+    return [point for point in points if point[0] > since]

@@ -56,7 +56,7 @@ from edge.config import ConfigError
 from edge.controlplane.app import CONTROL_PLANE_KEY, register_control_plane
 from edge.controlplane.models import ControlPlaneSettings
 from edge.inventory import EdgeEntry, Inventory, InventoryError, load_inventory
-from edge.overview import Sampler, iso
+from edge.overview import Sampler, iso, parse_since
 from edge.router.clientip import ClientAddress, IPAddress, IPNetwork, client_address, parse_address
 from edge.router.config import RouterSettings
 from edge.router.coverage import CoverageError, CoverageMap, CoverageZone, load_coverage
@@ -715,6 +715,10 @@ async def admin_overview(request: web.Request) -> web.Response:
     """``GET /api/overview``: the whole CDN for the dashboard (README "Dashboard")."""
     router = request.app[ROUTER_KEY]
     sampler = request.app[SAMPLER_KEY]
+    try:
+        since = parse_since(request.query.get("since"))
+    except ValueError as exc:
+        return web.json_response({"error": str(exc)}, status=400)
     control_plane = request.app.get(CONTROL_PLANE_KEY)
     lag = control_plane.edge_lag() if control_plane is not None else {}
     purges: list[dict[str, Any]] = []
@@ -730,11 +734,11 @@ async def admin_overview(request: web.Request) -> web.Response:
         item["created_at_iso"] = iso(item.get("created_at"))
     edges = []
     for name, state in router.health.snapshot().items():
-        now, series = sampler.edge_series(name)
+        now, series = sampler.edge_series(name, since)
         row = _with_urls(router.inventory, state.to_dict())
         row.update(purge_lag=lag.get(name), now=now, series=series, last_change_iso=iso(state.last_change))
         edges.append(row)
-    total_now, total_series = sampler.total_series()
+    total_now, total_series = sampler.total_series(since)
     regions: dict[str, dict[str, Any]] = {}
     for (edge, region, _rule, _status), count in router.metrics.redirect_counts.items():
         entry = regions.setdefault(region, {"redirects": 0, "edges": {}})

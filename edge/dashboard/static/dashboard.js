@@ -236,7 +236,8 @@ async function loadOnce() {
   const status = document.getElementById("status");
   let response;
   try {
-    response = await fetch("/api/overview", { headers, cache: "no-store" });
+    const query = kept.since ? "?since=" + encodeURIComponent(kept.since) : "";
+    response = await fetch("/api/overview" + query, { headers, cache: "no-store" });
   } catch (error) {
     status.textContent = "cannot reach the admin API: " + error;
     return;
@@ -255,7 +256,33 @@ async function loadOnce() {
     status.textContent = `the admin API answered ${response.status}; retrying every ${REFRESH_MS / 1000} s`;
     return;
   }
-  render(await response.json());
+  render(merge(await response.json()));
+}
+
+// The points already here are kept: a refresh asks only for newer ones (?since=), a few hundred
+// bytes instead of the whole 15 minutes of every edge.
+const kept = { since: null, total: [], edges: {} };
+
+function merge(data) {
+  const horizon = new Date(Date.parse(data.generated_at) - WINDOW_MS).toISOString().replace(/\.\d+Z$/, "Z");
+  const join = (old, fresh) => old.concat(fresh).filter(([at]) => at >= horizon);
+  const full = kept.since === null;
+  let newest = kept.since;
+  const note = (points) => { for (const [at] of points) if (newest === null || at > newest) newest = at; };
+  note(data.total.series);
+  kept.total = full ? data.total.series : join(kept.total, data.total.series);
+  data.total.series = kept.total;
+  const edges = {};
+  let stranger = false;  // an edge this page has no history of: the next refresh asks for everything
+  for (const edge of data.edges) {
+    note(edge.series || []);
+    if (!full && !(edge.name in kept.edges)) stranger = true;
+    edges[edge.name] = full ? edge.series || [] : join(kept.edges[edge.name] || [], edge.series || []);
+    edge.series = edges[edge.name];
+  }
+  kept.edges = edges;
+  kept.since = stranger ? null : newest;
+  return data;
 }
 
 document.getElementById("chart-scope").addEventListener("change", (event) => chooseScope(event.target.value));

@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
-__all__ = ["Sampler", "combine", "flow", "iso", "parse_since", "present", "quantile", "rates"]
+__all__ = ["Sampler", "combine", "flow", "iso", "parse_since", "point_time", "present", "quantile", "rates"]
 
 log = logging.getLogger("edge.overview")
 
@@ -40,6 +40,12 @@ def iso(epoch: float | None) -> str | None:
         return datetime.fromtimestamp(epoch, tz=UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
     except (OverflowError, ValueError, OSError):  # beyond what a date can say (a bogus build time): no date
         return None
+
+
+def point_time(epoch: float) -> str:
+    """A chart point's time: ISO-8601 UTC to the millisecond, so that rounds closer than a second
+    apart (a short ``dashboard_interval``) stay distinct and ``?since=`` never skips one."""
+    return datetime.fromtimestamp(epoch, tz=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _classes(stats: dict[str, Any]) -> dict[str, int]:
@@ -212,7 +218,7 @@ class Sampler:
             if ring and ring[-1][1] is not None and stats is not None:
                 current = flow((ring[-1][0], ring[-1][1]), (now, stats))
                 flows.append(current)
-                points.append([iso(now), present(current)])
+                points.append([point_time(now), present(current)])
             ring.append((now, stats))
             recent = _recent(list(ring))
             self._now[name] = present(recent) if recent else None
@@ -220,7 +226,7 @@ class Sampler:
                 recents.append(recent)
         total = combine(flows)
         if total is not None:
-            self._total_points.append([iso(now), present(total)])
+            self._total_points.append([point_time(now), present(total)])
         current_total = combine(recents)
         self._total_now = present(current_total) if current_total else None
 
@@ -233,17 +239,18 @@ class Sampler:
         return self._total_now, _after(self._total_points, since)
 
 
-_ISO_SECONDS = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ")
+_ISO_UTC = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(\.\d{1,3})?Z")
 
 
 def parse_since(value: str | None) -> str | None:
-    """``?since=`` of ``/api/overview``: a time as the points carry it (``2026-12-02T14:05:00Z``);
-    ISO times in one format compare as strings."""
+    """``?since=`` of ``/api/overview``: a time as the points carry it (``2026-12-02T14:05:00.250Z``,
+    or to the second), written as the points are so that the two compare as strings."""
     if value is None or value == "":
         return None
-    if not _ISO_SECONDS.fullmatch(value):
+    match = _ISO_UTC.fullmatch(value)
+    if match is None:
         raise ValueError("since: expected an ISO-8601 UTC time such as 2026-12-02T14:05:00Z")
-    return value
+    return f"{match[1]}.{(match[2] or '.')[1:].ljust(3, '0')}Z"
 
 
 def _after(points: Iterable[list[Any]], since: str | None) -> list[list[Any]]:

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from edge.overview import Sampler, quantile, rates
+from edge.overview import Sampler, parse_since, quantile, rates
 
 BOUNDS = [0.001, 0.01, 0.1]
 
@@ -108,3 +108,37 @@ def test_the_total_is_aligned_by_time_and_forgets_removed_edges() -> None:
     assert series[-1][1]["requests_per_s"] == 15.0
     sampler.record(125.0, {"a": counting(250)})  # c removed from the inventory
     assert "c" not in sampler.samples
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        (None, None),
+        ("", None),
+        ("2026-12-02T14:05:00Z", "2026-12-02T14:05:00.000Z"),
+        ("2026-12-02T14:05:00.5Z", "2026-12-02T14:05:00.500Z"),
+        ("2026-12-02T14:05:00.250Z", "2026-12-02T14:05:00.250Z"),
+    ],
+)
+def test_since_is_written_as_the_points_are(given: str | None, expected: str | None) -> None:
+    assert parse_since(given) == expected
+
+
+@pytest.mark.parametrize("given", ["yesterday", "2026-12-02 14:05:00", "2026-12-02T14:05:00+01:00", "1e9",
+                                   "2026-12-02T14:05:00.1234Z"])  # fmt: skip
+def test_since_refuses_what_is_not_a_utc_time(given: str) -> None:
+    with pytest.raises(ValueError, match="ISO-8601"):
+        parse_since(given)
+
+
+def test_rounds_within_one_second_are_not_skipped_by_since() -> None:
+    """A short dashboard_interval puts several rounds in one second: a refresh asking for the
+    points after its newest one gets each later round exactly once."""
+    sampler = Sampler(no_fetch, interval=0.25)
+    seen: list[str] = []
+    for index in range(12):
+        sampler.record(100.0 + 0.25 * index, {"a": counting(10 * index)})
+        _, fresh = sampler.total_series(parse_since(seen[-1]) if seen else None)
+        seen.extend(at for at, _ in fresh)
+    assert len(seen) == len(set(seen)) == 11
+    assert seen == sorted(seen)

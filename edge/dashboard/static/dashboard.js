@@ -264,7 +264,7 @@ async function loadOnce() {
 const kept = { since: null, total: [], edges: {} };
 
 function merge(data) {
-  const horizon = new Date(Date.parse(data.generated_at) - WINDOW_MS).toISOString().replace(/\.\d+Z$/, "Z");
+  const horizon = new Date(Date.parse(data.generated_at) - WINDOW_MS).toISOString();  // as the points: to the ms
   const join = (old, fresh) => old.concat(fresh).filter(([at]) => at >= horizon);
   const full = kept.since === null;
   let newest = kept.since;

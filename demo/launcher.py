@@ -170,8 +170,12 @@ ORIGINS = ("origin-a", "origin-b")
 def write_edge_config(path: Path, host: str, origin_port: int, name: str, inventory: Path, token: str) -> None:
     """Each edge's one site (every host, both origin instances, health-checked every second) and its
     place in its region (``[cluster]``: the inventory the router reads, this edge's name in it)."""
-    origins = ", ".join(f'"http://{host}:{origin_port + index}"' for index in range(len(ORIGINS)))
+    origins = ", ".join(f'{{ url = "http://{host}:{origin_port + index}", name = "{origin}" }}'
+                        for index, origin in enumerate(ORIGINS))  # fmt: skip
     path.write_text(
+        # stopped, an edge keeps serving while /readyz says 503 until the router (checks every 0.5 s,
+        # down after 3 failures) has sent its clients elsewhere: no client meets a closed port
+        "shutdown_grace = 2.0\n"
         '[[sites]]\nname = "demo"\nhosts = ["*"]\n'
         f"origins = [{origins}]\n"
         'health = { path = "/healthz", interval = 1.0, timeout = 1.0, fall = 2, rise = 2 }\n'
@@ -240,11 +244,11 @@ edgecache demo is up: a CDN with four edges in three regions on {host}.
    {args.workdir}/logs/<edge>-access.log:   tail -f {args.workdir}/logs/us-east-access.log
 
 8. Failover and purge catch-up: stop an edge, purge while it is down, watch it come back
-  kill $(cat {args.workdir}/pids/edge-us-east.pid)          # the router notices in about a second
+  kill $(cat {args.workdir}/pids/edge-us-east.pid)          # it drains for 2 s: the router moves its clients first
   curl -si -H 'X-Forwarded-For: 198.51.100.7' {router}/obj/hello   # → 302 to another region's edge
   curl -s -X POST {router_admin}/purge -H 'Content-Type: application/json' -d '{{"all": true}}'
   # the demo restarts us-east after {EDGE_RESTART_S:.0f} s; it replays that purge before it reports ready:
-  curl -s {router_admin}/purges                          # us-east: pending, then applied
+  curl -s {router_admin}/purges                          # us-east: failed (unreachable), then applied
 
 Ctrl-C stops everything.
 """

@@ -323,7 +323,7 @@ class PurgeCommand(click.Command):
 @click.option("--wait", is_flag=True, help="wait until every healthy edge applied it (--wait SECONDS: the same as "
               "--wait --wait-timeout SECONDS)")  # fmt: skip
 @click.option("--wait-timeout", "wait_timeout", type=float, metavar="SECONDS",
-              help=f"with --wait: how long to wait at most  [default: {DEFAULT_WAIT:g}]")  # fmt: skip
+              help=f"wait this long at most (implies --wait)  [default: {DEFAULT_WAIT:g}]")  # fmt: skip
 @json_option
 @click.pass_context
 def purge(ctx: click.Context, urls: tuple[str, ...], prefix: str | None, tags: tuple[str, ...], everything: bool,
@@ -349,8 +349,8 @@ def purge(ctx: click.Context, urls: tuple[str, ...], prefix: str | None, tags: t
     if wait_timeout is not None and not (math.isfinite(wait_timeout) and wait_timeout >= 0):
         raise click.BadParameter(f"{wait_timeout:g} is not a number of seconds (negative or not finite)", ctx=ctx,
                                  param_hint="'--wait-timeout'")  # fmt: skip
-    if wait_timeout is not None and not wait:
-        raise click.UsageError("--wait-timeout is how long --wait waits: add --wait")
+    if wait_timeout is not None:
+        wait = True  # --wait-timeout 10 says it: wait, this long at most
     wait_s = (DEFAULT_WAIT if wait_timeout is None else wait_timeout) if wait else None
     body["soft"] = soft
     if site:

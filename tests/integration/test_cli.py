@@ -135,7 +135,8 @@ def test_clear_errors_and_exit_codes(cdn: dict[str, object], tmp_path: Path) -> 
 def test_purge_wait_before_or_after_its_target_and_with_seconds(cdn: dict[str, object]) -> None:
     url = "http://www.example.com/obj/wait?size=8"
     for args in (["--wait", url], [url, "--wait"], ["--tag", "t1", "--wait", "10"], ["--all", "--wait=10"],
-                 ["--wait", "--all"], ["--prefix", "http://www.example.com/obj/", "--wait", "--wait-timeout", "5"]):
+                 ["--wait", "--all"], ["--prefix", "http://www.example.com/obj/", "--wait", "--wait-timeout", "5"],
+                 ["--wait-timeout", "5", "--all"]):
         code, out = run(cdn, "purge", *args, "--json")
         assert code == 0, (args, out)
         assert {edge["status"] for edge in json.loads(out)["edges"].values()} == {"applied"}, args

@@ -27,6 +27,7 @@ import http.client
 import ipaddress
 import json
 import math
+import os
 import re
 import sys
 import time
@@ -52,8 +53,11 @@ DEFAULT_ADMIN = "http://127.0.0.1:8081"
 DEFAULT_ADMIN_PORT = urllib.parse.urlsplit(DEFAULT_ADMIN).port
 DEFAULT_WAIT = 30.0
 
-console = Console()
-errors = Console(stderr=True)
+# Piped into a file or another program, the output is not squeezed into 80 columns (edge names
+# cut to "eu-wes…", messages broken mid-word): tables get room, plain lines are not wrapped.
+_PIPED_WIDTH = None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 200
+console = Console(width=_PIPED_WIDTH, soft_wrap=_PIPED_WIDTH is not None)
+errors = Console(stderr=True, soft_wrap=True)
 
 
 class ApiError(Exception):

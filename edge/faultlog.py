@@ -49,6 +49,12 @@ faults = FaultLog()
 origin_faults = FaultLog(logger=logging.getLogger("edge.origin"))
 
 
+def refused_request(peer: str | None, line: str, status: int, reason: str) -> None:
+    """A request the front end refused before it was one (bad request line, headers, version):
+    always the client's fault, whatever the status (a 505 too), shown as the line it sent."""
+    faults.refused(peer, status, reason, line[:200])
+
+
 def report(peer: str | None, method: str, target: str, status: int, reason: str) -> None:
     """One refused or failed request: client faults (4xx) and origin failures (5xx) have separate budgets."""
     (faults if status < 500 else origin_faults).refused(peer, status, reason, f"{method} {target[:200]}")

@@ -82,8 +82,12 @@ class CacheCounters:
         self.by_status[label] = self.by_status.get(label, 0) + 1
 
     def count_refused(self, status: int) -> None:
+        """A request the front end refused (malformed, too large…): an answer by status class too,
+        so the dashboard's and Prometheus's errors include what never reached the cache."""
         label = str(status)
         self.refused[label] = self.refused.get(label, 0) + 1
+        code_class = f"{status // 100}xx"
+        self.by_code_class[code_class] = self.by_code_class.get(code_class, 0) + 1
 
     def count_stripped(self, names: list[str]) -> None:
         for name in names:

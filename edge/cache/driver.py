@@ -146,7 +146,7 @@ class Cache:
         )  # fmt: skip
 
     def refused(self, peer: str | None, status: int, reason: str, request: str) -> None:
-        faultlog.report(peer, request.split(" ", 1)[0] if request else "-", request, status, reason)
+        faultlog.refused_request(peer, request, status, reason)
         self.ctx.counters.count_refused(status)
         if self.access_log is not None:
             method, _, rest = request.partition(" ")

@@ -411,7 +411,7 @@ class Router:
             state = snapshot.get(candidate["name"])
             if state is not None:
                 candidate["health"] = state.state
-                candidate["last_error"] = state.last_error
+                candidate["last_error"] = state.last_error if state.state != "up" else None  # only while current
         address = result.client.address
         ranked = sorted(
             (candidate for candidate in decision["candidates"] if candidate["owner_rank"] is not None),

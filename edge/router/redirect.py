@@ -104,7 +104,7 @@ class RedirectService:
         pass  # logged when answered
 
     def refused(self, peer: str | None, status: int, reason: str, request: str) -> None:
-        faultlog.report(peer, request.split(" ", 1)[0] if request else "-", request, status, reason)
+        faultlog.refused_request(peer, request, status, reason)
 
     def _answer(self, head: RequestHead, close: bool = False) -> bytes:
         router = self.router

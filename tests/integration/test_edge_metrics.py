@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import signal
@@ -107,3 +108,29 @@ async def test_counters_never_go_back_when_a_worker_dies(
             assert after["requests"] >= before["requests"]
             assert after["cpu"] >= before["cpu"]
             assert after["origin_requests"] >= before["origin_requests"] >= 1
+
+
+async def test_refused_requests_count_as_answers_by_class(
+    origin: OriginStubServer, tmp_path: Path, edge_processes: list[EdgeProcess]
+) -> None:
+    """A request refused at the front end (never reaching the cache) is still a 4xx the operator
+    sees: in /stats' classes (the dashboard's errors) and edgecache_responses_total."""
+    edge = launch_edge([
+        "--origin", origin.url, "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0",
+        "--cache-dir", str(tmp_path / "cache"), "--workers", "1", "--access-log", "off",
+    ])  # fmt: skip
+    edge_processes.append(edge)
+    host, port = edge.url.removeprefix("http://").rsplit(":", 1)
+    for request in (b"GARBAGE\r\n\r\n", b"GET / HTTP/9.9\r\nHost: a\r\n\r\n"):
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(request)
+        answer = await reader.read()
+        writer.close()
+        assert answer.split(b" ", 2)[1] in (b"400", b"505")
+
+    async def counted() -> bool:
+        async with aiohttp.ClientSession() as client, client.get(f"{edge.admin_url}/stats") as resp:
+            classes = (await resp.json())["by_code_class"]
+        return classes.get("4xx", 0) == 1 and classes.get("5xx", 0) == 1
+
+    await until(counted, timeout=20, what="the refused requests in /stats by class")

@@ -483,7 +483,9 @@ async def overview(request: web.Request) -> web.Response:
         "last_error": None if ready else runtime.not_ready_reason,
         # The edge cannot know what the log holds that it has not heard of: the router's /purges
         # says the lag; here, how far it applied and whether it is listening.
-        "purge_lag": None, "control_plane": link.state,
+        "purge_lag": None,
+        # a Redis log is read (connected, unreachable…); a router pushes purges (it knows the lag)
+        "control_plane": link.state if link.state != "none" or not settings.control_plane else "push",
         "applied_seq": await cache.purger.log.cluster_seq() if cache is not None else link.applied_seq,
         "now": now, "series": series, "url": None, "admin_url": None,
     }  # fmt: skip

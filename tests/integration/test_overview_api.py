@@ -164,6 +164,7 @@ def test_the_overview_follows_the_cdn_and_drops_a_stopped_edge(cdn: dict[str, An
     (edge,) = own["edges"]
     assert (edge["name"], edge["region"], edge["state"]) == ("a", "eu-west", "up")
     assert edge["applied_seq"] >= 1
+    assert edge["control_plane"] == "push"  # the router sends this edge its purges
     purge = next(item for item in own["purges"] if item["id"] == purge_id)
     assert purge["kind"] == "urls"
     assert purge["created_at_iso"].endswith("Z")

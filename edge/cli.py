@@ -55,6 +55,7 @@ DEFAULT_WAIT = 30.0
 
 # Piped into a file or another program, the output is not squeezed into 80 columns (edge names
 # cut to "eu-wes…", messages broken mid-word): tables get room, plain lines are not wrapped.
+KEEP_WHOLE = frozenset({"region", "edge", "state", "status"})  # never "eu-wes…": names identify
 _PIPED_WIDTH = None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 200
 console = Console(width=_PIPED_WIDTH, soft_wrap=_PIPED_WIDTH is not None)
 errors = Console(stderr=True, soft_wrap=True)
@@ -259,7 +260,7 @@ def status(ctx: click.Context) -> None:
     else:
         table = Table(title=f"{health['healthy']} of {health['total']} edges healthy")
         for column in ("region", "edge", "state", "since", "purge lag", "hit ratio", "requests", "last error"):
-            table.add_column(column)
+            table.add_column(column, no_wrap=column in KEEP_WHOLE)
         for row in rows:
             ratio = row["hit_ratio"]
             table.add_row(
@@ -379,7 +380,7 @@ def purge(ctx: click.Context, urls: tuple[str, ...], prefix: str | None, tags: t
     else:
         table = Table(title=f"purge {answer['id']} (seq {answer['seq']})" + (" — soft" if soft else ""))
         for column in ("edge", "status", "affected", "ms", "error"):
-            table.add_column(column)
+            table.add_column(column, no_wrap=column in KEEP_WHOLE)
         for name, edge in sorted(described.get("edges", {}).items()):
             status_text = edge.get("status", "?")
             colour = "[green]" if status_text == "applied" else "[yellow]"
@@ -441,7 +442,7 @@ def inspect(ctx: click.Context, url: str, ip: str) -> None:
                   f"owners {', '.join(result['owners'] or []) or '-'}", highlight=False)  # fmt: skip
     table = Table()
     for column in ("edge", "region", "cached", "tier", "age", "ttl", "size", "stored headers"):
-        table.add_column(column)
+        table.add_column(column, no_wrap=column in KEEP_WHOLE)
     for edge in edges:
         if not edge["reachable"]:
             refused = edge["error"] and api.edge_failures[edge["edge"]].code == EXIT_UNAUTHORISED

@@ -7,9 +7,9 @@ import contextlib
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
@@ -22,6 +22,7 @@ from hypothesis import settings as hypothesis_settings
 from edge.config import EdgeSettings
 from origin_stub import OriginStubServer
 from tests.support.edge import InProcessAdmin, InProcessEdge, start_in_process
+from tests.support.ports import free_port as free_port
 from tests.support.redis import RedisServer
 
 # Properties, not timings: on two shared cores an example may take longer than hypothesis's 200 ms.
@@ -83,13 +84,6 @@ async def edge(origin: OriginStubServer, start_edge: EdgeFactory) -> InProcessEd
     return server
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 async def raw_exchange(port: int, payload: bytes, *, read_timeout: float = 5.0) -> bytes:
     """Send raw bytes and read until the server closes or goes quiet: the wire, unparsed."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -137,10 +131,11 @@ LISTEN_LINE = re.compile(r"listening on (https?://\S+) \(admin (https?://\S+)\)"
 
 def launch_edge(args: list[str], env: dict[str, str] | None = None, timeout: float = 20.0) -> EdgeProcess:
     """Start the edge CLI and wait for its "listening on" line (it reports the real ports)."""
+    errors = tempfile.TemporaryFile()  # noqa: SIM115 - read back only if the edge fails to start
     process = subprocess.Popen(
         [sys.executable, "-m", "edge", *args],
         stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
+        stderr=errors,
         text=True,
         cwd=PROJECT_ROOT,
         env={**os.environ, **(env or {})},
@@ -154,12 +149,16 @@ def launch_edge(args: list[str], env: dict[str, str] | None = None, timeout: flo
             break
         match = LISTEN_LINE.search(line)
         if match:
+            errors.close()  # the child keeps its own descriptor; the file goes when it exits
             return EdgeProcess(process, match.group(1), match.group(2))
     with contextlib.suppress(ProcessLookupError):
         os.kill(process.pid, signal.SIGKILL)
     process.wait(5)
     process.stdout.close()
-    raise AssertionError(f"edge did not start: exit code {process.returncode}")
+    errors.seek(0)
+    said = errors.read()[-2000:].decode(errors="replace").strip()
+    errors.close()
+    raise AssertionError(f"edge did not start: exit code {process.returncode}: {said}")
 
 
 @pytest.fixture
@@ -169,6 +168,22 @@ def edge_processes() -> Iterator[list[EdgeProcess]]:
     yield started
     for edge_process in started:
         edge_process.stop()
+
+
+@pytest.fixture
+def spawned() -> Iterator[list[subprocess.Popen[bytes]]]:
+    """Processes registered here (routers, origin stubs) are stopped by PID at teardown, even when
+    the fixture that started them failed half-way (an edge that would not start)."""
+    started: list[subprocess.Popen[bytes]] = []
+    yield started
+    for process in reversed(started):
+        if process.poll() is None:
+            os.kill(process.pid, signal.SIGTERM)
+            try:
+                process.wait(15)
+            except subprocess.TimeoutExpired:
+                os.kill(process.pid, signal.SIGKILL)
+                process.wait(5)
 
 
 @pytest.fixture

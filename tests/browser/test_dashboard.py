@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import signal
+import subprocess
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -31,7 +32,7 @@ pytestmark = pytest.mark.skipif(
 
 
 @pytest.fixture
-def browser() -> Iterator[Any]:
+def browser(tmp_path: Path) -> Iterator[Any]:
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -41,7 +42,10 @@ def browser() -> Iterator[Any]:
                  "--no-first-run", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--window-size=1400,1800"):  # fmt: skip
         options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+    options.add_argument(f"--user-data-dir={tmp_path / 'chromium-profile'}")
+    # Chromium's singleton socket directories go under TMPDIR: the test's own, removed with it.
+    service = Service(str(CHROMEDRIVER), env={**os.environ, "TMPDIR": str(tmp_path)})
+    driver = webdriver.Chrome(service=service, options=options)
     try:
         yield driver
     finally:
@@ -49,9 +53,11 @@ def browser() -> Iterator[Any]:
 
 
 @pytest.fixture
-def cdn(tmp_path: Path, edge_processes: list[EdgeProcess]) -> Iterator[dict[str, Any]]:
+def cdn(
+    tmp_path: Path, edge_processes: list[EdgeProcess], spawned: list[subprocess.Popen[bytes]]
+) -> dict[str, Any]:
     origin_port = free_port()
-    origin = spawn("origin_stub", "--port", str(origin_port))
+    spawned.append(spawn("origin_stub", "--port", str(origin_port)))
     ports = {name: (free_port(), free_port()) for name in ("eu-west", "us-east")}
     inventory = tmp_path / "inventory.toml"
     inventory.write_text(inventory_toml(
@@ -61,7 +67,7 @@ def cdn(tmp_path: Path, edge_processes: list[EdgeProcess]) -> Iterator[dict[str,
     config = tmp_path / "router.toml"
     config.write_text(router_toml(router_public, router_admin, inventory, tmp_path / "router",
                                   'trust_proxy = ["127.0.0.1/32"]\ndashboard_interval = 0.5\n'))  # fmt: skip
-    router = spawn("edge.router", "--config", str(config))
+    spawned.append(spawn("edge.router", "--config", str(config)))
     for name, (public, admin) in ports.items():
         edge_processes.append(launch_edge(
             ["--origin", f"http://127.0.0.1:{origin_port}", "--listen", f"127.0.0.1:{public}",
@@ -78,13 +84,8 @@ def cdn(tmp_path: Path, edge_processes: list[EdgeProcess]) -> Iterator[dict[str,
             return False
 
     until_sync(answering, timeout=30, what="the router's admin listener")
-    try:
-        yield {"admin": f"http://127.0.0.1:{router_admin}", "router": f"http://127.0.0.1:{router_public}",
-               "edges": {name: f"http://127.0.0.1:{public}" for name, (public, _) in ports.items()}}
-    finally:
-        for process in (router, origin):
-            os.kill(process.pid, signal.SIGTERM)
-            process.wait(15)
+    return {"admin": f"http://127.0.0.1:{router_admin}", "router": f"http://127.0.0.1:{router_public}",
+            "edges": {name: f"http://127.0.0.1:{public}" for name, (public, _) in ports.items()}}
 
 
 def shot(driver: Any, name: str) -> None:

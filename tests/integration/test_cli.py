@@ -9,7 +9,6 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,23 +21,25 @@ from tests.support.wait import until_sync
 
 
 @pytest.fixture
-def cdn(tmp_path: Path, edge_processes: list[EdgeProcess]) -> Iterator[dict[str, object]]:
+def cdn(
+    tmp_path: Path, edge_processes: list[EdgeProcess], spawned: list[subprocess.Popen[bytes]]
+) -> dict[str, object]:
     """An origin stub, two edges in two regions, a router; all real processes."""
     origin_port = free_port()
-    origin = spawn("origin_stub", "--port", str(origin_port))
+    spawned.append(spawn("origin_stub", "--port", str(origin_port)))
     ports = {name: (free_port(), free_port()) for name in ("eu", "us")}
     inventory = tmp_path / "inventory.toml"
     inventory.write_text(inventory_toml(
         (name, name, lat, public, admin) for (name, (public, admin)), lat in zip(ports.items(), (50, 40), strict=True)
     ))  # fmt: skip
     router_admin = free_port()
-    router = subprocess.Popen(
+    spawned.append(subprocess.Popen(
         [sys.executable, "-m", "edge.router", "--listen", f"127.0.0.1:{free_port()}",
          "--admin-listen", f"127.0.0.1:{router_admin}", "--edges", str(inventory),
          "--purge-state-dir", str(tmp_path / "router"), "--no-access-log", "--health-interval", "0.2",
          "--admin-token", "t0ken-t0ken", "--purge-edge-token", "t0ken-t0ken"],
         cwd=PROJECT_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+    ))  # fmt: skip
     for name, (public, admin) in ports.items():
         edge_processes.append(launch_edge(
             ["--origin", f"http://127.0.0.1:{origin_port}", "--listen", f"127.0.0.1:{public}",
@@ -57,12 +58,7 @@ def cdn(tmp_path: Path, edge_processes: list[EdgeProcess]) -> Iterator[dict[str,
             return False
 
     until_sync(healthy, timeout=30, what="router sees both edges")
-    try:
-        yield {"admin": admin_url, "edges": {name: f"http://127.0.0.1:{public}" for name, (public, _) in ports.items()}}
-    finally:
-        for process in (router, origin):
-            os.kill(process.pid, signal.SIGTERM)
-            process.wait(15)
+    return {"admin": admin_url, "edges": {name: f"http://127.0.0.1:{public}" for name, (public, _) in ports.items()}}
 
 
 def run(cdn: dict[str, object], *args: str, token: str | None = "t0ken-t0ken") -> tuple[int, str]:

@@ -116,26 +116,34 @@ class Cluster:
         return router
 
     async def ready(self) -> None:
+        waiting: list[str] = []
+
+        async def answers(url: str) -> bool:
+            try:
+                status, _ = await get_json(url)
+            except aiohttp.ClientError as exc:
+                waiting[:] = [f"{url}: {exc!r}"]
+                return False
+            if status != 200:
+                waiting[:] = [f"{url}: {status}"]
+            return status == 200
+
         async def all_ready() -> bool:
             for edge in self.edges.values():
-                try:
-                    status, _ = await get_json(f"{edge.admin_url}/readyz")
-                except aiohttp.ClientError:
+                if edge.process.poll() is not None:
+                    waiting[:] = [f"edge {edge.url} exited with {edge.process.returncode}"]
                     return False
-                if status != 200:
+                if not await answers(f"{edge.admin_url}/readyz"):
                     return False
             for router in self.routers:
-                if router.process.poll() is not None:
-                    continue
-                try:
-                    status, _ = await get_json(f"{router.admin_url}/healthz")
-                except aiohttp.ClientError:
-                    return False
-                if status != 200:
+                if router.process.poll() is None and not await answers(f"{router.admin_url}/healthz"):
                     return False
             return True
 
-        await until(all_ready, timeout=30, what="edges ready and routers answering")
+        try:
+            await until(all_ready, timeout=30, what="edges ready and routers answering")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; last waiting on {waiting}") from None
 
 
 @pytest.fixture

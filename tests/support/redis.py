@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.ports import free_port
+
 SKIP_MESSAGE = (
     "redis-server is not installed: run `make test` as root (it installs Debian's redis-server) "
     "or `apt-get install redis-server` to run the Redis purge-log tests"
@@ -29,19 +31,13 @@ def redis_binary() -> str:
     return binary
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 class RedisServer:
     """One ``redis-server`` process; :meth:`restart` keeps its port and its data directory."""
 
     def __init__(self, directory: Path, port: int | None = None) -> None:
         self.binary = redis_binary()
         self.directory = directory
-        self.port = port or _free_port()
+        self.port = port or free_port()
         self.process: subprocess.Popen[bytes] | None = None
         directory.mkdir(parents=True, exist_ok=True)
 

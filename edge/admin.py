@@ -42,7 +42,7 @@ from edge.metrics import (
     publish_stats_forever,
     summarize,
 )
-from edge.overview import Sampler, iso, parse_since
+from edge.overview import Sampler, encoded_off_loop, iso, json_bytes, parse_since
 from edge.runtime import EdgeRuntime
 from edge.sites import purge_targets, visible_tags
 
@@ -497,9 +497,11 @@ async def overview(request: web.Request) -> web.Response:
                 "values": list(record.values), "soft": record.soft, "created_at": record.at,
                 "created_at_iso": iso(record.at), "summary": {"applied": 1, "complete": True, "lagging": []},
             })  # fmt: skip
-    return web.json_response({
+    payload = {
         "scope": "edge", "generated_at": iso(time.time()), "interval_s": sampler.interval, "edges": [edge],
         "total": {"now": now, "series": series}, "purges": purges, "purge_error": None,
         "origins": {runtime.node_name: {"edge": runtime.node_name, "sites": list(origin_rows.values())}},
         "regions": {},
-    })  # fmt: skip
+    }  # fmt: skip
+    body, headers = await encoded_off_loop(json_bytes(payload), request.headers.getall("Accept-Encoding", []))
+    return web.Response(body=body, headers=headers)

@@ -14,15 +14,22 @@ answer the same JSON shape, documented in README "Dashboard":
 from __future__ import annotations
 
 import asyncio
+import gzip
+import json
 import logging
 import re
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-__all__ = ["Sampler", "combine", "flow", "iso", "parse_since", "point_time", "present", "quantile", "rates"]
+from edge.http import coding
+
+__all__ = [
+    "Sampler", "combine", "encoded", "encoded_off_loop", "flow", "iso", "json_bytes", "parse_since", "point_time",
+    "present", "quantile", "rates",
+]  # fmt: skip
 
 log = logging.getLogger("edge.overview")
 
@@ -30,6 +37,9 @@ INTERVAL_S = 5.0
 KEEP_S = 15 * 60
 RECENT_S = 60.0  # "now" on the dashboard: the last minute
 COUNTERS = ("requests", "hits", "bytes_from_cache", "bytes_from_origin")
+GZIP_MIN_BYTES = 1400  # below one packet compressing saves nothing worth its CPU
+GZIP_LEVEL = 5  # JSON of numbers shrinks ~8x here; higher levels cost twice the CPU for ~5 % more
+THREAD_MIN_BYTES = 64 * 1024  # a first load's whole history: compressed off the loop that serves redirects
 
 
 def iso(epoch: float | None) -> str | None:
@@ -40,6 +50,29 @@ def iso(epoch: float | None) -> str | None:
         return datetime.fromtimestamp(epoch, tz=UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
     except (OverflowError, ValueError, OSError):  # beyond what a date can say (a bogus build time): no date
         return None
+
+
+def json_bytes(payload: dict[str, Any]) -> bytes:
+    """Compact JSON: the dashboard's first load carries every point of 15 minutes."""
+    return json.dumps(payload, separators=(",", ":")).encode()
+
+
+def encoded(body: bytes, accept_encoding: Sequence[str]) -> tuple[bytes, dict[str, str]]:
+    """``body`` gzipped when the client accepts it (RFC 9110 §12.5.3 weights, ``q=0`` refuses) and
+    it is worth it, with the fields that say so; the same body and fields either way otherwise."""
+    headers = {"Content-Type": "application/json; charset=utf-8", "Vary": "Accept-Encoding",
+               "Cache-Control": "no-store"}  # fmt: skip
+    if len(body) >= GZIP_MIN_BYTES and coding.preferred(accept_encoding, ("gzip",)) == "gzip":
+        headers["Content-Encoding"] = "gzip"
+        return gzip.compress(body, GZIP_LEVEL, mtime=0), headers
+    return body, headers
+
+
+async def encoded_off_loop(body: bytes, accept_encoding: Sequence[str]) -> tuple[bytes, dict[str, str]]:
+    """:func:`encoded`, in a thread for a large body (the bytes are immutable: safe to hand over)."""
+    if len(body) >= THREAD_MIN_BYTES:
+        return await asyncio.to_thread(encoded, body, accept_encoding)
+    return encoded(body, accept_encoding)
 
 
 def point_time(epoch: float) -> str:

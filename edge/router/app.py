@@ -56,7 +56,7 @@ from edge.config import ConfigError
 from edge.controlplane.app import CONTROL_PLANE_KEY, register_control_plane
 from edge.controlplane.models import ControlPlaneSettings
 from edge.inventory import EdgeEntry, Inventory, InventoryError, load_inventory
-from edge.overview import Sampler, iso, parse_since
+from edge.overview import Sampler, encoded_off_loop, iso, json_bytes, parse_since
 from edge.router.clientip import ClientAddress, IPAddress, IPNetwork, client_address, parse_address
 from edge.router.config import RouterSettings
 from edge.router.coverage import CoverageError, CoverageMap, CoverageZone, load_coverage
@@ -744,13 +744,15 @@ async def admin_overview(request: web.Request) -> web.Response:
         entry = regions.setdefault(region, {"redirects": 0, "edges": {}})
         entry["redirects"] += count
         entry["edges"][edge] = entry["edges"].get(edge, 0) + count
-    return web.json_response({
+    payload = {
         "scope": "cdn", "generated_at": iso(time.time()), "interval_s": sampler.interval,
         "edges": edges, "total": {"now": total_now, "series": total_series},
         "purges": purges, "purge_error": purge_error,
         "origins": request.app[ORIGINS_KEY], "regions": regions,
         "unavailable": router.metrics.unavailable,
-    })  # fmt: skip
+    }  # fmt: skip
+    body, headers = await encoded_off_loop(json_bytes(payload), request.headers.getall("Accept-Encoding", []))
+    return web.Response(body=body, headers=headers)
 
 
 def create_router_admin_app(router: Router) -> web.Application:

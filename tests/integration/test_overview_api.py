@@ -4,6 +4,7 @@ origins table at once, and an edge's own overview shows its region and its purge
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import signal
@@ -28,8 +29,11 @@ class NoRedirect(urllib.request.HTTPRedirectHandler):
         return None
 
 
-def get(url: str, token: str | None = None) -> tuple[int, dict[str, str], bytes]:
-    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
+def get(url: str, token: str | None = None, accept: str | None = None) -> tuple[int, dict[str, str], bytes]:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    if accept is not None:
+        headers["Accept-Encoding"] = accept
+    request = urllib.request.Request(url, headers=headers)
     try:
         with urllib.request.build_opener(NoRedirect).open(request, timeout=5) as resp:
             return resp.status, dict(resp.headers), resp.read()
@@ -133,6 +137,11 @@ def test_the_overview_follows_the_cdn_and_drops_a_stopped_edge(cdn: dict[str, An
     status, _, body = get(admin + "/api/overview?since=yesterday", TOKEN)
     assert status == 400
     assert b"ISO-8601" in body
+    # What a browser gets: the same JSON, gzipped (a first load carries 15 minutes of points).
+    status, headers, body = get(admin + "/api/overview", TOKEN, accept="gzip, deflate, br")
+    assert (status, headers["Content-Encoding"], headers["Vary"]) == (200, "gzip", "Accept-Encoding")
+    assert set(json.loads(gzip.decompress(body))) == set(data)
+    assert "Content-Encoding" not in get(admin + "/api/overview", TOKEN, accept="gzip;q=0")[1]
     point = data["total"]["series"][-1][1]
     assert set(point) >= {"requests_per_s", "hit_ratio", "byte_hit_ratio", "bandwidth_bps", "offload_bytes_per_s",
                           "p50_ms", "p99_ms", "errors_per_s"}  # fmt: skip
@@ -161,6 +170,11 @@ def test_the_overview_follows_the_cdn_and_drops_a_stopped_edge(cdn: dict[str, An
 
     own = until_value(applied_on_a, timeout=30, what="the purge in a's own overview")
     assert own["scope"] == "edge"
+    status, headers, body = get(edges["a"].admin_url + "/api/overview", accept="gzip")
+    plain = gzip.decompress(body) if headers.get("Content-Encoding") == "gzip" else body
+    assert status == 200
+    assert json.loads(plain)["scope"] == "edge"
+    assert (headers.get("Content-Encoding") == "gzip") == (len(plain) >= 1400)  # worth it only past a packet
     (edge,) = own["edges"]
     assert (edge["name"], edge["region"], edge["state"]) == ("a", "eu-west", "up")
     assert edge["applied_seq"] >= 1

@@ -3,11 +3,13 @@ latency percentiles as Prometheus computes them, and the whole CDN added up roun
 
 from __future__ import annotations
 
+import gzip
+import json
 from typing import Any
 
 import pytest
 
-from edge.overview import Sampler, parse_since, quantile, rates
+from edge.overview import Sampler, encoded, json_bytes, parse_since, quantile, rates
 
 BOUNDS = [0.001, 0.01, 0.1]
 
@@ -142,3 +144,51 @@ def test_rounds_within_one_second_are_not_skipped_by_since() -> None:
         seen.extend(at for at, _ in fresh)
     assert len(seen) == len(set(seen)) == 11
     assert seen == sorted(seen)
+
+
+BIG = json_bytes({"series": [[f"2026-12-02T14:{i // 60:02d}:{i % 60:02d}.000Z", {"requests_per_s": i * 1.5}]
+                             for i in range(400)]})  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("accept", "gzipped"),
+    [
+        ([], False),  # no Accept-Encoding: the bytes as they are (curl, urllib)
+        (["gzip, deflate, br"], True),  # what browsers send
+        (["br", "gzip;q=0.5"], True),
+        (["GZIP"], True),
+        (["*"], True),
+        (["gzip;q=0"], False),  # refused outright (RFC 9110 §12.5.3)
+        (["*;q=0"], False),
+        (["identity;q=1, gzip;q=0.5"], False),  # prefers the bytes as they are
+        (["deflate, br"], False),  # only gzip is offered
+        (["gzip;q=bogus"], False),
+    ],
+)
+def test_the_overview_is_gzipped_when_the_client_takes_it(accept: list[str], gzipped: bool) -> None:
+    body, headers = encoded(BIG, accept)
+    assert headers["Vary"] == "Accept-Encoding"
+    assert headers["Content-Type"].startswith("application/json")
+    assert ("Content-Encoding" in headers) is gzipped
+    assert (gzip.decompress(body) if gzipped else body) == BIG
+
+
+def test_a_small_overview_is_not_compressed() -> None:
+    small = json_bytes({"edges": []})
+    assert encoded(small, ["gzip"]) == (small, {"Content-Type": "application/json; charset=utf-8",
+                                                "Vary": "Accept-Encoding", "Cache-Control": "no-store"})  # fmt: skip
+
+
+def test_a_first_load_of_twenty_edges_shrinks_several_times() -> None:
+    """The whole 15-minute history is what a first load carries: measured, not guessed."""
+    sampler = Sampler(no_fetch, interval=5)
+    names = [f"edge-{index:02d}" for index in range(20)]
+    for index in range(181):
+        sampler.record(100.0 + 5 * index, {name: counting(50 * index + offset) for offset, name in enumerate(names)})
+    payload = {"edges": [{"name": name, "series": sampler.edge_series(name)[1]} for name in names],
+               "total": {"series": sampler.total_series()[1]}}  # fmt: skip
+    plain = json_bytes(payload)
+    body, headers = encoded(plain, ["gzip, deflate, br"])
+    assert headers["Content-Encoding"] == "gzip"
+    assert json.loads(gzip.decompress(body)) == json.loads(json.dumps(payload))
+    assert len(body) * 5 < len(plain), (len(plain), len(body))

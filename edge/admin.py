@@ -26,7 +26,7 @@ from aiohttp.typedefs import Handler
 from prometheus_client import CollectorRegistry, generate_latest
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from edge import dashboard
+from edge import dashboard, faultlog
 from edge.cache.context import CacheContext
 from edge.cache.fill import entry_of
 from edge.cluster import shard_of
@@ -80,9 +80,10 @@ async def require_token(request: web.Request, handler: Handler) -> web.StreamRes
 
 
 class PurgeRequest(BaseModel):
-    """Body of ``POST /purge``: exactly one of ``urls``, ``prefix``, ``tags``, ``all``."""
+    """Body of ``POST /purge``: exactly one of ``urls``, ``prefix``, ``tags``, ``all``.  Strict, as
+    the router's: ``"all": "yes"`` is a 422, not a purge of everything."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     urls: list[str] | None = Field(default=None, min_length=1, max_length=10_000)
     prefix: str | None = None
@@ -414,6 +415,7 @@ def openapi_document() -> dict[str, Any]:
 
 
 def create_admin_app(settings: EdgeSettings, runtime: EdgeRuntime) -> web.Application:
+    faultlog.quiet_admin_parse_errors()  # a request aiohttp cannot parse: one line, no traceback
     app = web.Application(middlewares=[require_token])
     app[SETTINGS_KEY] = settings
     app[RUNTIME_KEY] = runtime

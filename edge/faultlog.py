@@ -11,6 +11,8 @@ from __future__ import annotations
 import logging
 import time
 
+from aiohttp.http_exceptions import HttpProcessingError
+
 log = logging.getLogger("edge.client")
 
 
@@ -58,3 +60,27 @@ def refused_request(peer: str | None, line: str, status: int, reason: str) -> No
 def report(peer: str | None, method: str, target: str, status: int, reason: str) -> None:
     """One refused or failed request: client faults (4xx) and origin failures (5xx) have separate budgets."""
     (faults if status < 500 else origin_faults).refused(peer, status, reason, f"{method} {target[:200]}")
+
+
+class _ClientParseErrors(logging.Filter):
+    """aiohttp logs every request it cannot parse at ERROR with a traceback ("Error handling
+    request"): on our admin listeners that is the client's fault, so it becomes one rate-limited
+    ``edge.client`` line like the public listener's, and nothing else."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if not isinstance(exc, HttpProcessingError):
+            return True
+        peer = record.args[0] if isinstance(record.args, tuple) and record.args else None
+        faults.refused(str(peer) if peer else None, exc.code or 400, exc.message or type(exc).__name__, "admin request")
+        return False
+
+
+_client_parse_errors = _ClientParseErrors()
+
+
+def quiet_admin_parse_errors(logger: str = "aiohttp.server") -> None:
+    """Install :class:`_ClientParseErrors` on aiohttp's server logger (once)."""
+    target = logging.getLogger(logger)
+    if _client_parse_errors not in target.filters:
+        target.addFilter(_client_parse_errors)

@@ -29,7 +29,10 @@ def origin_target(head: RequestHead) -> str:
         return raw
     if raw == "*":
         raise ClientFault("asterisk-form request targets are not forwarded")
-    parts = urlsplit(raw)
+    try:
+        parts = urlsplit(raw)
+    except ValueError:  # e.g. an unclosed IPv6 literal: "http://[::1/"
+        raise ClientFault(f"unsupported request target {raw[:100]!r}") from None
     if parts.scheme.lower() in ("http", "https") and parts.netloc:
         return (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     raise ClientFault(f"unsupported request target {raw[:100]!r}")
@@ -47,7 +50,13 @@ def origin_headers(
     ``preserve_host``, where it is part of the cache key)."""
     upstream = settings.upstream
     received = head.headers
-    headers = forwarding.strip_hop_by_hop(received, extra=(*_REWRITTEN, *upstream.strip_request_headers, *drop))
+    extra = (*_REWRITTEN, *upstream.strip_request_headers, *drop)
+    headers = forwarding.strip_hop_by_hop(received, extra=extra)
+    if any("_" in name for name, _ in headers):
+        # CGI, WSGI, PHP and Rack read ``X_Forwarded_Host`` as ``X-Forwarded-Host`` (both become
+        # HTTP_X_FORWARDED_HOST): an underscore spelling of a field we drop or write is dropped too.
+        banned = {name.lower() for name in extra}
+        headers = [(name, value) for name, value in headers if _spelled(name) not in banned]
     forwarded_for = forwarding.forwarded_for_value(received, head.peer)
     if forwarded_for:
         headers.append(("X-Forwarded-For", forwarded_for))
@@ -61,4 +70,9 @@ def origin_headers(
 def stripped_fields(head: RequestHead, settings: EdgeSettings) -> list[str]:
     """Names of the override fields the client sent that the origin will not see (logs, counters)."""
     stripped = set(settings.upstream.strip_request_headers)
-    return sorted({name.decode("latin-1").lower() for name, _ in head.raw_headers} & stripped)
+    return sorted({_spelled(name.decode("latin-1")) for name, _ in head.raw_headers} & stripped)
+
+
+def _spelled(name: str) -> str:
+    """A field name as frameworks that map ``-`` and ``_`` alike read it."""
+    return name.lower().replace("_", "-")

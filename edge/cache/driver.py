@@ -43,6 +43,7 @@ from edge.store.base import CachedObject, StoredMeta
 from edge.store.tiered import close_handle
 from edge.upstream import decode_raw_headers
 
+ALLOWED_METHODS = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS, TRACE"  # everything but CONNECT is forwarded
 _ORIGIN_BOUND = frozenset({Verdict.MISS, Verdict.PARTIAL, Verdict.HIT_FOR_MISS, Verdict.PASS})
 
 
@@ -107,12 +108,15 @@ class Cache:
             target = origin_target(head)
             if ctx.settings.upstream.strip_request_headers and (stripped := stripped_fields(head, ctx.settings)):
                 ctx.counters.count_stripped(stripped)
-            if not self.enabled:
+            if not self.enabled or (head.has_body and head.method in ("GET", "HEAD")):
+                # A GET with content (RFC 9110 §9.3.1: no defined semantics) goes to the origin alone:
+                # its body is not in the key, and a slow body must hold up no other client's fill.
                 refusal = self._over_miss_budget(ex)
                 if refusal is not None:
                     await self._refuse(ex, refusal)
                     return
-                await fills.own_request(ctx, ex, target, "bypass", interim=True)
+                await fills.own_request(ctx, ex, target, "bypass", None if not self.enabled else "request-body",
+                                        interim=True)  # fmt: skip
             elif head.method in ("GET", "HEAD"):
                 if self.codings:
                     # One coding per request, before lookup: equivalent Accept-Encoding values share a
@@ -274,6 +278,12 @@ class Cache:
     async def _write_through(self, ex: Exchange, received: HeaderList, target: str) -> None:
         ctx = self.ctx
         head = ex.head
+        if head.method in forwarding.MAX_FORWARDS_METHODS and (hops := forwarding.max_forwards(received)) is not None:
+            if hops == 0:  # RFC 9110 §7.6.2: this hop is the final recipient and answers itself
+                await self._answer_here(ex, received)
+                return
+            head.replace_header(b"max-forwards", str(hops - 1).encode("ascii"))
+            received = head.headers
         refusal = self._over_miss_budget(ex)
         if refusal is not None:
             await self._refuse(ex, refusal)
@@ -309,6 +319,15 @@ class Cache:
                 return
         status = CacheStatus(ctx.node_name, fwd="method", fwd_status=upstream.status, stored=False)
         await respond.relay(ctx, ex, upstream, status)
+
+    async def _answer_here(self, ex: Exchange, received: HeaderList) -> None:
+        """OPTIONS or TRACE with ``Max-Forwards: 0``: what this edge allows, or the request reflected."""
+        head = ex.head
+        if head.method == "OPTIONS":
+            await ex.respond(200, [("Allow", ALLOWED_METHODS), ("Cache-Control", "no-store")], b"")
+            return
+        echo = forwarding.trace_reflection(head.method, head.target, head.version, received)
+        await ex.respond(200, [("Content-Type", "message/http"), ("Cache-Control", "no-store")], echo)
 
     # -- PURGE on the public listener ------------------------------------------------------------
     async def _purge_one_url(self, ex: Exchange) -> None:

@@ -38,6 +38,7 @@ from typing import Any, Protocol
 from aiohttp import hdrs, web
 from pydantic import ValidationError
 
+from edge import faultlog
 from edge.admin import token_matches
 from edge.controlplane.log import IdempotencyConflict
 from edge.controlplane.models import ControlPlaneSettings, PurgeRequest
@@ -218,6 +219,7 @@ def register_control_plane(
 
 def create_control_plane_app(inventory: Inventory, settings: ControlPlaneSettings) -> web.Application:
     """The standalone control-plane app (what ``python -m edge.controlplane`` serves)."""
+    faultlog.quiet_admin_parse_errors()  # a request aiohttp cannot parse: one line, no traceback
     app = web.Application()
     register_control_plane(app, inventory, settings)
     return app

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 
-from edge.http.headers import HeaderList, get_all, split_list
+from edge.http.headers import HeaderList, get_all, get_first, split_list
 
 # RFC 9110 §7.6.1 names Connection, Proxy-Connection, Keep-Alive, TE, Transfer-Encoding and
 # Upgrade. Proxy-Authenticate/-Authorization concern the hop to *this* proxy, and Trailer
@@ -135,3 +135,31 @@ def host_field_problem(values: Sequence[str], http_version: tuple[int, int]) -> 
     if _HOST_FIELD.fullmatch(value) is None:
         return "invalid Host header"
     return None
+
+
+# -- Max-Forwards (RFC 9110 §7.6.2): TRACE and OPTIONS stop at the hop where it reaches zero -----
+
+MAX_FORWARDS_METHODS = frozenset({"TRACE", "OPTIONS"})
+# What a TRACE answer never reflects (RFC 9110 §9.3.8: fields likely to carry sensitive data).
+TRACE_HIDDEN_FIELDS = frozenset(
+    {"authorization", "proxy-authorization", "cookie", "edgecache-peer", "x-api-key", "x-auth-token"}
+)
+
+
+def max_forwards(headers: HeaderList) -> int | None:
+    """The ``Max-Forwards`` value (1*DIGIT, the first line), or None when absent or not a number."""
+    value = get_first(headers, "max-forwards")
+    if value is None:
+        return None
+    value = value.strip(" \t")
+    if not value.isascii() or not value.isdigit() or len(value) > 18:
+        return None
+    return int(value)
+
+
+def trace_reflection(method: str, target: str, version: tuple[int, int], headers: HeaderList) -> bytes:
+    """The ``message/http`` content of a TRACE answered here: the request as received, less the
+    fields that may carry credentials."""
+    lines = [f"{method} {target} HTTP/{version[0]}.{version[1]}"]
+    lines.extend(f"{name}: {value}" for name, value in headers if name.lower() not in TRACE_HIDDEN_FIELDS)
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1", "replace")

@@ -50,7 +50,7 @@ from lru import LRU
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, ProcessCollector, generate_latest
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
 
-from edge import dashboard
+from edge import dashboard, faultlog
 from edge.admin import token_matches
 from edge.config import ConfigError
 from edge.controlplane.app import CONTROL_PLANE_KEY, register_control_plane
@@ -573,7 +573,10 @@ async def admin_route(request: web.Request) -> web.Response:
     host = query.get("host", "")
     url = query.get("url")
     if url is not None:  # an absolute URL names host and target at once (as the edges' /cluster?url=)
-        parts = urlsplit(url)
+        try:
+            parts = urlsplit(url)
+        except ValueError:  # e.g. an unclosed IPv6 literal: "http://[::1"
+            parts = urlsplit("")
         if not parts.netloc or not parts.scheme:
             return _bad_request(f"url: {url!r} is not an absolute http(s) URL")
         host = parts.netloc
@@ -757,6 +760,7 @@ async def admin_overview(request: web.Request) -> web.Response:
 
 def create_router_admin_app(router: Router) -> web.Application:
     """The admin side, sharing ``router`` with the redirect listener."""
+    faultlog.quiet_admin_parse_errors()  # a request aiohttp cannot parse: one line, no traceback
     app = web.Application(middlewares=[require_token])
     app[ROUTER_KEY] = router
     app.router.add_get("/route", admin_route)

@@ -387,6 +387,8 @@ class HttpProtocol(asyncio.Protocol):
             hosts = [value.decode("latin-1") for name, value in self._headers if name.lower() == b"host"]
         else:
             hosts = [self._host.decode("latin-1")] if self._host is not None else []
+        if b"#" in self._url:  # RFC 9112 §3.2: no request-target form has a fragment
+            raise _Refused(400, "a request target has no fragment (#)")
         problem = host_field_problem(hosts, version)
         if problem is not None:
             raise _Refused(400, problem)

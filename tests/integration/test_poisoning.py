@@ -41,8 +41,10 @@ REFLECTED = [name.lower() for name in ATTACKS]
 
 async def reflecting_page(request: web.Request) -> web.Response:
     """A framework-like page: every override it honours ends up in the (cacheable) body."""
-    seen = {name: request.headers.get(name) for name in REFLECTED if name in request.headers}
-    link_host = request.headers.get("X-Forwarded-Host") or request.headers.get("Host")
+    # As CGI, WSGI, PHP and Rack do: "X_Forwarded_Host" and "X-Forwarded-Host" are one variable.
+    fields = {name.lower().replace("_", "-"): value for name, value in request.headers.items()}
+    seen = {name: fields[name] for name in REFLECTED if name in fields}
+    link_host = fields.get("x-forwarded-host") or fields.get("host")
     body = json.dumps({"link": f"https://{link_host}/next", "seen": seen})
     return web.Response(text=body, headers={"Cache-Control": "max-age=300"}, content_type="application/json")
 
@@ -80,6 +82,20 @@ async def test_hostile_header_never_poisons_the_stored_page(
         seen = clean["seen"]
         assert isinstance(seen, dict)
         assert set(seen) == {"host"}  # only the origin's own Host reached it
+
+
+@pytest.mark.parametrize("header", [name for name in ATTACKS if "-" in name])
+async def test_an_underscore_spelling_is_stripped_as_well(
+    reflecting_origin: TestServer, start_edge: EdgeFactory, header: str
+) -> None:
+    origin_url = str(reflecting_origin.make_url("")).rstrip("/")
+    edge = await start_edge(origin_url)
+    url = str(edge.make_url(f"/page/underscore?attack={header}"))
+    poisoned, _ = await get_json(url, {header.replace("-", "_"): ATTACKS[header]})
+    assert HOSTILE not in json.dumps(poisoned), f"{header.replace('-', '_')} reached the origin: {poisoned}"
+    seen = poisoned["seen"]
+    assert isinstance(seen, dict)
+    assert set(seen) == {"host"}  # only the origin's own Host
 
 
 async def test_all_hostile_headers_at_once_then_clean_clients(

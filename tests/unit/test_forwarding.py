@@ -132,3 +132,35 @@ def test_strip_never_raises_and_only_removes(headers: list[tuple[str, str]]) -> 
     iterator = iter(headers)
     assert all(line in iterator for line in result)
     assert not any(name.lower() in forwarding.HOP_BY_HOP_FIELDS for name, _ in result)
+
+
+@pytest.mark.parametrize(
+    ("lines", "expected"),
+    [
+        ([], None),
+        ([("Max-Forwards", "0")], 0),
+        ([("max-forwards", " 7 ")], 7),
+        ([("Max-Forwards", "3"), ("Max-Forwards", "9")], 3),  # the first line
+        ([("Max-Forwards", "-1")], None),
+        ([("Max-Forwards", "1.5")], None),
+        ([("Max-Forwards", "")], None),
+        ([("Max-Forwards", "٣")], None),  # a digit, but not an ASCII one
+        ([("Max-Forwards", "9" * 40)], None),
+    ],
+)
+def test_max_forwards_is_1_digit_or_nothing(lines: list[tuple[str, str]], expected: int | None) -> None:
+    assert forwarding.max_forwards(lines) == expected
+
+
+def test_a_trace_answered_here_reflects_the_request_without_credentials() -> None:
+    echo = forwarding.trace_reflection("TRACE", "/a?b=1", (1, 1), [
+        ("Host", "x"), ("Authorization", "Bearer s"), ("cookie", "k=s"), ("Proxy-Authorization", "Basic s"),
+        ("X-Seen", "yes"),
+    ])  # fmt: skip
+    assert echo == b"TRACE /a?b=1 HTTP/1.1\r\nHost: x\r\nX-Seen: yes\r\n\r\n"
+
+
+@given(st.lists(st.tuples(st.sampled_from(["Max-Forwards", "max-forwards", "X"]), st.text(max_size=30)), max_size=4))
+def test_max_forwards_never_raises_and_is_never_negative(lines: list[tuple[str, str]]) -> None:
+    value = forwarding.max_forwards(lines)
+    assert value is None or value >= 0

@@ -108,7 +108,9 @@ class Cache:
             target = origin_target(head)
             if ctx.settings.upstream.strip_request_headers and (stripped := stripped_fields(head, ctx.settings)):
                 ctx.counters.count_stripped(stripped)
-            if not self.enabled or (head.has_body and head.method in ("GET", "HEAD")):
+            if head.has_body and ex.body is not None and head.method in ("GET", "HEAD") and await ex.body.is_empty():
+                ex.body = None  # "Transfer-Encoding: chunked" and no chunk: a GET like any other
+            if not self.enabled or (ex.body is not None and head.method in ("GET", "HEAD")):
                 # A GET with content (RFC 9110 §9.3.1: no defined semantics) goes to the origin alone:
                 # its body is not in the key, and a slow body must hold up no other client's fill.
                 refusal = self._over_miss_budget(ex)

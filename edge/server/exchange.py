@@ -165,6 +165,19 @@ class BodyReader:
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
+    async def is_empty(self) -> bool:
+        """Does the body turn out to have no bytes (a chunked body of no chunks)?  Waits for its first
+        bytes or its end, no longer; what arrived stays to be read."""
+        while not self._chunks:
+            if self.complete:
+                return True
+            if self.failed is not None:
+                raise ClientGone(self.failed)
+            self._exchange.continue_if_expected()
+            self._waiter = asyncio.get_running_loop().create_future()
+            await self._waiter
+        return False
+
     async def read(self) -> bytes:
         """The next chunk; ``b""`` at the end; raises ClientGone if the client left mid-body."""
         while not self._chunks:

@@ -13,6 +13,7 @@ import logging
 import aiohttp
 import pytest
 
+from edge import faultlog
 from origin_stub import OriginStubServer
 from tests.conftest import EdgeFactory, raw_exchange
 from tests.support.wait import until
@@ -115,8 +116,10 @@ async def test_max_forwards_is_decremented_on_the_way(
 
 
 async def test_a_malformed_admin_request_is_one_line_not_a_traceback(
-    origin: OriginStubServer, start_edge: EdgeFactory, caplog: pytest.LogCaptureFixture
-) -> None:
+    origin: OriginStubServer, start_edge: EdgeFactory, caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    monkeypatch.setattr(faultlog, "faults", faultlog.FaultLog())  # this test's own rate-limit window
     _, admin = await start_edge(origin.url, with_admin=True)
     caplog.set_level(logging.INFO)
     for request in (b"GET / HTTP/1.2\r\n\r\n", b"\x16\x03\x01garbage\r\n\r\n", b"GET /\x00 HTTP/1.1\r\n\r\n"):
@@ -124,3 +127,14 @@ async def test_a_malformed_admin_request_is_one_line_not_a_traceback(
         assert b" 400 " in wire.split(b"\r\n", 1)[0], wire[:200]
     assert not [record for record in caplog.records if record.exc_info], [r.getMessage() for r in caplog.records]
     assert any(record.name == "edge.client" and "admin request" in record.getMessage() for record in caplog.records)
+
+
+async def test_a_chunked_get_without_chunks_is_an_ordinary_get(origin: OriginStubServer, start_edge: EdgeFactory) -> None:
+    edge = await start_edge(origin.url)
+    request = (b"GET /obj/chunked-empty?size=10&max_age=60 HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+               b"Connection: close\r\n\r\n0\r\n\r\n")  # fmt: skip
+    first = await raw_exchange(edge.port, request)
+    second = await raw_exchange(edge.port, request)
+    assert first.startswith(b"HTTP/1.1 200")
+    assert b"X-Cache: MISS" in first
+    assert b"X-Cache: HIT" in second

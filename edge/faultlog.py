@@ -72,7 +72,10 @@ class _ClientParseErrors(logging.Filter):
         if not isinstance(exc, HttpProcessingError):
             return True
         peer = record.args[0] if isinstance(record.args, tuple) and record.args else None
-        faults.refused(str(peer) if peer else None, exc.code or 400, exc.message or type(exc).__name__, "admin request")
+        # aiohttp's message may span lines (the offending bytes, a caret under them): the first says why.
+        reason = (str(exc.message or "").strip().splitlines() or [type(exc).__name__])[0]
+        reason = reason.encode("unicode_escape", "backslashreplace").decode("ascii")
+        faults.refused(str(peer) if peer else None, exc.code or 400, reason, "admin request")
         return False
 
 

@@ -52,10 +52,11 @@ def origin_headers(
     received = head.headers
     extra = (*_REWRITTEN, *upstream.strip_request_headers, *drop)
     headers = forwarding.strip_hop_by_hop(received, extra=extra)
-    if any("_" in name for name, _ in headers):
+    if any("_" in name for name, _ in headers) or any("_" in name for name in upstream.strip_request_headers):
         # CGI, WSGI, PHP and Rack read ``X_Forwarded_Host`` as ``X-Forwarded-Host`` (both become
         # HTTP_X_FORWARDED_HOST): an underscore spelling of a field we drop or write is dropped too.
-        banned = {name.lower() for name in extra}
+        banned = {_spelled(name) for name in (*extra, *forwarding.HOP_BY_HOP_FIELDS,
+                                              *forwarding.connection_listed_fields(received))}  # fmt: skip
         headers = [(name, value) for name, value in headers if _spelled(name) not in banned]
     forwarded_for = forwarding.forwarded_for_value(received, head.peer)
     if forwarded_for:
@@ -69,8 +70,9 @@ def origin_headers(
 
 def stripped_fields(head: RequestHead, settings: EdgeSettings) -> list[str]:
     """Names of the override fields the client sent that the origin will not see (logs, counters)."""
-    stripped = set(settings.upstream.strip_request_headers)
-    return sorted({_spelled(name.decode("latin-1")) for name, _ in head.raw_headers} & stripped)
+    stripped = {_spelled(name): name for name in settings.upstream.strip_request_headers}
+    sent = {_spelled(name.decode("latin-1")) for name, _ in head.raw_headers}
+    return sorted(stripped[name] for name in sent if name in stripped)
 
 
 def _spelled(name: str) -> str:

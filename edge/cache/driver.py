@@ -105,6 +105,14 @@ class Cache:
                 return
             if head.method == "CONNECT":
                 raise ClientFault("CONNECT is not supported: this is a reverse proxy")
+            if head.method in forwarding.MAX_FORWARDS_METHODS:  # RFC 9110 §7.6.2, whatever the cache does
+                hops = forwarding.max_forwards(received)
+                if hops == 0:  # this hop is the final recipient: it answers
+                    await self._answer_here(ex, received)
+                    return
+                if hops is not None:
+                    head.replace_header(b"max-forwards", str(hops - 1).encode("ascii"))
+                    received = head.headers
             target = origin_target(head)
             if ctx.settings.upstream.strip_request_headers and (stripped := stripped_fields(head, ctx.settings)):
                 ctx.counters.count_stripped(stripped)
@@ -280,12 +288,6 @@ class Cache:
     async def _write_through(self, ex: Exchange, received: HeaderList, target: str) -> None:
         ctx = self.ctx
         head = ex.head
-        if head.method in forwarding.MAX_FORWARDS_METHODS and (hops := forwarding.max_forwards(received)) is not None:
-            if hops == 0:  # RFC 9110 §7.6.2: this hop is the final recipient and answers itself
-                await self._answer_here(ex, received)
-                return
-            head.replace_header(b"max-forwards", str(hops - 1).encode("ascii"))
-            received = head.headers
         refusal = self._over_miss_budget(ex)
         if refusal is not None:
             await self._refuse(ex, refusal)

@@ -90,12 +90,16 @@ class RedirectService:
     def fast(self, head: RequestHead) -> Sequence[bytes] | None:
         if head.has_body:
             return None
+        if head.method == "CONNECT" or head.target == "*":
+            return (_not_a_resource(head),)
         return (self._answer(head),)
 
     async def handle(self, ex: Exchange) -> None:
         """A request with a body: the same answer; its body is not read (the connection closes)."""
         ex.close_after = True
-        answer = self._answer(ex.head, close=True)
+        head = ex.head
+        not_redirected = head.method == "CONNECT" or head.target == "*"
+        answer = _not_a_resource(head, close=True) if not_redirected else self._answer(head, close=True)
         ex.started = ex.finished = True
         ex.status = int(answer[9:12])
         ex.protocol.write(answer)
@@ -194,6 +198,21 @@ class RedirectService:
         )  # fmt: skip
         return line
 
+
+
+def _not_a_resource(head: RequestHead, close: bool = False) -> bytes:
+    """``OPTIONS *`` asks about the router itself (RFC 9110 §9.3.7): what it answers; ``CONNECT``
+    asks for a tunnel, which a redirector does not make (the edges answer it 400 likewise).
+    Neither names a resource to redirect to."""
+    if head.method == "OPTIONS":
+        status, fields, body = 200, [("Allow", "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS")], b""
+    else:
+        body = b"400 Bad Request: no tunnels here (CONNECT); this router redirects requests for resources.\n"
+        status, fields = 400, [("Content-Type", "text/plain; charset=utf-8")]
+    fields += [("Cache-Control", "no-store"), ("Content-Length", str(len(body)))]
+    if close or not head.keep_alive:
+        fields.append(("Connection", "close"))
+    return status_line(status) + header_block(fields) + http_date.line() + b"\r\n" + body
 
 
 async def serve_redirects(router: Router, host: str, port: int, ssl: Any = None, *,

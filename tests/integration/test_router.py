@@ -358,6 +358,23 @@ async def test_absolute_form_target_keeps_path_and_query(
     assert b"\r\nLocation: http://127.0.0.1:8301/x/../y?z=%20\r\n" in raw
 
 
+async def test_options_star_and_connect_name_no_resource_to_redirect_to(
+    fake_admins: dict[str, FakeAdmin], start_router: RouterFactory
+) -> None:
+    router = await start_router(three_region({name: admin.url for name, admin in fake_admins.items()}))
+    assert router.public.port is not None
+    raw = await raw_exchange(router.public.port, b"OPTIONS * HTTP/1.1\r\nHost: cdn.example\r\n\r\n"
+                                                 b"CONNECT evil.example:443 HTTP/1.1\r\nHost: evil.example:443\r\n\r\n"
+                                                 b"GET /after HTTP/1.1\r\nHost: cdn.example\r\nConnection: close\r\n\r\n")  # fmt: skip
+    options, connect, after = raw.split(b"HTTP/1.1 ")[1:]
+    assert options.startswith(b"200 OK\r\n")
+    assert b"\r\nAllow: GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS\r\n" in options
+    assert b"Location" not in options
+    assert connect.startswith(b"400 ")
+    assert b"Location" not in connect
+    assert after.startswith(b"302 ")  # the connection goes on
+
+
 @pytest.mark.parametrize(
     ("raw_path", "expected"),
     [

@@ -37,6 +37,7 @@ from edge.config import ClusterSettings, EdgeSettings, UpstreamSettings
 from edge.errors import OriginTimeout, OriginUnreachable
 from edge.health import Health, State
 from edge.http import forwarding
+from edge.http.headers import HeaderList
 from edge.inventory import EdgeEntry, Inventory, load_inventory
 from edge.overview import iso
 from edge.router.health import HealthChecker
@@ -130,12 +131,19 @@ class Cluster:
             return False
         return hmac.compare_digest(token, expected.encode("latin-1", "replace"))
 
-    def relays(self, shard: str, peer_request: bool) -> bool:
+    def relays(self, shard: str, peer_request: bool, request_headers: HeaderList = ()) -> bool:
         """Does a miss here go to the key's owner as it is, keeping nothing (a non-owner without
-        ``peer_copy``)?  The owner then answers ranges, conditionals and HEAD itself."""
+        ``peer_copy``)?  The owner then answers ranges, conditionals and HEAD itself.
+
+        Not when the request's ``Via`` already names the owner: asking it would be a loop, so the
+        relay would go to the origin unshared and unstored, and any client could switch caching
+        off for a key that way.  Such a miss is an ordinary fill here (collapsed and kept)."""
         if peer_request or not self.settings.peer_fill or self.settings.peer_copy:
             return False
-        return self.role(shard)[0] == "none"
+        role, owner = self.role(shard)
+        if role != "none":
+            return False
+        return owner is None or owner.name.lower() not in forwarding.via_pseudonyms(request_headers)
 
     # -- where a miss goes -----------------------------------------------------------------------
     def route(

@@ -262,7 +262,7 @@ class Cache:
 
     def _relays(self, ex: Exchange, key: str) -> bool:
         cluster = self.ctx.cluster
-        return cluster is not None and cluster.relays(shard_of(key), ex.peer)
+        return cluster is not None and cluster.relays(shard_of(key), ex.peer, ex.head.headers)
 
     async def _hit(self, ex: Exchange, received: HeaderList, found: CachedObject,
                    decision: policy.ServeDecision, detail: str | None = None) -> None:  # fmt: skip

@@ -3,6 +3,7 @@ a counting origin: how many times the origin is asked, and what clients get when
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -384,6 +385,13 @@ async def test_a_client_naming_the_owner_in_via_cannot_take_it_out(
     for _ in range(3):  # the owner's name in Via: this request skips the owner; the owner stays in
         status, _, body = await fetch(other, path, {"Via": f"1.1 r-{first}"})
         assert (status, body) == (200, expected_body("via1", 10))
+    # ...and cannot switch caching off for the key either: what the non-owner fetched itself, it
+    # keeps and shares (it went to the origin once, not once per request).
+    assert origin_total(origin, "/obj/via1") == 1
+    answers = await asyncio.gather(*(fetch(other, "/obj/via2?size=10&max_age=600", {"Via": f"1.1 r-{first}"})
+                                     for _ in range(20)))  # fmt: skip
+    assert all(status == 200 for status, _, _ in answers)
+    assert origin_total(origin, "/obj/via2") <= 2  # collapsed (an owner of its own may fetch it once more)
     report = await json_get(f"{other.admin_url}/cluster")
     assert all(peer["healthy"] for peer in report["peers"])
     checked = [peer for peer in report["peers"] if "state" in peer]

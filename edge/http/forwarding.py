@@ -137,6 +137,22 @@ def host_field_problem(values: Sequence[str], http_version: tuple[int, int]) -> 
     return None
 
 
+def target_authority(target: str) -> str | None:
+    """The authority of an absolute-form request target, userinfo dropped (RFC 9112 §3.2.2: a
+    server uses it and ignores ``Host``); None for any other form."""
+    if target.startswith("/"):
+        return None
+    scheme, separator, rest = target.partition("://")
+    if not separator or not scheme:
+        return None
+    end = len(rest)
+    for delimiter in "/?#":
+        index = rest.find(delimiter)
+        if 0 <= index < end:
+            end = index
+    return rest[:end].rpartition("@")[2]
+
+
 # -- Max-Forwards (RFC 9110 §7.6.2): TRACE and OPTIONS stop at the hop where it reaches zero -----
 
 MAX_FORWARDS_METHODS = frozenset({"TRACE", "OPTIONS"})

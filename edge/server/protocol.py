@@ -37,7 +37,7 @@ from typing import Any, Protocol, cast
 
 import httptools
 
-from edge.http.forwarding import host_field_problem
+from edge.http.forwarding import host_field_problem, target_authority
 from edge.server.exchange import Exchange, RequestHead
 from edge.server.flow import ClientGone, FlowControl
 from edge.server.wire import error_response
@@ -392,6 +392,13 @@ class HttpProtocol(asyncio.Protocol):
         problem = host_field_problem(hosts, version)
         if problem is not None:
             raise _Refused(400, problem)
+        host = self._host
+        if self._url[:1] != b"/" and (authority := target_authority(self._url.decode("latin-1"))) is not None:
+            # RFC 9112 §3.2.2: the target's authority stands for Host (site, key, logs), checked alike.
+            problem = host_field_problem([authority], version) if authority else "no host in the request target"
+            if problem is not None:
+                raise _Refused(400, problem.replace("Host header", "host in the request target"))
+            host = authority.encode("latin-1")
         if self._content_length > self.limits.max_body_size:
             raise _Refused(413, "request body too large")
         expect_continue = False
@@ -410,7 +417,7 @@ class HttpProtocol(asyncio.Protocol):
             scheme=self.scheme,
             keep_alive=parser.should_keep_alive() and not self.shutting_down,
             started=self._started,
-            host=self._host,
+            host=host,
             fast=self._fast and not has_body,
             has_body=has_body,
             user_agent=self._user_agent,

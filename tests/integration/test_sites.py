@@ -17,7 +17,7 @@ import pytest
 
 from origin_stub import OriginStubServer
 from origin_stub.body import expected_body
-from tests.conftest import EdgeFactory, EdgeProcess, launch_edge
+from tests.conftest import EdgeFactory, EdgeProcess, launch_edge, raw_exchange
 from tests.integration.test_cache import script, url
 from tests.support.processes import children_of
 from tests.support.wait import until
@@ -89,6 +89,26 @@ async def test_a_host_no_site_serves_is_421_and_reaches_no_origin(
     assert status == 421
     assert b"elsewhere.test" in body
     assert sum(s.state.total for s in stubs.values()) == 0
+
+
+async def test_an_absolute_form_target_names_the_site_whatever_host_says(
+    stubs: dict[str, OriginStubServer], start_edge: EdgeFactory
+) -> None:
+    """RFC 9112 §3.2.2: with an absolute-form target the server ignores Host and uses the target's
+    authority — for the site, its rules (signed URLs, limits) and its origins alike."""
+    edge = await start_edge(None, sites=[shop(stubs), blog(stubs)])
+    await script(stubs["blog"], "abs", [{"headers": [["Cache-Control", "max-age=600"]], "body": "blog page"}])
+    wire = await raw_exchange(edge.port, b"GET http://blog.test/s/abs HTTP/1.1\r\nHost: shop.test\r\n"
+                                         b"Connection: close\r\n\r\n")  # fmt: skip
+    assert wire.startswith(b"HTTP/1.1 200")
+    assert wire.endswith(b"blog page")
+    wire = await raw_exchange(edge.port, b"GET http://elsewhere.test/s/abs HTTP/1.1\r\nHost: shop.test\r\n"
+                                         b"Connection: close\r\n\r\n")  # fmt: skip
+    assert wire.startswith(b"HTTP/1.1 421")
+    for target in (b"http://sh op.test/x", b"http:///x", b"http://a@/x"):  # checked as a Host would be
+        wire = await raw_exchange(edge.port, b"GET " + target + b" HTTP/1.1\r\nHost: shop.test\r\n\r\n")
+        assert wire.startswith(b"HTTP/1.1 400"), (target, wire[:100])
+    assert served_by(stubs, "/s/abs") == {"a": 0, "b": 0, "spare": 0, "blog": 1}
 
 
 async def test_misses_follow_the_weights(stubs: dict[str, OriginStubServer], start_edge: EdgeFactory) -> None:

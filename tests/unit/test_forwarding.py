@@ -164,3 +164,14 @@ def test_a_trace_answered_here_reflects_the_request_without_credentials() -> Non
 def test_max_forwards_never_raises_and_is_never_negative(lines: list[tuple[str, str]]) -> None:
     value = forwarding.max_forwards(lines)
     assert value is None or value >= 0
+
+
+@pytest.mark.parametrize(
+    ("target", "authority"),
+    [
+        ("/x", None), ("*", None), ("host:443", None), ("http:/x", None), ("://x", None),
+        ("http://a/b", "a"), ("http://u@h:81?q", "h:81"), ("https://h", "h"), ("HTTP://H/x", "H"), ("http:///x", ""),
+    ],
+)  # fmt: skip
+def test_the_authority_of_an_absolute_form_target(target: str, authority: str | None) -> None:
+    assert forwarding.target_authority(target) == authority

@@ -23,6 +23,7 @@ from edge.config import EdgeSettings
 from origin_stub import OriginStubServer
 from tests.support.edge import InProcessAdmin, InProcessEdge, start_in_process
 from tests.support.ports import free_port as free_port
+from tests.support.processes import terminate
 from tests.support.redis import RedisServer
 
 # Properties, not timings: on two shared cores an example may take longer than hypothesis's 200 ms.
@@ -114,16 +115,10 @@ class EdgeProcess:
     admin_url: str
 
     def stop(self) -> int:
-        if self.process.poll() is None:
-            os.kill(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                os.kill(self.process.pid, signal.SIGKILL)
-                self.process.wait(5)
+        status = terminate(self.process)
         if self.process.stdout is not None:
             self.process.stdout.close()
-        return self.process.returncode
+        return status
 
 
 LISTEN_LINE = re.compile(r"listening on (https?://\S+) \(admin (https?://\S+)\)")
@@ -177,13 +172,7 @@ def spawned() -> Iterator[list[subprocess.Popen[bytes]]]:
     started: list[subprocess.Popen[bytes]] = []
     yield started
     for process in reversed(started):
-        if process.poll() is None:
-            os.kill(process.pid, signal.SIGTERM)
-            try:
-                process.wait(15)
-            except subprocess.TimeoutExpired:
-                os.kill(process.pid, signal.SIGKILL)
-                process.wait(5)
+        terminate(process)
 
 
 @pytest.fixture

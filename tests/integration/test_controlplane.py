@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -28,6 +27,7 @@ from aiohttp.test_utils import TestClient
 from edge.controlplane import CONTROL_PLANE_KEY, ControlPlaneSettings, create_control_plane_app, register_control_plane
 from edge.inventory import Inventory, parse_inventory
 from tests.conftest import PROJECT_ROOT
+from tests.support.processes import terminate
 
 EDGE_TOKEN = "edge-secret"
 ClientFactory = Callable[[web.Application], Awaitable[TestClient[web.Request, web.Application]]]
@@ -633,13 +633,7 @@ def _launch(args: list[str], env: dict[str, str] | None = None) -> subprocess.Po
 
 
 def _stop(process: subprocess.Popen[str]) -> int:
-    if process.poll() is None:
-        os.kill(process.pid, signal.SIGTERM)
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            os.kill(process.pid, signal.SIGKILL)
-            process.wait(5)
+    terminate(process)
     for stream in (process.stdout, process.stderr):
         if stream is not None:
             stream.close()

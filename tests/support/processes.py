@@ -1,8 +1,25 @@
-"""Looking at real processes through /proc: children, liveness (a zombie counts as gone)."""
+"""Looking at real processes through /proc: children, liveness (a zombie counts as gone); and
+stopping one by its PID."""
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
 from pathlib import Path
+from typing import Any
+
+
+def terminate(process: subprocess.Popen[Any], grace: float = 15.0) -> int:
+    """SIGTERM, then SIGKILL after ``grace`` seconds; the exit status."""
+    if process.poll() is None:
+        os.kill(process.pid, signal.SIGTERM)
+        try:
+            process.wait(grace)
+        except subprocess.TimeoutExpired:
+            os.kill(process.pid, signal.SIGKILL)
+            process.wait(5)
+    return process.returncode
 
 
 def children_of(pid: int) -> set[int]:

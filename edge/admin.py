@@ -64,6 +64,16 @@ def token_matches(authorization: str | None, token: str) -> bool:
 
 
 @web.middleware
+async def http1_only(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Only HTTP/1.0 and 1.1 on the admin listeners, as on the public ones (aiohttp would answer an
+    ``HTTP/2.0`` or version-less request line as if it were one; its status line echoes that version)."""
+    if request.version not in ((1, 0), (1, 1)):
+        return web.Response(status=505, text="505 HTTP Version Not Supported: only HTTP/1.0 and HTTP/1.1\n",
+                            headers={"Connection": "close", "Cache-Control": "no-store"})  # fmt: skip
+    return await handler(request)
+
+
+@web.middleware
 async def require_token(request: web.Request, handler: Handler) -> web.StreamResponse:
     token = request.app[SETTINGS_KEY].admin_token
     if (token and request.path not in OPEN_PATHS and not dashboard.is_open(request.path)
@@ -416,7 +426,7 @@ def openapi_document() -> dict[str, Any]:
 
 def create_admin_app(settings: EdgeSettings, runtime: EdgeRuntime) -> web.Application:
     faultlog.quiet_admin_parse_errors()  # a request aiohttp cannot parse: one line, no traceback
-    app = web.Application(middlewares=[require_token])
+    app = web.Application(middlewares=[http1_only, require_token])
     app[SETTINGS_KEY] = settings
     app[RUNTIME_KEY] = runtime
 

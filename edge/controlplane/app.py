@@ -39,7 +39,7 @@ from aiohttp import hdrs, web
 from pydantic import ValidationError
 
 from edge import faultlog
-from edge.admin import token_matches
+from edge.admin import http1_only, token_matches
 from edge.controlplane.log import IdempotencyConflict
 from edge.controlplane.models import ControlPlaneSettings, PurgeRequest
 from edge.controlplane.purgelog import PurgeLogUnavailable, open_purge_log
@@ -220,6 +220,6 @@ def register_control_plane(
 def create_control_plane_app(inventory: Inventory, settings: ControlPlaneSettings) -> web.Application:
     """The standalone control-plane app (what ``python -m edge.controlplane`` serves)."""
     faultlog.quiet_admin_parse_errors()  # a request aiohttp cannot parse: one line, no traceback
-    app = web.Application()
+    app = web.Application(middlewares=[http1_only])
     register_control_plane(app, inventory, settings)
     return app

@@ -51,7 +51,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
 
 from edge import dashboard, faultlog
-from edge.admin import token_matches
+from edge.admin import http1_only, token_matches
 from edge.config import ConfigError
 from edge.controlplane.app import CONTROL_PLANE_KEY, register_control_plane
 from edge.controlplane.models import ControlPlaneSettings
@@ -761,7 +761,7 @@ async def admin_overview(request: web.Request) -> web.Response:
 def create_router_admin_app(router: Router) -> web.Application:
     """The admin side, sharing ``router`` with the redirect listener."""
     faultlog.quiet_admin_parse_errors()  # a request aiohttp cannot parse: one line, no traceback
-    app = web.Application(middlewares=[require_token])
+    app = web.Application(middlewares=[http1_only, require_token])
     app[ROUTER_KEY] = router
     app.router.add_get("/route", admin_route)
     app.router.add_get("/health", admin_health)

@@ -169,3 +169,13 @@ async def test_a_chunked_get_without_chunks_is_an_ordinary_get(origin: OriginStu
     assert first.startswith(b"HTTP/1.1 200")
     assert b"X-Cache: MISS" in first
     assert b"X-Cache: HIT" in second
+
+
+@pytest.mark.parametrize("line", [b"GET / HTTP/2.0", b"GET /healthz HTTP/2.0", b"GET /"])
+async def test_the_admin_listener_speaks_http_1_only(
+    origin: OriginStubServer, start_edge: EdgeFactory, line: bytes
+) -> None:
+    _, admin = await start_edge(origin.url, with_admin=True)
+    wire = await raw_exchange(admin.port, line + b"\r\nHost: x\r\n\r\n")
+    assert b" 505 " in wire.split(b"\r\n", 1)[0], wire[:200]
+    assert b"Location" not in wire

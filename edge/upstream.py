@@ -43,6 +43,8 @@ InterimSink = Callable[[int, str, list[tuple[str, str]]], Awaitable[None]]
 SAFE_RETRY_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 BODY_HIGH_WATER = 1024 * 1024  # origin body bytes read ahead of the consumer before reading pauses
 BODY_LOW_WATER = 256 * 1024
+MAX_HEAD_BYTES = 64 * 1024  # one response head (status line and fields), as nginx's "upstream sent too big header"
+MAX_RELAYED_INTERIM = 16  # 1xx responses passed on to the client per request (103 Early Hints: one or two)
 DNS_TTL_S = 60.0
 
 
@@ -118,7 +120,10 @@ class OriginConnection(asyncio.Protocol):
         self._reason = b""
         self._headers: list[tuple[bytes, bytes]] = []
         self._content_length: int | None = None
+        self._chunked = False
+        self._head_bytes = 0
         self._in_body = False
+        self.in_use = False  # a request is outstanding: bytes on an idle connection are a protocol error
         self.lost: asyncio.Future[None] = self.loop.create_future()
 
     # -- asyncio.Protocol ----------------------------------------------------------------------
@@ -130,6 +135,12 @@ class OriginConnection(asyncio.Protocol):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def data_received(self, data: bytes) -> None:
+        if not self.in_use:
+            # RFC 9112 §9.3: responses pair with requests in order.  Bytes nobody asked for (an
+            # origin answering twice) would answer the next request, for another URL: drop the
+            # connection instead.
+            self._fail("origin sent data on an idle connection", before=False)
+            return
         self.received_any = True
         try:
             self.parser.feed_data(data)
@@ -147,6 +158,9 @@ class OriginConnection(asyncio.Protocol):
         if not self.lost.done():
             self.lost.set_result(None)
         self.pool.forget(self)
+        if (not self.message_done and exc is None and self.failure is None and self._in_body
+                and self._content_length is None and not self._chunked):  # fmt: skip
+            self.message_done = True  # RFC 9112 §6.3 (8): a close-delimited body ends with the connection
         if not self.message_done:
             reason = f"origin closed the connection ({exc})" if exc else "origin closed the connection"
             self._fail(reason, before=not self.received_any)
@@ -166,20 +180,36 @@ class OriginConnection(asyncio.Protocol):
 
     # -- parser callbacks ----------------------------------------------------------------------
     def on_message_begin(self) -> None:
+        if self.message_done:  # a second final response to one request: nothing of it is taken
+            self._fail("origin sent more than one response to a request", before=False)
+            raise _Failed("unsolicited response", False)
         self._reason = b""
         self._headers = []
         self._content_length = None
+        self._chunked = False
+        self._head_bytes = 0
         self._in_body = False
 
+    def _count_head(self, size: int) -> None:
+        self._head_bytes += size
+        if self._head_bytes > MAX_HEAD_BYTES:
+            self._fail(f"origin response head over {MAX_HEAD_BYTES // 1024} KiB", before=False)
+            raise _Failed("response head too large", False)  # stops the parser (a callback error)
+
     def on_status(self, status: bytes) -> None:
+        self._count_head(len(status) + 16)
         self._reason += status
 
     def on_header(self, name: bytes, value: bytes) -> None:
         if self._in_body:
             return  # trailer fields are not relayed
+        self._count_head(len(name) + len(value) + 4)
         self._headers.append((name, value))
-        if name.lower() == b"content-length" and value.strip().isdigit():
+        lowered = name.lower()
+        if lowered == b"content-length" and value.strip().isdigit():
             self._content_length = int(value)
+        elif lowered == b"transfer-encoding":
+            self._chunked = True  # chunked last, or the parser refused it
 
     def on_headers_complete(self) -> None:
         status = self.parser.get_status_code()
@@ -235,10 +265,12 @@ class OriginConnection(asyncio.Protocol):
             raise _Failed("origin connection closed while sending the request", not self.received_any)
 
     async def next_head(self, seconds: float) -> _Head:
+        """The next response head, within ``seconds`` however the bytes trickle in."""
+        deadline = self.loop.time() + seconds
         while not self.heads:
             if self.failure is not None:
                 raise self.failure
-            await self._wait(seconds)
+            await self._wait(max(0.0, deadline - self.loop.time()))
         return self.heads.popleft()
 
     async def read(self, seconds: float) -> bytes:
@@ -382,7 +414,11 @@ class OriginPool:
             if conn.transport is not None:
                 conn.transport.close()
             return
-        conn.heads.clear()
+        if conn.heads or conn.body:  # more than was asked for arrived: the stream cannot be trusted
+            if conn.transport is not None:
+                conn.transport.close()
+            return
+        conn.in_use = False
         conn.message_done = False
         conn.received_any = False
         conn.idle_since = time.monotonic()
@@ -468,6 +504,7 @@ class OriginPool:
         self, conn: OriginConnection, request: OriginRequest, on_interim: InterimSink | None
     ) -> OriginResponse:
         conn.message_done = False
+        conn.in_use = True
         target = self.prefix + request.target if self.prefix else request.target
         lines = [f"{request.method} {target} HTTP/1.1\r\n", f"Host: {request.host or self.authority}\r\n"]
         has_length = False
@@ -484,12 +521,19 @@ class OriginPool:
         if request.body is not None:
             await self._send_body(conn, request.body, chunked)
         read_timeout = self.settings.read_timeout
+        # The whole head, interim responses included, within read_timeout: an origin trickling a
+        # byte or a 103 at a time would otherwise hold its clients for ever.
+        deadline = conn.loop.time() + read_timeout
+        relayed = 0
         while True:
-            head = await conn.next_head(read_timeout)
+            head = await conn.next_head(max(0.0, deadline - conn.loop.time()))
             if head.status >= 200 or head.status == 101:
                 break
-            if on_interim is not None and head.status != 100:
+            if on_interim is not None and head.status != 100 and relayed < MAX_RELAYED_INTERIM:
+                relayed += 1
                 await on_interim(head.status, head.reason, decode_raw_headers(head.headers))
+        if head.status == 101 or head.status > 599:  # never asked for (Upgrade is not forwarded); not HTTP
+            raise _Failed(f"origin answered with status {head.status}", False)
         reusable = head.keep_alive and request.method != "HEAD" and head.status != 101
         if request.method == "HEAD" or head.status in (204, 304):
             conn.message_done = True  # no body follows (httptools does not know about HEAD)

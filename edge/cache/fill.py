@@ -43,7 +43,15 @@ from edge.server.exchange import Exchange
 from edge.sites import site_tags
 from edge.store.base import BodyChecksum, CachedObject, StoredMeta, StoreWriter
 from edge.store.tiered import close_handle
-from edge.upstream import OriginRequest, OriginResponse, OriginRoute, decode_raw_headers, iter_body, send_to_origin
+from edge.upstream import (
+    InterimSink,
+    OriginRequest,
+    OriginResponse,
+    OriginRoute,
+    decode_raw_headers,
+    iter_body,
+    send_to_origin,
+)
 
 log = logging.getLogger("edge.fill")
 
@@ -272,7 +280,7 @@ async def run(
                 crossfill.clear_stale(ctx, lock_name)  # a record left by a worker that died mid-fill
         # 2. Ask the origin.
         request_time = time.time()
-        upstream = await send_to_origin(request, on_interim=owner.interim if owner else None)
+        upstream = await send_to_origin(request, on_interim=_interims_to(owner))
         fill.origin_label, fill.origin_name = upstream.origin_label, upstream.origin_name
         fill.via_peer = upstream.via_peer
         response_time = time.time()
@@ -390,6 +398,25 @@ async def run(
             ctx.key_locks.release(lock_name)
         if upstream is not None and not handed_over:
             upstream.release()
+
+
+def _interims_to(owner: Exchange | None) -> InterimSink | None:
+    """The 1xx responses of a shared fill go to the client that started it, while it is there: its
+    leaving must not fail the fill every other client of the key waits for."""
+    if owner is None:
+        return None
+    gone = False
+
+    async def relay(status: int, reason: str, headers: list[tuple[str, str]]) -> None:
+        nonlocal gone
+        if gone:
+            return
+        try:
+            await owner.interim(status, reason, headers)
+        except ConnectionError:  # ClientGone: the fill goes on for the others
+            gone = True
+
+    return relay
 
 
 def lock_name_of(key: str, spec: FillSpec) -> str | None:

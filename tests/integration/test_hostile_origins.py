@@ -11,10 +11,10 @@ import struct
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 
-import aiohttp
 import pytest
 
 from tests.conftest import EdgeFactory, raw_exchange
+from tests.integration.test_hostile_requests import get
 from tests.support.wait import until
 
 Behaviour = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
@@ -60,11 +60,6 @@ async def raw_origin() -> AsyncIterator[RawOrigin]:
     yield origin
     origin.server.close()
     await origin.server.wait_closed()
-
-
-async def get(url: str, **headers: str) -> tuple[int, dict[str, str], bytes]:
-    async with aiohttp.ClientSession() as client, client.get(url, headers=headers) as resp:
-        return resp.status, dict(resp.headers), await resp.read()
 
 
 async def test_a_response_nobody_asked_for_answers_no_other_request(

@@ -6,9 +6,7 @@ elsewhere the tests that need it are skipped with the message below.
 
 from __future__ import annotations
 
-import os
 import shutil
-import signal
 import socket
 import subprocess
 import time
@@ -17,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.ports import free_port
+from tests.support.processes import terminate
 
 SKIP_MESSAGE = (
     "redis-server is not installed: run `make test` as root (it installs Debian's redis-server) "
@@ -73,14 +72,8 @@ class RedisServer:
     def stop(self, timeout: float = 10.0) -> None:
         """SIGTERM (Redis writes its AOF and exits), SIGKILL if it does not within ``timeout``."""
         process, self.process = self.process, None
-        if process is None or process.poll() is not None:
-            return
-        os.kill(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.kill(process.pid, signal.SIGKILL)
-            process.wait(5)
+        if process is not None:
+            terminate(process, timeout)
 
     def restart(self) -> None:
         self.stop()

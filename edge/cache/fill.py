@@ -795,6 +795,8 @@ async def _stream_shared(
             async for chunk in fill.body(reader):
                 await ex.write(chunk)
         except FillAborted as exc:
+            if ex.withdraw():  # nothing sent yet: the client gets a 502 saying why, not a cut
+                raise OriginBodyBroken(str(exc)) from None
             faultlog.report(ex.head.peer, method, ex.head.target, 502, str(exc))
             ex.abort()
             return

@@ -428,6 +428,18 @@ class Exchange:
             count -= len(data)
             await self._send(chunk(data) if self.chunked else data)
 
+    def withdraw(self) -> bool:
+        """Take back a deferred head nothing of which was sent, so that an error can answer
+        instead (a body that failed before its first byte); False once bytes went out."""
+        if self._deferred is None or self.finished:
+            return False
+        self._deferred = None
+        self.started = False
+        self.chunked = False
+        self.status = 0
+        self.close_after = True  # whatever the failure left on the wire side, start afresh
+        return True
+
     def abort(self) -> None:
         """Cut the connection: the response so far must not look complete."""
         self.close_after = True

@@ -194,3 +194,25 @@ async def test_a_status_a_get_cannot_get_is_a_502(
     edge = await start_edge(raw_origin.url)
     wire = await raw_exchange(edge.port, b"GET /odd HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
     assert wire.startswith(b"HTTP/1.1 502"), wire[:200]
+
+
+async def test_a_body_that_breaks_before_its_first_byte_is_a_502_not_a_cut(
+    raw_origin: RawOrigin, start_edge: EdgeFactory
+) -> None:
+    """Nothing of a shared fill's response was sent yet (its head waits for the first stored
+    bytes): the client can still be told why, and the next request asks the origin again.  (A
+    response relayed unstored sends its head at once, as nginx does, so that streams start.)"""
+    cache = "max-age=300"
+
+    async def empty(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(f"HTTP/1.1 200 OK\r\nCache-Control: {cache}\r\nContent-Length: 100\r\n\r\n".encode())
+        await writer.drain()
+        writer.close()
+
+    raw_origin.behaviours["/empty"] = empty
+    edge = await start_edge(raw_origin.url)
+    for attempt in (1, 2):
+        wire = await raw_exchange(edge.port, b"GET /empty HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert wire.startswith(b"HTTP/1.1 502"), wire[:300]
+        assert b"Content-Length: 100" not in wire
+        assert raw_origin.seen["/empty"] == attempt

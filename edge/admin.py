@@ -12,6 +12,7 @@ before the answer; statistics are summed from the files each worker publishes ev
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import json
 import logging
@@ -21,7 +22,7 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
-from aiohttp import hdrs, web
+from aiohttp import HttpVersion11, hdrs, web
 from aiohttp.typedefs import Handler
 from prometheus_client import CollectorRegistry, generate_latest
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -68,6 +69,10 @@ async def http1_only(request: web.Request, handler: Handler) -> web.StreamRespon
     """Only HTTP/1.0 and 1.1 on the admin listeners, as on the public ones (aiohttp would answer an
     ``HTTP/2.0`` or version-less request line as if it were one; its status line echoes that version)."""
     if request.version not in ((1, 0), (1, 1)):
+        # aiohttp writes the status line with the request's version (a cached property; there is
+        # no public way to set it): answer as HTTP/1.1 like the public listeners.
+        with contextlib.suppress(AttributeError, TypeError):
+            request._cache["version"] = HttpVersion11
         return web.Response(status=505, text="505 HTTP Version Not Supported: only HTTP/1.0 and HTTP/1.1\n",
                             headers={"Connection": "close", "Cache-Control": "no-store"})  # fmt: skip
     return await handler(request)

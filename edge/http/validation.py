@@ -223,8 +223,9 @@ def revalidation_headers(
     bytes of a new representation into the client's old one.  The cache answers the client's
     conditionals and range itself, from the validated response (``evaluate_client_conditionals``,
     ``ranges.parse_range``).  (RFC 9111 §4.3.2 also allows merging the client's entity-tags into
-    ours; we do not, for simplicity.)  Requests carrying ``If-Match``/``If-Unmodified-Since`` should
-    not take this path at all — see ``origin_only_preconditions``.
+    ours; we do not, for simplicity.)  ``If-Match``/``If-Unmodified-Since`` are not evaluated by the
+    cache at all (RFC 9111 §4.3.2: "not applicable to a cache"; RFC 9110 §13.1.1/§13.1.4: they
+    "can be ignored by caches"): the stored response answers a GET that carries them.
     """
     kept = [(name, value) for name, value in client_request_headers if name.lower() not in CONDITIONAL_REQUEST_FIELDS]
     return kept + conditional_headers(stored_responses, date_fallback=date_fallback)
@@ -395,18 +396,6 @@ def update_headers_from_304(stored_headers: HeaderList, new_headers: HeaderList)
 # --------------------------------------------------------------------------------------------
 # Handling a client's conditional request (RFC 9111 §4.3.2, RFC 9110 §13.2.2)
 # --------------------------------------------------------------------------------------------
-
-
-def origin_only_preconditions(request_headers: HeaderList) -> list[str]:
-    """Names of the preconditions present that a cache must not evaluate (RFC 9111 §4.3.2).
-
-    "the If-Match and If-Unmodified-Since conditional header fields are not applicable to a
-    cache" and "A cache MUST NOT evaluate conditional header fields that only apply to an origin
-    server ... such preconditions are likely intended for some other (inbound) server".  A proxy
-    that wants to honour them exactly forwards such a request (RFC 9110 §13.1.1/§13.1.4 also let a
-    cache simply ignore them); they only matter for range completion and unsafe methods.
-    """
-    return [name for name in ("If-Match", "If-Unmodified-Since") if get_all(request_headers, name)]
 
 
 def _stored_reference_time(stored_headers: HeaderList, response_time: float | None) -> float | None:

@@ -17,7 +17,6 @@ from edge.http.validation import (
     evaluate_client_conditionals,
     last_modified_is_strong,
     not_modified_headers,
-    origin_only_preconditions,
     parse_etag,
     parse_etag_list,
     revalidation_headers,
@@ -445,14 +444,6 @@ def test_if_match_needs_a_stored_etag() -> None:
         )
         is None
     )
-
-
-def test_origin_only_preconditions() -> None:
-    assert origin_only_preconditions([("if-match", "*"), ("If-Unmodified-Since", D0)]) == [
-        "If-Match",
-        "If-Unmodified-Since",
-    ]
-    assert origin_only_preconditions([("If-None-Match", "*")]) == []
 
 
 @pytest.mark.parametrize(

@@ -82,6 +82,8 @@ class Follower:
                     await self.apply(entries, live=True)
             except Diverged as exc:
                 log.warning("purge log %s: %s; reading it again from this edge's position", self.log.url.shown, exc)
+                await asyncio.sleep(delay)  # never a busy loop, whatever the log holds
+                delay = min(delay * 2, BACKOFF_MAX_S)
             except PurgeLogUnavailable as exc:
                 if link.state != "unreachable":
                     log.warning("%s; still serving, reconnecting", exc)
@@ -114,6 +116,13 @@ class Follower:
                 reason = f"its last sequence {latest} is below the {seq} this edge applied (rolled back)"
             elif at_position is not None and at_position.seq != seq:
                 reason = f"its record at {position} is sequence {at_position.seq}, not {seq}"
+            elif position and at_position is None:
+                # Rolled back past this edge's position, then written on: the records after it
+                # number again from below it (an older snapshot, a failover that lost writes).
+                following = await self.log.entries_after_id(position, 1)
+                if following and following[0][1].seq <= seq:
+                    reason = (f"its records after {position} restart at sequence {following[0][1].seq},"
+                              f" not after the {seq} this edge applied (rolled back)")
         if reason:
             log.warning("purge log %s: %s: purging everything stored", self.log.url.shown, reason)
             await self._shielded(self.cache.purger.purge("all", [], False, f"new-log-{log_id[:12]}", None))

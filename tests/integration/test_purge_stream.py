@@ -149,6 +149,34 @@ async def test_a_rolled_back_log_is_read_again_from_its_start(
     await until(purged, timeout=20, what="the edge applied the new record 4")
 
 
+async def test_a_log_rolled_back_and_written_past_the_edge_while_it_was_away_purges_everything(
+    edge: Edge, purge_log: RedisPurgeLog, raw: aioredis.Redis
+) -> None:
+    """Rolled back below the edge's position, then given more records than it lost: the latest
+    sequence is past the edge's again, but its records are not the ones the edge applied."""
+    for index in range(5):
+        await purge_log.append(url_purge(f"/obj/w{index}"))
+    await applied_through(purge_log, 5)
+    kept = "/obj/rewritten-kept?size=8&max_age=600"
+    await edge.warm(kept)
+    edge.stop()
+    entries = await raw.xrange(STREAM, "-", "+")
+    await raw.xdel(STREAM, *(entry_id for entry_id, _ in entries[3:]))  # an old snapshot: 4 and 5 lost
+    await raw.zremrangebyscore(f"{DEFAULT_PREFIX}index", 4, "+inf")
+    await raw.set(f"{DEFAULT_PREFIX}seq", 3)
+    for index in range(3):  # 4, 5 and 6 again, other purges (6 is past the edge's 5)
+        await purge_log.append(url_purge(f"/obj/new{index}"))
+    await edge.start()  # before: "sequence 4 came after 5" for ever, never ready
+    assert await edge.fetch(kept) == "MISS"  # what the lost records 4 and 5 purged is unknown
+    await applied_through(purge_log, 6)
+    path = "/obj/after-rewrite?size=8&max_age=600"
+    await edge.warm(path)
+    record, _ = await purge_log.append(url_purge(path))
+    assert record.seq == 7
+    await applied_through(purge_log, 7)
+    assert await edge.fetch(path) == "MISS"
+
+
 async def test_an_unreadable_entry_does_not_stop_the_edge(edge: Edge, purge_log: RedisPurgeLog,
                                                           raw: aioredis.Redis) -> None:  # fmt: skip
     await purge_log.append(url_purge("/obj/x"))

@@ -108,6 +108,8 @@ class PurgeRequest(BaseModel):
     site: str | None = Field(default=None, max_length=128, description="limit prefix, tags or all to one site")
     id: str | None = Field(default=None, max_length=128, description="set by the control plane")
     cluster_seq: int | None = Field(default=None, ge=1, description="set by the control plane")
+    log_id: str | None = Field(default=None, min_length=1, max_length=128,
+                               description="set by the control plane: the log cluster_seq counts in")  # fmt: skip
 
     @field_validator("urls")
     @classmethod
@@ -197,6 +199,8 @@ async def purge(request: web.Request) -> web.Response:
         return web.json_response({"error": str(exc)}, status=422)
     purge_id = wanted.id or f"e-{uuid.uuid4().hex[:16]}"
     started = time.perf_counter()
+    if wanted.log_id is not None:
+        await cache.purger.follow_log(wanted.log_id)
     record, affected = await cache.purger.purge(kind, values, wanted.soft, purge_id, wanted.cluster_seq)  # type: ignore[arg-type]
     cache.counters.purges[kind] = cache.counters.purges.get(kind, 0) + 1
     return web.json_response(
@@ -286,14 +290,15 @@ async def healthz(request: web.Request) -> web.Response:
 async def readyz(request: web.Request) -> web.Response:
     """Ready for clients: stores open and purges from the control plane caught up."""
     runtime = request.app[RUNTIME_KEY]
-    cluster_seq = 0
+    cluster_seq, cluster_log_id = 0, ""
     if runtime.cache is not None:
-        cluster_seq = await runtime.cache.purger.log.cluster_seq()
+        cluster_seq, _, cluster_log_id = await runtime.cache.purger.log.cluster_position()
     body = {
         "ready": runtime.ready.is_set(),
         "pid": os.getpid(),
         "edge": runtime.node_name,
         "cluster_seq": cluster_seq,
+        "cluster_log_id": cluster_log_id or None,  # which log cluster_seq counts in
         "uptime_s": round(time.monotonic() - runtime.started_monotonic, 3),
     }
     if runtime.settings.control_plane is not None and runtime.control_plane.state != "none":

@@ -4,8 +4,10 @@ An edge that was down missed the purges the control plane sent meanwhile.  It as
 ``GET {control_plane}/purges?after=N`` (N = the last cluster sequence it applied, kept in the purge
 log on disk) and applies what it missed, in order.  If the control plane's log no longer reaches back
 to N, everything stored so far is treated as purged (a hard purge-all), so a purged object can never
-come back.  Until this is done the edge reports not ready (``/readyz``) and serves nothing it had
-stored before it started (``edge.purge.Purger``); it retries until it succeeds.
+come back; so it is when the log is another one than the edge followed (its ``log_id``: a router
+whose log was lost numbers its purges from 1 again).  Until this is done the edge reports not ready
+(``/readyz``) and serves nothing it had stored before it started (``edge.purge.Purger``); it retries
+until it succeeds.
 """
 
 from __future__ import annotations
@@ -55,6 +57,9 @@ async def catch_up_with_control_plane(runtime: EdgeRuntime, session: aiohttp.Cli
                 if response.status != 200:
                     raise RuntimeError(f"control plane answered {response.status}")
                 page = await response.json()
+            log_id = page.get("log_id")
+            if isinstance(log_id, str) and log_id and await cache.purger.follow_log(log_id):
+                continue  # another log than the one this edge followed: everything went; from its start
             if page.get("truncated"):
                 latest = int(page.get("latest_seq", after))
                 log.warning("purge log truncated past %d: treating everything stored as purged", after)

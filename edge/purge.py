@@ -265,6 +265,30 @@ class PurgeLog:
         async with self._lock:
             return await asyncio.to_thread(write)
 
+    async def name_cluster_log(self, log_id: str, *, expected: tuple[str, int]) -> bool:
+        """Record that the sequence applied so far is ``log_id``'s, keeping it — only if this edge's
+        (log id, sequence) are still ``expected`` (purges applied before edges kept the identity
+        of the log they follow)."""
+
+        def write() -> bool:
+            conn = self._connection()
+            with conn:
+                conn.execute("BEGIN IMMEDIATE")
+                rows = dict(conn.execute(
+                    "SELECT name, value FROM meta WHERE name IN ('cluster_seq', 'cluster_log_id')"
+                ).fetchall())  # fmt: skip
+                if (str(rows.get("cluster_log_id", "")), int(rows.get("cluster_seq", 0))) != expected:
+                    return False
+                conn.execute(
+                    "INSERT INTO meta (name, value) VALUES ('cluster_log_id', ?)"
+                    " ON CONFLICT(name) DO UPDATE SET value = excluded.value",
+                    (log_id,),
+                )
+                return True
+
+        async with self._lock:
+            return await asyncio.to_thread(write)
+
     async def cluster_seq(self) -> int:
         """The last control-plane sequence this edge applied (0 if none)."""
 
@@ -425,6 +449,24 @@ class Purger:
         """
         record = await self.log.append(kind, values, soft, purge_id, cluster_seq)
         return record, await self._publish_and_apply(record)
+
+    async def follow_log(self, log_id: str) -> bool:
+        """The control plane's purges come from the log ``log_id``.  A log other than the one this
+        edge followed (a router whose log was lost and started again at 1, a switch from Redis)
+        numbers its purges afresh, so the sequence this edge applied says nothing about them:
+        everything stored is purged (hard) and the new log is followed from its start.  True when
+        that happened."""
+        seq, _, known = await self.log.cluster_position()
+        if known == log_id:
+            return False
+        if not known:  # applied before edges kept the log's identity (or nothing yet): it is this one
+            await self.log.name_cluster_log(log_id, expected=(known, seq))
+            return False
+        log.warning("the control plane's purge log is %s, not %s (through %d) that this edge followed:"
+                    " purging everything stored", log_id, known, seq)  # fmt: skip
+        await self.purge("all", [], False, f"new-log-{log_id[:12]}", None)
+        await self.log.reset_cluster(log_id, expected=(known, seq))
+        return True
 
     async def purge_from_stream(
         self, kind: PurgeKind, values: list[str], soft: bool, purge_id: str, cluster_seq: int, stream_id: str

@@ -108,6 +108,7 @@ class _EdgeState:
     last_attempt_at: float | None = None
     last_success_at: float | None = None
     reported_seq: int | None = None
+    reported_log_id: str | None = None  # the log the edge's reported_seq counts in, when it says
     results: OrderedDict[int, Delivery] = field(default_factory=OrderedDict)
 
     @property
@@ -125,6 +126,7 @@ class _EdgeState:
             "last_success_at": self.last_success_at,
             "last_success_at_iso": iso(self.last_success_at),
             "reported_seq": self.reported_seq,
+            "reported_log_id": self.reported_log_id,
         }
 
 
@@ -295,7 +297,7 @@ class ControlPlane:
         if probe:
             reported = await self._probe(state)
             if reported is not None:
-                self._adopt(state, reported)
+                self._adopt(state, *reported)
             if state.applied_through >= upto:
                 return True
         pushes = 0
@@ -313,9 +315,15 @@ class ControlPlane:
                 pushes += 1
         return True
 
-    def _adopt(self, state: _EdgeState, reported: int) -> None:
-        """The edge says it applied everything through ``reported``; believe it within the log's range."""
+    def _adopt(self, state: _EdgeState, reported: int, log_id: str | None) -> None:
+        """The edge says it applied everything through ``reported``; believe it within the log's range,
+        and only when it counts in this log (an edge that followed a log since lost counts in that)."""
         previous, state.reported_seq = state.reported_seq, reported
+        previous_log, state.reported_log_id = state.reported_log_id, log_id
+        if log_id is not None and log_id != self.log.log_id:
+            if previous_log != log_id:
+                log.warning("edge %s counts its purges in another log (%s); sending it this one's", state.name, log_id)
+            return
         latest = self.log.latest_seq
         if reported > latest:
             if previous == reported:
@@ -334,8 +342,9 @@ class ControlPlane:
             state.last_success_at = time.time()
             self._dirty.add(state.name)
 
-    async def _probe(self, state: _EdgeState) -> int | None:
-        """``GET /readyz``: the edge's ``cluster_seq`` when ready (None if it does not say)."""
+    async def _probe(self, state: _EdgeState) -> tuple[int, str | None] | None:
+        """``GET /readyz``: the edge's ``cluster_seq`` and the log it counts in, when ready (None if
+        it does not say)."""
         self.counters.readyz_polls += 1
         state.last_attempt_at = time.time()
         try:
@@ -355,14 +364,18 @@ class ControlPlane:
             data = json.loads(text)
         except ValueError:
             return None
-        value = data.get("cluster_seq") if isinstance(data, dict) else None
-        return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+        if not isinstance(data, dict):
+            return None
+        value, log_id = data.get("cluster_seq"), data.get("cluster_log_id")
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            return None
+        return value, log_id if isinstance(log_id, str) and log_id else None
 
     async def _push(self, state: _EdgeState, record: ClusterPurge) -> None:
         started = time.perf_counter()
         at = time.time()
         try:
-            affected = await self._post(state, record.edge_body())
+            affected = await self._post(state, {**record.edge_body(), "log_id": self.log.log_id})
         except EdgeRejectedError as exc:
             ms = round((time.perf_counter() - started) * 1000, 3)
             log.warning("edge %s rejected purge %s (seq %d): %s", state.name, record.id, record.seq, exc)
@@ -383,7 +396,8 @@ class ControlPlane:
     async def _push_gap(self, state: _EdgeState, through: int) -> None:
         """The records after the edge's watermark are gone: a hard purge-all stands in for them."""
         first = state.applied_through + 1
-        body = {"all": True, "soft": False, "id": f"gap-{first}-{through}", "cluster_seq": through}
+        body = {"all": True, "soft": False, "id": f"gap-{first}-{through}", "cluster_seq": through,
+                "log_id": self.log.log_id}  # fmt: skip
         try:
             await self._post(state, body)
         except DeliveryError as exc:

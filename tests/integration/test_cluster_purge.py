@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -19,6 +20,7 @@ import pytest
 from origin_stub import OriginStubServer
 from tests.conftest import PROJECT_ROOT, EdgeProcess, free_port, launch_edge
 from tests.integration.test_cache import origin_count
+from tests.support.wait import until
 
 
 class Cluster:
@@ -232,3 +234,66 @@ async def test_past_the_hold_the_edge_asks_the_origin_instead_of_serving_old_con
     assert await origin_count(cluster.origin, "/obj/expired-hold") == 2
     assert await x_cache(cluster.edge_url("e1") + path) == "HIT"  # stored after start: servable
     assert await readyz_status(cluster.admin_url("e1")) == 503  # still not ready for the router
+
+
+async def purge_status(control_url: str, purge_id: object) -> dict[str, object]:
+    async with aiohttp.ClientSession() as client, client.get(f"{control_url}/purges/{purge_id}") as resp:
+        status: dict[str, object] = await resp.json()
+        return status
+
+
+def lose_the_log(cluster: Cluster) -> None:
+    """A control plane restarted without its state (a lost volume, a new host): sequences from 1 again."""
+    cluster.stop_control_plane()
+    shutil.rmtree(cluster.tmp_path / "cp")
+    cluster.start_control_plane()
+
+
+async def test_an_edge_that_followed_a_lost_log_purges_everything_when_it_returns(cluster: Cluster) -> None:
+    for name in ("e1", "e2"):
+        cluster.start_edge(name)
+        await wait_ready(cluster.admin_url(name))
+    path = "/obj/lost-log?size=10&max_age=600"
+    await x_cache(cluster.edge_url("e2") + path)
+    assert await x_cache(cluster.edge_url("e2") + path) == "HIT"
+    for index in range(3):
+        await cluster_purge(cluster.control_url, {"tags": [f"old-{index}"]})
+    assert (await wait_ready(cluster.admin_url("e2")))["cluster_seq"] == 3
+    cluster.edges["e2"].stop()
+    lose_the_log(cluster)
+    for index in range(2):
+        await cluster_purge(cluster.control_url, {"tags": [f"new-{index}"]})
+    result = await cluster_purge(cluster.control_url, {"urls": [f"https://www.example.com{path}"]})
+    assert result["seq"] == 3  # the number the edge applied already, in the lost log
+
+    cluster.start_edge("e2")
+    ready = await wait_ready(cluster.admin_url("e2"))
+    assert (ready["cluster_seq"], ready["cluster_log_id"]) != (3, None)
+    assert await x_cache(cluster.edge_url("e2") + path) == "MISS"  # before: a HIT, purge "applied"
+
+    async def applied() -> bool:
+        edges = (await purge_status(cluster.control_url, result["id"]))["edges"]
+        assert isinstance(edges, dict)
+        return bool(edges["e2"]["status"] == "applied")
+
+    await until(applied, timeout=15, what="the control plane sees e2 apply sequence 3 of its log")
+    assert (await wait_ready(cluster.admin_url("e2")))["cluster_seq"] == 3
+
+
+async def test_a_running_edge_handed_a_new_log_purges_everything(cluster: Cluster) -> None:
+    cluster.start_edge("e1")
+    await wait_ready(cluster.admin_url("e1"))
+    path = "/obj/new-log?size=10&max_age=600"
+    await x_cache(cluster.edge_url("e1") + path)
+    for index in range(3):
+        await cluster_purge(cluster.control_url, {"tags": [f"old-{index}"]})
+    lose_the_log(cluster)
+    assert await x_cache(cluster.edge_url("e1") + path) == "HIT"
+    result = await cluster_purge(cluster.control_url, {"tags": ["unrelated"]})
+    assert result["seq"] == 1
+    edges = result["edges"]
+    assert isinstance(edges, dict)
+    assert edges["e1"]["status"] == "applied"
+    assert await x_cache(cluster.edge_url("e1") + path) == "MISS"  # what the lost log held is unknown
+    ready = await wait_ready(cluster.admin_url("e1"))
+    assert ready["cluster_seq"] == 1

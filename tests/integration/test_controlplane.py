@@ -57,6 +57,7 @@ class FakeEdge:
     cluster_seq: int = 0
     received: list[dict[str, Any]] = field(default_factory=list)  # bodies it applied from pushes
     replayed: list[int] = field(default_factory=list)  # sequences it applied from GET /purges
+    log_ids: set[str] = field(default_factory=set)  # the logs its pushed purges said they came from
     attempts: int = 0
     port: int = 0
     release: asyncio.Event = field(default_factory=asyncio.Event)
@@ -107,6 +108,10 @@ class FakeEdge:
                 return web.json_response({"error": "invalid request body"}, status=422)
             assert isinstance(body.get("id"), str)
             assert isinstance(body.get("cluster_seq"), int)
+            log_id = body.pop("log_id")
+            assert isinstance(log_id, str)
+            assert log_id
+            self.log_ids.add(log_id)
             self.received.append(body)
             self.cluster_seq = max(self.cluster_seq, body["cluster_seq"])
             kind = next(key for key in ("urls", "prefix", "tags", "all") if key in body)

@@ -78,6 +78,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import fcntl
 import functools
 import hashlib
@@ -86,6 +87,7 @@ import logging
 import os
 import random
 import secrets
+import shutil
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
@@ -93,6 +95,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from types import TracebackType
 from typing import TypeVar
+
+from lru import LRU
 
 from edge.http.parts import PART_MARK
 from edge.store.base import BodyChecksum, CachedObject, StoredMeta, body_checksum
@@ -121,7 +125,8 @@ _META_MAX_BYTES = 4 * 1024 * 1024  # a meta file larger than this is not one of 
 _FIRST_READ = 16 * 1024  # reading a meta without its body: almost every meta fits in this
 _EVICT_HEADROOM = 64  # eviction goes down to max_bytes - max_bytes / 64
 _SHARD_NAMES = frozenset(f"{n:02x}" for n in range(256))
-_OPEN_READ = os.O_RDONLY | os.O_CLOEXEC
+_CHECKED_BODIES = 100_000  # large bodies whose CRC a process remembers having checked (checked_once)
+_OPEN_READ = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK  # a FIFO planted in the cache must not block
 _OPEN_NEW = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
 
 
@@ -470,11 +475,28 @@ def _token() -> str:
     return f"{random.getrandbits(64):016x}"
 
 
+def _file_ident(path: str) -> tuple[int, int, int]:
+    """Which file is at ``path``, as far as a replacement or a rewrite would change it."""
+    st = os.stat(path)
+    return st.st_ino, st.st_mtime_ns, st.st_size
+
+
 def _unlink(path: str) -> bool:
+    """Remove what is at ``path`` (False if nothing was).  Anything found where a cache file belongs
+    goes, a directory too: a stray entry must not stop a purge, a scan or a rebuild of the index."""
     try:
         os.unlink(path)
     except FileNotFoundError:
         return False
+    except IsADirectoryError:
+        shutil.rmtree(path, ignore_errors=True)
+        return not os.path.lexists(path)
+    except OSError as error:
+        if error.errno != errno.EPERM or not os.path.isdir(path):
+            log.warning("cannot remove %s from the disk cache: %s", path, error)
+            return False
+        shutil.rmtree(path, ignore_errors=True)
+        return not os.path.lexists(path)
     return True
 
 
@@ -522,6 +544,8 @@ class DiskStore:
         self.max_bytes = max_bytes
         self.max_object_bytes = min(max_object_bytes or max_bytes, max_bytes)
         self.small_body_bytes = small_body_bytes
+        self._checked: LRU[str, tuple[int, int, int]] = LRU(_CHECKED_BODIES)  # checked_once: path → file ident
+        self._checking: dict[str, asyncio.Future[bool]] = {}
         self.inline_body_bytes = inline_body_bytes
         self.write_buffer_bytes = write_buffer_bytes
         self.access_flush_interval = access_flush_interval
@@ -690,6 +714,30 @@ class DiskStore:
         stem = f"{key_hash(meta.key)}.{variant_hash(meta.variant)}"
         await self._discard_object(folder, stem, obj.path.name, "body checksum mismatch (scrub)")
         return False
+
+    async def checked_once(self, obj: CachedObject) -> bool:
+        """Whether a large body (a file, size-checked by each lookup) may be served: its CRC is checked
+        in a thread the first time this process serves it and again whenever its file changed — a
+        file damaged while the edge was down, or by anything but the edge, is discarded, never
+        served.  A body this process wrote and checked is taken as checked."""
+        if obj.path is None:
+            return True
+        path = str(obj.path)
+        try:
+            ident = _file_ident(path)
+        except OSError:
+            return False
+        if self._checked.get(path) == ident:
+            return True
+        running = self._checking.get(path)
+        if running is None:
+            running = asyncio.ensure_future(self.verify(obj))
+            self._checking[path] = running
+            running.add_done_callback(lambda _done: self._checking.pop(path, None))
+        if not await asyncio.shield(running):
+            return False
+        self._checked[path] = ident
+        return True
 
     async def scrub(self) -> dict[str, int]:
         """Verify every stored object's body checksum; returns how many were checked and discarded.
@@ -1061,6 +1109,8 @@ class DiskStore:
         folder = publication.folder
         body_path = f"{folder}/{publication.body_name}"
         _replace_into(temp_body, body_path, folder)
+        with contextlib.suppress(OSError):  # written and checked by this process: no need to read it back
+            self._checked[body_path] = _file_ident(body_path)
         meta_path = f"{folder}/{publication.stem}.meta"
         previous = _peek_body_name(meta_path)
         try:

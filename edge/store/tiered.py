@@ -141,6 +141,8 @@ class TieredStore:
                 await self.memory.put(meta, body)
                 return CachedObject(meta, body=body, tier="disk")
         if found.body is None and found.path is not None:
+            if self.disk is not None and not await self.disk.checked_once(found):
+                return None  # corrupt: discarded (a miss now)
             try:
                 fd = os.open(found.path, os.O_RDONLY | os.O_CLOEXEC)
             except OSError:

@@ -364,6 +364,38 @@ async def test_corrupted_small_disk_object_is_never_served(
     assert headers["X-Cache"] == "MISS"
 
 
+@pytest.mark.parametrize("size", [600_000, 10 * 1024 * 1024])
+async def test_a_flipped_bit_in_a_large_disk_body_is_never_served(
+    origin: OriginStubServer, start_edge: EdgeFactory, tmp_path: Path, size: int
+) -> None:
+    """Past the memory tier's objects a body is served from its file, size-checked on each lookup:
+    its CRC is checked the first time a process serves it, so damage done while the edge was down
+    (or by anything else) is found before a byte goes out, for ranges too."""
+    small_memory = {"memory_max_object_bytes": 256 * 1024}
+    path = f"/obj/rot?size={size}&max_age=600"
+    first = await start_edge(origin.url, cache=small_memory)
+    await fetch(first, path)
+    assert (await fetch(first, path))[1]["X-Cache"] == "HIT"  # written here: served without a re-read
+    port = first.port
+    await first.close()
+    bodies = [body for body in (tmp_path / "cache").rglob("*.body") if body.stat().st_size == size]
+    assert len(bodies) == 1
+    with bodies[0].open("r+b") as handle:
+        handle.seek(size // 2)
+        byte = handle.read(1)
+        handle.seek(size // 2)
+        handle.write(bytes([byte[0] ^ 0x01]))
+    second = await start_edge(origin.url, port=port, cache=small_memory)
+    wanted = f"bytes={size // 2 - 10}-{size // 2 + 10}"
+    async with aiohttp.ClientSession() as client, client.get(url(second, path), headers={"Range": wanted}) as resp:
+        assert (resp.status, resp.headers["X-Cache"]) == (206, "MISS")
+        assert await resp.read() == expected_body("rot", size)[size // 2 - 10 : size // 2 + 11]
+    status, headers, body, _ = await fetch(second, path)
+    assert (status, headers["X-Cache"], body == expected_body("rot", size)) == (200, "MISS", True)
+    status, headers, body, _ = await fetch(second, path)
+    assert (headers["X-Cache"], body == expected_body("rot", size)) == ("HIT", True)
+
+
 async def test_surrogate_keys_not_forwarded_by_default(origin: OriginStubServer, edge: TestServer) -> None:
     _, headers, _, _ = await fetch(edge, "/obj/sk?size=5&max_age=60&surrogate_key=a%20b")
     assert "Surrogate-Key" not in headers

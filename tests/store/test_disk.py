@@ -169,6 +169,63 @@ async def test_flipped_byte_in_large_body_is_caught_by_verify_and_scrub(open_sto
     assert store.stats()["corrupt_discarded"] == 2
 
 
+async def test_a_large_body_is_checked_once_per_process_and_again_when_its_file_changes(
+    open_store: OpenStore, tmp_path: Path
+) -> None:
+    store = await open_store()
+    await put(store, "k", body_for("once", 2 * SMALL))
+    obj = await store.get("k", "")
+    assert obj is not None
+    assert await store.checked_once(obj)  # written by this store: taken as checked (no read-back)
+    await store.close()
+    body_file = only_file(store, ".body")
+    data = bytearray(body_file.read_bytes())
+    data[SMALL + 7] ^= 0x02
+    body_file.write_bytes(bytes(data))  # a rewrite: another mtime, and a new process anyway
+    again = await open_store()
+    obj = await again.get("k", "")
+    assert obj is not None  # the length is right: only the CRC can tell
+    assert not await again.checked_once(obj)
+    assert again.stats()["corrupt_discarded"] == 1
+    assert await again.get("k", "") is None
+    await put(again, "k2", body_for("fine", 2 * SMALL))
+    await again.close()
+    third = await open_store()
+    sound = await third.get("k2", "")
+    assert sound is not None
+    assert all(await asyncio.gather(*(third.checked_once(sound) for _ in range(3))))  # one read for all three
+
+
+@pytest.mark.parametrize("kind", ["directory", "fifo"])
+async def test_something_else_where_a_meta_file_belongs_is_a_miss_and_goes(open_store: OpenStore, kind: str) -> None:
+    store = await open_store(inline_body_bytes=0)
+    await put(store, "k", body_for("k", 3000))
+    meta_file = only_file(store, ".meta")
+    meta_file.unlink()
+    if kind == "directory":
+        meta_file.mkdir()
+        (meta_file / "inside").write_bytes(b"x")
+    else:
+        os.mkfifo(meta_file)
+    assert await asyncio.wait_for(store.get("k", ""), 5) is None  # a FIFO used to block the loop
+    assert not meta_file.exists()
+    await put(store, "k", body_for("k", 3000))
+    assert await store.get("k", "") is not None
+
+
+async def test_a_stray_directory_among_the_objects_does_not_stop_a_cleanup(open_store: OpenStore) -> None:
+    store = await open_store(inline_body_bytes=0)
+    await put(store, "k", body_for("k", 3000))
+    folder = only_file(store, ".meta").parent
+    stray = folder / "stray.x.body"
+    stray.mkdir()
+    os.utime(stray, (1, 1))
+    counts = await store.cleanup(orphan_grace=0)
+    assert counts["objects"] == 1
+    assert not stray.exists()
+    assert await store.get("k", "") is not None
+
+
 async def test_verify_accepts_a_sound_large_object(open_store: OpenStore) -> None:
     store = await open_store()
     await put(store, "k", body_for("sound", 2 * SMALL))

@@ -26,6 +26,7 @@ that was down can ask for what it missed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import json
 import logging
@@ -111,25 +112,62 @@ class PurgeLog:
 
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None:
-            conn = sqlite3.connect(self._db_path, timeout=10.0, isolation_level=None, check_same_thread=False)
             # Workers starting together on a fresh cache race to switch the journal mode, and SQLite
             # answers "database is locked" instead of waiting: serialise the setup with a file lock.
             lock_fd = os.open(self.directory / "purge.setup.lock", os.O_RDWR | os.O_CREAT, 0o644)
             try:
                 fcntl.flock(lock_fd, fcntl.LOCK_EX)
-                conn.execute("PRAGMA journal_mode=WAL")
-                conn.execute("PRAGMA synchronous=NORMAL")
-                conn.execute(
-                    "CREATE TABLE IF NOT EXISTS purges (seq INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL,"
-                    " vals TEXT NOT NULL, soft INTEGER NOT NULL, at REAL NOT NULL, purge_id TEXT NOT NULL,"
-                    " cluster_seq INTEGER)"
-                )
-                conn.execute("CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)")
+                try:
+                    conn = self._open_sync()
+                except sqlite3.DatabaseError as error:
+                    if isinstance(error, sqlite3.OperationalError) and "locked" in str(error):
+                        raise
+                    # Damaged: set aside for whoever wants to look, and start a new log.  Purges it
+                    # held were applied to the disk tier already; the cluster position starts over,
+                    # so catching up replays the control plane's log (or purges everything if that
+                    # no longer reaches back), as for an edge that never followed it.
+                    aside = self._db_path.with_name(f"purge.sqlite.damaged-{int(time.time())}")
+                    log.error("purge log %s is unreadable (%s): moved to %s, starting a new one",
+                              self._db_path, error, aside.name)  # fmt: skip
+                    os.replace(self._db_path, aside)
+                    for suffix in ("-wal", "-shm"):
+                        with contextlib.suppress(FileNotFoundError):
+                            os.unlink(f"{self._db_path}{suffix}")
+                    conn = self._open_sync()
             finally:
                 fcntl.flock(lock_fd, fcntl.LOCK_UN)
                 os.close(lock_fd)
             self._conn = conn
         return self._conn
+
+    def _open_sync(self) -> sqlite3.Connection:
+        """Connect, make sure of the schema, and number new purges past every one published: a log
+        lost or set aside must not number purges again from 1 — workers skip sequences they
+        think they applied."""
+        conn = sqlite3.connect(self._db_path, timeout=10.0, isolation_level=None, check_same_thread=False)
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS purges (seq INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL,"
+                " vals TEXT NOT NULL, soft INTEGER NOT NULL, at REAL NOT NULL, purge_id TEXT NOT NULL,"
+                " cluster_seq INTEGER)"
+            )
+            conn.execute("CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)")
+            published = self.seq
+            row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'purges'").fetchone()
+            numbered = int(row[0]) if row is not None else 0
+            if published > numbered:
+                log.warning("purge log %s numbers purges up to %d, below the %d published: continuing from %d",
+                            self._db_path, numbered, published, published)  # fmt: skip
+                with conn:
+                    conn.execute("BEGIN IMMEDIATE")
+                    conn.execute("DELETE FROM sqlite_sequence WHERE name = 'purges'")
+                    conn.execute("INSERT INTO sqlite_sequence (name, seq) VALUES ('purges', ?)", (published,))
+        except BaseException:
+            conn.close()
+            raise
+        return conn
 
     def generations(self) -> Generations:
         """The current counter and purge-all times: a read of shared memory, cheap enough per request."""

@@ -1441,11 +1441,14 @@ class DiskStore:
                 await self._sync_index()
             except (OSError, sqlite3.Error, IndexCorruptError) as error:
                 log.warning("disk cache: could not ingest index journals: %s", error)
-            await self.flush()
-            if self._totals.bytes > self.max_bytes:
-                await self.evict()
-            if not needs_rebuild:
-                await self.cleanup(wait=False)
+            try:
+                await self.flush()
+                if self._totals.bytes > self.max_bytes:
+                    await self.evict()
+                if not needs_rebuild:
+                    await self.cleanup(wait=False)
+            except (OSError, sqlite3.Error) as error:  # a full disk, say: serving goes on, fills are refused
+                log.warning("disk cache: startup maintenance failed: %s", error)
         finally:
             self._ready.set()
             self._started_up.set()

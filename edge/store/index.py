@@ -47,6 +47,7 @@ import json
 import logging
 import os
 import secrets
+import shutil
 import sqlite3
 import threading
 import time
@@ -455,6 +456,9 @@ class SqliteIndex:
 
     def _open_sync(self) -> bool:
         with self._file_lock():
+            if os.path.lexists(self.path) and not self.path.is_file():
+                log.warning("cache index %s is not a file: rebuilding it from the meta files", self.path)
+                self._unlink_files()
             try:
                 fresh = self._connect_sync()
                 built = self._get_info("built") == SCHEMA_VERSION
@@ -496,8 +500,12 @@ class SqliteIndex:
 
     def _unlink_files(self) -> None:
         for suffix in ("", "-wal", "-shm", "-journal"):
+            path = f"{self.path}{suffix}"
             with contextlib.suppress(FileNotFoundError):
-                os.unlink(f"{self.path}{suffix}")
+                if os.path.isdir(path) and not os.path.islink(path):
+                    shutil.rmtree(path)  # the index is derived: whatever took its place goes
+                else:
+                    os.unlink(path)
 
     @contextlib.contextmanager
     def _file_lock(self) -> Iterator[None]:

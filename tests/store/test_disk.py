@@ -497,3 +497,16 @@ def test_concurrent_fills_from_two_processes_leave_one_valid_object(tmp_path: Pa
             await store.close()
 
     asyncio.run(check())
+
+
+async def test_a_directory_in_place_of_the_index_is_replaced_by_a_rebuilt_index(open_store: OpenStore) -> None:
+    store = await open_store()
+    for index in range(3):
+        await put(store, f"https://a.test/{index}", body_for(str(index), 100))
+    await store.close()
+    for path in store.directory.glob("index.sqlite*"):
+        path.unlink()
+    (store.directory / "index.sqlite").mkdir()  # before: every worker died opening it, over and over
+    (store.directory / "index.sqlite" / "x").write_bytes(b"x")
+    again = await open_store()
+    assert await again.delete_prefix("https://a.test/") == 3

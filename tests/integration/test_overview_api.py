@@ -41,6 +41,14 @@ def get(url: str, token: str | None = None, accept: str | None = None) -> tuple[
         return exc.code, dict(exc.headers), exc.read()
 
 
+def answers(url: str) -> bool:
+    """200 from ``url``; False while nothing listens there yet (a router still starting)."""
+    try:
+        return get(url)[0] == 200
+    except OSError:  # URLError is one
+        return False
+
+
 def until_value(probe: Callable[[], dict[str, Any] | None], timeout: float, what: str) -> dict[str, Any]:
     """The first non-None answer of ``probe``, polled for at most ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
@@ -91,7 +99,7 @@ def _with_edges(tmp_path: Path, edge_processes: list[EdgeProcess], ports: dict[s
         )  # fmt: skip
         edge_processes.append(edges[name])
     admin = f"http://127.0.0.1:{router_admin}"
-    until_sync(lambda: get(admin + "/healthz")[0] == 200, timeout=30, what="the router's admin listener")
+    until_sync(lambda: answers(admin + "/healthz"), timeout=30, what="the router's admin listener")
     yield {"admin": admin, "edges": edges}
 
 

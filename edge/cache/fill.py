@@ -281,6 +281,11 @@ async def run(
         # 2. Ask the origin.
         request_time = time.time()
         upstream = await send_to_origin(request, on_interim=_interims_to(owner))
+        route = request.route
+        if (isinstance(route, PeerRoute) and upstream.via_peer
+                and await _peer_copy_predates_a_purge(ctx, route, key, upstream)):  # fmt: skip
+            upstream.release()
+            upstream = await route.fallback.send(request, _interims_to(owner))  # what it fetches itself, it keeps
         fill.origin_label, fill.origin_name = upstream.origin_label, upstream.origin_name
         fill.via_peer = upstream.via_peer
         response_time = time.time()
@@ -546,6 +551,25 @@ async def _store_body(
     if held is not None:
         fill.append(held)
     fill.finish()
+
+
+async def _peer_copy_predates_a_purge(ctx: CacheContext, route: PeerRoute, key: str, upstream: OriginResponse) -> bool:
+    """Whether the key's owner answered with a copy older than a purge of it this edge applied.
+
+    The router reaches edges one by one, and an owner may apply a purge after this edge did: until
+    then it serves its old copy as fresh, and stored here (a second owner keeps what it is sent) that
+    copy would outlive the purge everywhere.  Such an answer is replaced by the origin's.  The copy's
+    age says when the origin made it (``Age`` counts time in caches, in whole seconds: a copy made
+    less than a second before the purge can pass); a fresh fill by the owner is taken as it is.
+    """
+    await ctx.purger.sync()
+    recent = ctx.purger.view.recent
+    if not recent:
+        return False
+    headers = _from_origin(upstream)
+    made_at = time.time() - policy.parse_age(headers)
+    tags = site_tags(route.name, surrogate_keys(headers))
+    return any(record.at > made_at and record.matches(key, tags) for record in reversed(recent))
 
 
 def _from_origin(upstream: OriginResponse) -> list[tuple[str, str]]:

@@ -447,3 +447,27 @@ async def test_an_owner_does_not_judge_its_peers_as_clients(
         assert (status, body) == (200, expected_body(f"judged{index}", 10)), status
     status, _, _ = await fetch(region[0], paths[0], {"X-Forwarded-For": "192.0.2.1"})
     assert status == 403  # clients are still judged, where they arrive
+
+
+async def test_an_owner_that_has_not_applied_a_purge_yet_cannot_refill_its_old_copy(
+    origin: OriginStubServer, tmp_path: Path, edge_processes: list[EdgeProcess]
+) -> None:
+    """The router reaches edges one by one: the second owner applied a purge, the first not yet.  The
+    second's miss must not be filled with the first's old copy (kept there for its whole TTL).  The
+    copy is 30 s old when stored (the origin's Age): older than the purge however fast the test runs."""
+    region = await start_region(origin, tmp_path, edge_processes, replication=2)
+    query = "size=100&max_age=600&header=Age:30"
+    path = f"/obj/late-owner?{query}"
+    first, second = (region[int(name.removeprefix("r-"))] for name in owners(tmp_path, path))
+    assert (await fetch(first, path))[0] == 200
+    assert origin_total(origin, "/obj/late-owner") == 1
+    async with aiohttp.ClientSession() as client:
+        body = {"prefix": "http://cdn.example/obj/late-owner"}
+        async with client.post(f"{second.admin_url}/purge", json=body) as resp:
+            assert resp.status == 200  # the first owner has not been told yet
+    _, headers, _body = await fetch(second, path)
+    assert "fwd=peer" not in headers["Cache-Status"]  # before: the first owner's old copy, then stored
+    assert origin_total(origin, "/obj/late-owner") == 2
+    _, headers, _body = await fetch(second, path)
+    assert ";hit" in headers["Cache-Status"].split(", ")[-1]  # what it fetched itself, it keeps
+    assert origin_total(origin, "/obj/late-owner") == 2

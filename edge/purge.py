@@ -283,6 +283,18 @@ class PurgeLog:
         """Follow ``log_id`` from its start (sequence 0) — only if this edge's (log id, sequence)
         are still ``expected``: of several workers noticing a new log at once, one resets, and none
         rewinds what a sibling applied since.  The caller purged everything first."""
+        return await self._set_cluster(
+            [("cluster_log_id", log_id), ("cluster_seq", "0"), ("cluster_stream_id", "")], expected
+        )
+
+    async def name_cluster_log(self, log_id: str, *, expected: tuple[str, int]) -> bool:
+        """Record that the sequence applied so far is ``log_id``'s, keeping it — only if this edge's
+        (log id, sequence) are still ``expected`` (purges applied before edges kept the identity
+        of the log they follow)."""
+        return await self._set_cluster([("cluster_log_id", log_id)], expected)
+
+    async def _set_cluster(self, values: list[tuple[str, str]], expected: tuple[str, int]) -> bool:
+        """Write ``values`` to the cluster position if (log id, sequence) are still ``expected``."""
 
         def write() -> bool:
             conn = self._connection()
@@ -296,31 +308,7 @@ class PurgeLog:
                 conn.executemany(
                     "INSERT INTO meta (name, value) VALUES (?, ?)"
                     " ON CONFLICT(name) DO UPDATE SET value = excluded.value",
-                    [("cluster_log_id", log_id), ("cluster_seq", "0"), ("cluster_stream_id", "")],
-                )
-                return True
-
-        async with self._lock:
-            return await asyncio.to_thread(write)
-
-    async def name_cluster_log(self, log_id: str, *, expected: tuple[str, int]) -> bool:
-        """Record that the sequence applied so far is ``log_id``'s, keeping it — only if this edge's
-        (log id, sequence) are still ``expected`` (purges applied before edges kept the identity
-        of the log they follow)."""
-
-        def write() -> bool:
-            conn = self._connection()
-            with conn:
-                conn.execute("BEGIN IMMEDIATE")
-                rows = dict(conn.execute(
-                    "SELECT name, value FROM meta WHERE name IN ('cluster_seq', 'cluster_log_id')"
-                ).fetchall())  # fmt: skip
-                if (str(rows.get("cluster_log_id", "")), int(rows.get("cluster_seq", 0))) != expected:
-                    return False
-                conn.execute(
-                    "INSERT INTO meta (name, value) VALUES ('cluster_log_id', ?)"
-                    " ON CONFLICT(name) DO UPDATE SET value = excluded.value",
-                    (log_id,),
+                    values,
                 )
                 return True
 

@@ -54,6 +54,17 @@ _STATE_SIZE = struct.calcsize(_STATE_FORMAT)
 INVALIDATION_SLOTS = 1 << 17  # 1 MiB of float64 times
 
 
+_SQLITE_CORRUPT, _SQLITE_NOTADB = 11, 26
+
+
+def _is_damage(error: sqlite3.DatabaseError, path: Path) -> bool:
+    """Whether the purge log itself is unusable (corrupt, not a database, not a file), as opposed to
+    a passing condition of the disk (full, I/O error) that a new file would not escape either."""
+    if os.path.lexists(path) and not path.is_file():
+        return True
+    return (getattr(error, "sqlite_errorcode", 0) & 0xFF) in (_SQLITE_CORRUPT, _SQLITE_NOTADB)
+
+
 @dataclass(frozen=True, slots=True)
 class PurgeRecord:
     """One purge as logged: what, how, and when (wall clock, compared with ``stored_at``)."""
@@ -94,6 +105,7 @@ class PurgeLog:
         self._db_path = self.directory / "purge.sqlite"
         self._state_path = self.directory / "purge.seq"
         self._conn: sqlite3.Connection | None = None
+        self._conn_file: int | None = None  # the inode self._conn has open
         self._map = _shared_map(self._state_path, _STATE_SIZE)
         self._invalidated = _shared_map(self.directory / "invalidated.map", INVALIDATION_SLOTS * 8)
         self._lock = asyncio.Lock()
@@ -111,6 +123,11 @@ class PurgeLog:
         return value
 
     def _connection(self) -> sqlite3.Connection:
+        if self._conn is not None and self._file_id() != self._conn_file:
+            # Another worker set a damaged file aside (or it was removed): follow it to the new one,
+            # or this worker would go on reading and numbering purges nobody else sees.
+            self._conn.close()
+            self._conn = None
         if self._conn is None:
             # Workers starting together on a fresh cache race to switch the journal mode, and SQLite
             # answers "database is locked" instead of waiting: serialise the setup with a file lock.
@@ -120,13 +137,13 @@ class PurgeLog:
                 try:
                     conn = self._open_sync()
                 except sqlite3.DatabaseError as error:
-                    if isinstance(error, sqlite3.OperationalError) and "locked" in str(error):
-                        raise
+                    if not _is_damage(error, self._db_path):
+                        raise  # a full disk, an I/O error: not a reason to lose the log
                     # Damaged: set aside for whoever wants to look, and start a new log.  Purges it
                     # held were applied to the disk tier already; the cluster position starts over,
                     # so catching up replays the control plane's log (or purges everything if that
                     # no longer reaches back), as for an edge that never followed it.
-                    aside = self._db_path.with_name(f"purge.sqlite.damaged-{int(time.time())}")
+                    aside = self._db_path.with_name(f"purge.sqlite.damaged-{int(time.time())}-{os.getpid()}")
                     log.error("purge log %s is unreadable (%s): moved to %s, starting a new one",
                               self._db_path, error, aside.name)  # fmt: skip
                     os.replace(self._db_path, aside)
@@ -134,11 +151,18 @@ class PurgeLog:
                         with contextlib.suppress(FileNotFoundError):
                             os.unlink(f"{self._db_path}{suffix}")
                     conn = self._open_sync()
+                self._conn_file = self._file_id()
             finally:
                 fcntl.flock(lock_fd, fcntl.LOCK_UN)
                 os.close(lock_fd)
             self._conn = conn
         return self._conn
+
+    def _file_id(self) -> int | None:
+        try:
+            return os.stat(self._db_path).st_ino
+        except FileNotFoundError:
+            return None
 
     def _open_sync(self) -> sqlite3.Connection:
         """Connect, make sure of the schema, and number new purges past every one published: a log

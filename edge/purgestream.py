@@ -117,10 +117,14 @@ class Follower:
             elif at_position is not None and at_position.seq != seq:
                 reason = f"its record at {position} is sequence {at_position.seq}, not {seq}"
             elif position and at_position is None:
-                # Rolled back past this edge's position, then written on: the records after it
-                # number again from below it (an older snapshot, a failover that lost writes).
+                # Rolled back past this edge's position, then written on (an older snapshot, a
+                # failover that lost writes): the sequence is another record's now, or the records
+                # after the position number again from below it.
+                current = await self.log.id_of(seq)
                 following = await self.log.entries_after_id(position, 1)
-                if following and following[0][1].seq <= seq:
+                if current is not None and current != position:
+                    reason = f"its sequence {seq} is the record at {current}, not at {position} (rolled back)"
+                elif following and following[0][1].seq <= seq:
                     reason = (f"its records after {position} restart at sequence {following[0][1].seq},"
                               f" not after the {seq} this edge applied (rolled back)")
         if reason:

@@ -36,7 +36,7 @@ from edge.cache.outcomes import FillOutcome, OriginFailed, Refreshed, Shared, St
 from edge.cluster import Keep, PeerRoute, shard_of
 from edge.errors import EdgeError, OriginBodyBroken
 from edge.forward import client_host, origin_headers
-from edge.http import coding, forwarding, parts, policy, ranges, validation, vary
+from edge.http import coding, dates, forwarding, parts, policy, ranges, validation, vary
 from edge.http.cachestatus import CacheStatus, FwdReason
 from edge.http.headers import HeaderList, get_all, get_first, split_all
 from edge.server.exchange import Exchange
@@ -558,16 +558,21 @@ async def _peer_copy_predates_a_purge(ctx: CacheContext, route: PeerRoute, key: 
 
     The router reaches edges one by one, and an owner may apply a purge after this edge did: until
     then it serves its old copy as fresh, and stored here (a second owner keeps what it is sent) that
-    copy would outlive the purge everywhere.  Such an answer is replaced by the origin's.  The copy's
-    age says when the origin made it (``Age`` counts time in caches, in whole seconds: a copy made
-    less than a second before the purge can pass); a fresh fill by the owner is taken as it is.
+    copy would outlive the purge everywhere.  Such an answer is replaced by the origin's.  When the
+    origin made the copy: the earlier of now less its ``Age`` (time spent in caches) and its
+    ``Date`` (an owner's fill still streaming carries no age of its own), both in whole seconds —
+    so a copy made less than a second before the purge can pass; a fill made after it is taken.
     """
     await ctx.purger.sync()
     recent = ctx.purger.view.recent
     if not recent:
         return False
     headers = _from_origin(upstream)
-    made_at = time.time() - policy.parse_age(headers)
+    now = time.time()
+    made_at = now - policy.parse_age(headers)
+    date = dates.parse_http_date(get_first(headers, "date") or "")
+    if date is not None and date <= now:
+        made_at = min(made_at, date + 1.0)  # Date is the second it was made in
     tags = site_tags(route.name, surrogate_keys(headers))
     return any(record.at > made_at and record.matches(key, tags) for record in reversed(recent))
 

@@ -234,6 +234,15 @@ class RedisPurgeLog:
         """Stream entries of the records after sequence ``after`` (an edge resuming), oldest first."""
         return await self._call("read", lambda: self._entries_after_seq(after, count))
 
+    async def id_of(self, seq: int) -> str | None:
+        """The stream id the log's index gives sequence ``seq`` (None once trimmed, or never)."""
+
+        async def read() -> str | None:
+            found = await self.client.zrangebyscore(self._index, seq, seq, start=0, num=1)
+            return str(found[0]) if found else None
+
+        return await self._call("read", read)
+
     async def entries_after_id(self, stream_id: str, count: int) -> list[StreamEntry]:
         """Stream entries after ``stream_id`` (exclusive), oldest first, without waiting."""
 

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import time
@@ -206,6 +207,7 @@ class HealthChecker:
         self._healthy: dict[str, bool] = {name: False for name in self._edges}
         self._session: aiohttp.ClientSession | None = None
         self._task: asyncio.Task[None] | None = None
+        self._checking: dict[str, asyncio.Task[None]] = {}  # an edge's check still running
         self.rounds = 0
         self.changes: deque[HealthChange] = deque(maxlen=CHANGES_KEPT)
 
@@ -288,6 +290,10 @@ class HealthChecker:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        checks = list(self._checking.values())
+        for check in checks:
+            check.cancel()
+        await asyncio.gather(*checks, return_exceptions=True)
         session, self._session = self._session, None
         if session is not None:
             await session.close()
@@ -299,17 +305,37 @@ class HealthChecker:
             await asyncio.sleep(max(0.0, next_round - loop.time()))
             next_round = loop.time() + self.interval
             try:
-                await self.check_round()
+                self._launch_round()  # not awaited: a slow edge holds up nobody else's next check
             except Exception:  # pragma: no cover - a bug here must not stop health checking
                 log.exception("health round failed")
 
     async def check_round(self) -> None:
-        """Check every enabled edge once, concurrently, and record the results."""
-        edges = [tracked.edge for tracked in self._edges.values() if tracked.edge.enabled]
-        results = await asyncio.gather(*(self._check(edge) for edge in edges))
-        for edge, (ok, error, latency_ms) in zip(edges, results, strict=True):
-            self.record(edge.name, ok, error, latency_ms)
+        """Check every enabled edge once, concurrently, and record the results (when this returns)."""
+        checks = self._launch_round()
+        if checks:
+            await asyncio.gather(*checks)
+
+    def _launch_round(self) -> list[asyncio.Task[None]]:
+        """Start a check of every enabled edge whose previous one is done (an edge that takes up to
+        ``timeout`` to answer is checked at that pace; every other edge still every ``interval``)."""
+        launched = []
+        for tracked in self._edges.values():
+            edge = tracked.edge
+            if not edge.enabled or edge.name in self._checking:
+                continue
+            task = asyncio.create_task(self._check_and_record(edge), name=f"edge-health-{edge.name}")
+            self._checking[edge.name] = task
+            task.add_done_callback(functools.partial(self._check_done, edge.name))
+            launched.append(task)
         self.rounds += 1
+        return launched
+
+    def _check_done(self, name: str, _task: asyncio.Task[None]) -> None:
+        self._checking.pop(name, None)
+
+    async def _check_and_record(self, edge: EdgeEntry) -> None:
+        ok, error, latency_ms = await self._check(edge)
+        self.record(edge.name, ok, error, latency_ms)
 
     async def _check(self, edge: EdgeEntry) -> tuple[bool, str | None, float]:
         """One ``GET /readyz``: (ok, error, latency in ms); never raises."""

@@ -17,8 +17,9 @@ inspect): --edge-token / EDGECACHE_EDGE_TOKEN, default the same token.
 
 \b
 Exit codes: 0 done; 1 not done (an invalid file, a purge not applied
-everywhere in time, an edge unhealthy for status); 2 usage; 3 the router
-cannot be reached; 4 unauthorised (401/403, the router's or an edge's).
+everywhere in time, an edge unhealthy for status); 2 usage (also what the
+router refuses as given: 400/422); 3 the router cannot be reached; 4
+unauthorised (401/403, the router's or an edge's).
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ from edge.version import package_version
 
 __all__ = ["main"]
 
-EXIT_NOT_DONE, EXIT_UNREACHABLE, EXIT_UNAUTHORISED = 1, 3, 4
+EXIT_NOT_DONE, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_UNAUTHORISED = 1, 2, 3, 4
 DEFAULT_ADMIN = "http://127.0.0.1:8081"
 DEFAULT_ADMIN_PORT = urllib.parse.urlsplit(DEFAULT_ADMIN).port
 DEFAULT_WAIT = 30.0
@@ -102,7 +103,9 @@ class Api:
                 detail = json.loads(said).get("error", said)
             except (ValueError, AttributeError):
                 detail = said.strip()[:300]
-            raise ApiError(EXIT_NOT_DONE, url, f"HTTP {exc.code}: {detail}") from None
+            # 400/422: what was asked cannot be done as given (an address, a URL, a purge body): usage
+            code = EXIT_USAGE if exc.code in (400, 422) else EXIT_NOT_DONE
+            raise ApiError(code, url, f"HTTP {exc.code}: {detail}") from None
         except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
             reason = getattr(exc, "reason", None) or exc
             raise ApiError(EXIT_UNREACHABLE, url, f"unreachable ({reason})") from None
@@ -227,7 +230,8 @@ json_option = click.option("--json", "as_json", is_flag=True, expose_value=False
               f"{DEFAULT_ADMIN_PORT})")  # fmt: skip
 @click.option("--token", envvar="EDGECACHE_TOKEN", help="the router's admin token")
 @click.option("--edge-token", envvar="EDGECACHE_EDGE_TOKEN", help="the edges' admin token (default: --token)")
-@click.option("--timeout", type=float, default=10.0, show_default=True, help="seconds per request")
+@click.option("--timeout", type=float, default=10.0, show_default=True, callback=lambda ctx, param, value: _seconds(
+    value, "--timeout"), help="seconds per request (more than 0)")
 @click.option("--json", "as_json", is_flag=True, help="print the API's JSON (for scripts)")
 @click.pass_context
 def main(ctx: click.Context, admin: str, token: str | None, edge_token: str | None, timeout: float,
@@ -271,8 +275,15 @@ def status(ctx: click.Context) -> None:
             )  # fmt: skip
         console.print(table)
     exit_if_edges_refused(api)
-    if health["healthy"] < health["total"]:
-        sys.exit(EXIT_NOT_DONE)
+    if any(edge.get("enabled", True) and not edge["healthy"] for edge in health["edges"].values()):
+        sys.exit(EXIT_NOT_DONE)  # an edge disabled in the inventory is not checked: not unhealthy
+
+
+def _seconds(value: float, option: str) -> float:
+    """A finite number of seconds above 0 (``nan``, ``-1`` and ``0`` are usage errors)."""
+    if not (math.isfinite(value) and value > 0):
+        raise click.BadParameter(f"{value:g} is not a number of seconds above 0", param_hint=f"'{option}'")
+    return value
 
 
 def _is_seconds(text: str) -> bool:
@@ -347,9 +358,12 @@ def purge(ctx: click.Context, urls: tuple[str, ...], prefix: str | None, tags: t
     chosen = [bool(urls), prefix is not None, bool(tags), everything]
     if sum(chosen) != 1:
         raise click.UsageError("give URLs, or exactly one of --prefix, --tag, --all")
+    if prefix is not None and not prefix.strip():  # "$UNSET" must never mean everything
+        raise click.BadParameter("an empty prefix names nothing (to purge everything: --all)", ctx=ctx,
+                                 param_hint="'--prefix'")  # fmt: skip
     body: dict[str, Any] = (
-        {"urls": list(urls)} if urls else {"prefix": prefix} if prefix else {"tags": list(tags)} if tags
-        else {"all": True}
+        {"urls": list(urls)} if urls else {"prefix": prefix} if prefix is not None
+        else {"tags": list(tags)} if tags else {"all": True}
     )  # fmt: skip
     if wait_timeout is not None and not (math.isfinite(wait_timeout) and wait_timeout >= 0):
         raise click.BadParameter(f"{wait_timeout:g} is not a number of seconds (negative or not finite)", ctx=ctx,
@@ -371,7 +385,7 @@ def purge(ctx: click.Context, urls: tuple[str, ...], prefix: str | None, tags: t
             described = api.router(f"/purges/{answer['id']}")
             pending = [name for name, edge in described["edges"].items()
                        if name in healthy and edge["status"] != "applied"]  # fmt: skip
-            complete = not pending
+            complete = bool(healthy) and not pending  # no healthy edge applied it: not done
             if complete or time.monotonic() >= deadline:
                 break
             time.sleep(0.2)
@@ -477,13 +491,14 @@ def check_config(ctx: click.Context, files: tuple[Path, ...], kind: str) -> None
     """Validate edge, router and inventory files (the kind is read from the file unless --kind)."""
     from edge.config import ConfigError, load_settings
     from edge.inventory import InventoryError, load_inventory
+    from edge.router.app import open_router_parts
     from edge.router.config import load_router_settings
 
     results = []
     for path in files:
         try:
-            data = tomllib.loads(path.read_text())
-        except (OSError, tomllib.TOMLDecodeError) as exc:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
             results.append({"file": str(path), "kind": kind, "ok": False, "error": str(exc)})
             continue
         found = _kind_of(data) if kind == "auto" else kind
@@ -491,9 +506,12 @@ def check_config(ctx: click.Context, files: tuple[Path, ...], kind: str) -> None
             if found == "inventory":
                 inventory = load_inventory(path)
                 summary = f"{len(inventory.edges)} edges"
-            elif found == "router":
+            elif found == "router":  # the files it names too (inventory, geodb, coverage), as the router does
                 router_settings = load_router_settings(path, environ={})
-                summary = f"listen {router_settings.listen}, admin {router_settings.admin_listen}"
+                parts = open_router_parts(router_settings)
+                parts.locator.close()
+                summary = (f"listen {router_settings.listen}, admin {router_settings.admin_listen},"
+                           f" {len(parts.inventory.edges)} edges")  # fmt: skip
             else:
                 edge_settings = load_settings(path, environ={})
                 summary = f"{len(edge_settings.site_list())} site(s), listen {edge_settings.listen}"

@@ -63,7 +63,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     add_version_flag(parser, prog)
     parser.add_argument("--config", type=Path, help="TOML config file (also ROUTER_CONFIG)")
-    parser.add_argument("--listen", help="public HOST:PORT (default 127.0.0.1:8080)")
+    parser.add_argument("--listen", help="public HOST:PORT (default 127.0.0.1:8088)")
     parser.add_argument("--admin-listen", dest="admin_listen", help="admin HOST:PORT (default 127.0.0.1:8081)")
     parser.add_argument("--admin-token", dest="admin_token", help="bearer token for the admin side")
     parser.add_argument("--edges", help="inventory TOML file listing the edges (required)")

@@ -121,6 +121,19 @@ def test_clear_errors_and_exit_codes(cdn: dict[str, object], tmp_path: Path) -> 
                          'url = "http://a"\nadmin_url = "http://a:9"\n')  # fmt: skip
     code, out = run(cdn, "--json", "check-config", str(inventory))
     assert (code, json.loads(out)[0]["kind"]) == (0, "inventory")
+    # A router file whose inventory is missing is refused, as the router refuses it; not UTF-8 is an error too.
+    missing = tmp_path / "router-missing.toml"
+    missing.write_text(f'edges = "{tmp_path / "nowhere.toml"}"\n')
+    latin = tmp_path / "latin.toml"
+    latin.write_bytes(b'origin = "http://caf\xe9.example"\n')
+    code, out = run(cdn, "--json", "check-config", str(missing), str(latin), str(inventory))
+    results = json.loads(out)
+    assert code == 1
+    assert [item["ok"] for item in results] == [False, False, True]
+    assert "edges" in results[0]["error"]
+    assert "utf-8" in results[1]["error"]
+    code, out = run(cdn, "route", "not-an-ip")
+    assert code == 2, out  # what the router refuses as given (400) is usage
     started = time.monotonic()
     code, out = CliRunner().invoke(main, ["--version"]).exit_code, CliRunner().invoke(main, ["--version"]).output
     assert code == 0
@@ -179,6 +192,10 @@ def test_an_edge_refusing_the_edge_token_is_exit_4(cdn: dict[str, object], edge_
     assert isinstance(edges, dict)
     next(edge for edge in edge_processes if edge.url == edges["us"]).stop()
     until_sync(lambda: run(cdn, "status")[0] == 1, timeout=20, what="the router sees us down")
+    next(edge for edge in edge_processes if edge.url == edges["eu"]).stop()
+    until_sync(lambda: "0 of 2 edges healthy" in run(cdn, "status")[1], timeout=20, what="the router sees eu down")
+    code, out = run(cdn, "purge", "--wait", "1", "http://www.example.com/obj/nobody")
+    assert code == 1, out  # no edge applied it: not done (it said done: no healthy edge was pending)
     code, out = run(cdn, "inspect", url)
     assert code == 0, out
     assert "unreachable" in out

@@ -58,6 +58,11 @@ def test_tags_keep_their_values() -> None:
         (["--admin", "ftp://router", "status"], "is not an http(s) URL"),
         (["--admin", "router:http", "status"], "the port is not a number"),
         (["--admin", "router admin", "status"], "has no valid host name"),
+        (["purge", "--prefix", ""], "an empty prefix names nothing"),  # "$UNSET": it was a purge of everything
+        (["purge", "--prefix", "  "], "an empty prefix names nothing"),
+        (["--timeout", "nan", "status"], "nan is not a number of seconds above 0"),
+        (["--timeout", "-1", "status"], "-1 is not a number of seconds above 0"),
+        (["--timeout", "0", "status"], "0 is not a number of seconds above 0"),
     ],
 )
 def test_usage_errors_are_exit_2_without_a_traceback(args: list[str], said: str) -> None:

@@ -1109,8 +1109,9 @@ class DiskStore:
         folder = publication.folder
         body_path = f"{folder}/{publication.body_name}"
         _replace_into(temp_body, body_path, folder)
-        with contextlib.suppress(OSError):  # written and checked by this process: no need to read it back
-            self._checked[body_path] = _file_ident(body_path)
+        if publication.meta.size > self.small_body_bytes:  # (small ones are checked by every read)
+            with contextlib.suppress(OSError):  # written and checked by this process: not read back
+                self._checked[body_path] = _file_ident(body_path)
         meta_path = f"{folder}/{publication.stem}.meta"
         previous = _peek_body_name(meta_path)
         try:

@@ -577,7 +577,7 @@ async def admin_route(request: web.Request) -> web.Response:
             parts = urlsplit(url)
         except ValueError:  # e.g. an unclosed IPv6 literal: "http://[::1"
             parts = urlsplit("")
-        if not parts.netloc or not parts.scheme:
+        if not parts.netloc or parts.scheme.lower() not in ("http", "https"):
             return _bad_request(f"url: {url!r} is not an absolute http(s) URL")
         host = parts.netloc
         path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")

@@ -586,7 +586,8 @@ async def test_route_endpoint_explains_the_decision(
     assert route["status"] == 307
 
     for params in ({}, {"ip": "nope"}, {"peer": "x"}, {"ip": "192.0.2.7", "path": "no-slash"},
-                   {"ip": "192.0.2.7", "url": "http://[::1"}, {"ip": "192.0.2.7", "url": "/relative"}):  # fmt: skip
+                   {"ip": "192.0.2.7", "url": "http://[::1"}, {"ip": "192.0.2.7", "url": "/relative"},
+                   {"ip": "192.0.2.7", "url": "ftp://cdn.example/x"}):  # fmt: skip
         status, _, body = await get(client, router.admin_url + "/route", params=params)
         assert status == 400, params
         assert "error" in json.loads(body)

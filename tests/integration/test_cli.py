@@ -16,7 +16,7 @@ from click.testing import CliRunner
 
 from edge.cli import main
 from tests.conftest import PROJECT_ROOT, EdgeProcess, free_port, launch_edge
-from tests.support.cdn import inventory_toml, spawn
+from tests.support.cdn import inventory_toml, router_toml, spawn
 from tests.support.wait import until_sync
 
 
@@ -293,3 +293,32 @@ def test_systemd_notify_ready_after_catch_up_and_watchdog(tmp_path: Path, edge_p
             seen.append(listener.recv(4096).decode())
     finally:
         listener.close()
+
+
+def test_status_counts_only_the_edges_the_inventory_enables(
+    tmp_path: Path, edge_processes: list[EdgeProcess], spawned: list[subprocess.Popen[bytes]]
+) -> None:
+    """An edge disabled in the inventory is not checked, so it is not unhealthy: status is done (0)."""
+    origin_port = free_port()
+    spawned.append(spawn("origin_stub", "--port", str(origin_port)))
+    public, admin, router_admin = free_port(), free_port(), free_port()
+    inventory = tmp_path / "inventory.toml"
+    edges = inventory_toml([("on", "eu", 50, public, admin), ("off", "us", 40, free_port(), free_port())])
+    inventory.write_text(edges.replace('name = "off"\n', 'name = "off"\nenabled = false\n'))
+    config = tmp_path / "router.toml"
+    config.write_text(router_toml(free_port(), router_admin, inventory, tmp_path / "router"))
+    spawned.append(spawn("edge.router", "--config", str(config)))
+    edge_processes.append(launch_edge(
+        ["--origin", f"http://127.0.0.1:{origin_port}", "--listen", f"127.0.0.1:{public}",
+         "--admin-listen", f"127.0.0.1:{admin}", "--cache-dir", str(tmp_path / "cache"), "--workers", "1",
+         "--name", "on", "--access-log", "off"],
+    ))  # fmt: skip
+    cdn = {"admin": f"http://127.0.0.1:{router_admin}"}
+
+    def on_is_up() -> bool:
+        code, out = run(cdn, "--json", "status", token=None)
+        return code != 3 and any(row["edge"] == "on" and row["healthy"] for row in json.loads(out)["edges"])
+
+    until_sync(on_is_up, timeout=30, what="the router sees the enabled edge up")
+    code, out = run(cdn, "status", token=None)
+    assert code == 0, out  # before: 1 for good ("1 of 2 edges healthy")

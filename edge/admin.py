@@ -46,6 +46,7 @@ from edge.metrics import (
 from edge.overview import Sampler, encoded_off_loop, iso, json_bytes, parse_since
 from edge.runtime import EdgeRuntime
 from edge.sites import purge_targets, visible_tags
+from edge.store.disk import IndexIncompleteError
 
 log = logging.getLogger("edge.admin")
 
@@ -201,7 +202,11 @@ async def purge(request: web.Request) -> web.Response:
     started = time.perf_counter()
     if wanted.log_id is not None:
         await cache.purger.follow_log(wanted.log_id)
-    record, affected = await cache.purger.purge(kind, values, wanted.soft, purge_id, wanted.cluster_seq)  # type: ignore[arg-type]
+    try:
+        record, affected = await cache.purger.purge(kind, values, wanted.soft, purge_id, wanted.cluster_seq)  # type: ignore[arg-type]
+    except IndexIncompleteError as exc:  # not done: the control plane sends it again
+        log.error("purge %s not applied to the disk tier: %s", purge_id, exc)
+        return web.json_response({"error": f"not applied: {exc}"}, status=503)
     cache.counters.purges[kind] = cache.counters.purges.get(kind, 0) + 1
     return web.json_response(
         {

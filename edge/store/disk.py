@@ -475,6 +475,10 @@ def _token() -> str:
     return f"{random.getrandbits(64):016x}"
 
 
+class IndexIncompleteError(RuntimeError):
+    """The index could not be rebuilt from the meta files: a purge must fail, not trust it."""
+
+
 def _file_ident(path: str) -> tuple[int, int, int]:
     """Which file is at ``path``, as far as a replacement or a rewrite would change it."""
     st = os.stat(path)
@@ -1288,6 +1292,9 @@ class DiskStore:
                 await self._rebuild_if_replaced()
                 if not self.ready:
                     continue
+                if not await self._index.is_built():  # a rebuild failed (logged): again, never trusted half-filled
+                    self._schedule_rebuild(reset=False)
+                    continue
                 result = await make()
                 if self.ready and not self._index.reopened:
                     return result
@@ -1300,6 +1307,8 @@ class DiskStore:
         if result is None:  # the database kept being replaced: one last plain attempt
             await self.wait_ready()
             await self._sync_index()
+            if not await self._index.is_built():
+                raise IndexIncompleteError(f"disk cache index {self._index.path} could not be rebuilt (see the log)")
             result = await make()
         return result
 

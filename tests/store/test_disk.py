@@ -510,3 +510,29 @@ async def test_a_directory_in_place_of_the_index_is_replaced_by_a_rebuilt_index(
     (store.directory / "index.sqlite" / "x").write_bytes(b"x")
     again = await open_store()
     assert await again.delete_prefix("https://a.test/") == 3
+
+
+async def test_a_purge_never_trusts_an_index_whose_rebuild_failed(
+    open_store: OpenStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A rebuild that failed (logged) left the index partial: a prefix purge rebuilds it first (it
+    found nothing, and the objects came back once the purge left the purge view)."""
+    store = await open_store()
+    for index in range(3):
+        await put(store, f"https://a.test/{index}", body_for(str(index), 100))
+    await store.close()
+    for path in store.directory.glob("index.sqlite*"):
+        path.unlink()
+    real = DiskStore._reconcile
+    failures = [1]
+
+    async def failing_once(self: DiskStore, **kwargs: float) -> dict[str, int]:
+        if failures:
+            failures.pop()
+            raise OSError("an unreadable shard")
+        return await real(self, **kwargs)
+
+    monkeypatch.setattr(DiskStore, "_reconcile", failing_once)
+    again = await open_store()
+    assert not failures  # the startup rebuild failed
+    assert await again.delete_prefix("https://a.test/") == 3

@@ -34,6 +34,7 @@ import mmap
 import os
 import sqlite3
 import struct
+import threading
 import time
 import zlib
 from collections.abc import Iterable, Sequence
@@ -104,8 +105,12 @@ class PurgeLog:
         self.directory.mkdir(parents=True, exist_ok=True)
         self._db_path = self.directory / "purge.sqlite"
         self._state_path = self.directory / "purge.seq"
-        self._conn: sqlite3.Connection | None = None
-        self._conn_file: int | None = None  # the inode self._conn has open
+        # One connection per thread (reads and writes run in worker threads): a read still
+        # stepping on a shared connection left a write in another thread on a stale WAL snapshot,
+        # which SQLite answers at once with "database is locked" (concurrent purges failed).
+        self._local = threading.local()
+        self._all: list[sqlite3.Connection] = []
+        self._all_lock = threading.Lock()
         self._map = _shared_map(self._state_path, _STATE_SIZE)
         self._invalidated = _shared_map(self.directory / "invalidated.map", INVALIDATION_SLOTS * 8)
         self._lock = asyncio.Lock()
@@ -123,12 +128,14 @@ class PurgeLog:
         return value
 
     def _connection(self) -> sqlite3.Connection:
-        if self._conn is not None and self._file_id() != self._conn_file:
+        local = self._local
+        current: sqlite3.Connection | None = getattr(local, "conn", None)
+        if current is not None and self._file_id() != local.file:
             # Another worker set a damaged file aside (or it was removed): follow it to the new one,
             # or this worker would go on reading and numbering purges nobody else sees.
-            self._conn.close()
-            self._conn = None
-        if self._conn is None:
+            self._forget(current)
+            current = local.conn = None
+        if current is None:
             # Workers starting together on a fresh cache race to switch the journal mode, and SQLite
             # answers "database is locked" instead of waiting: serialise the setup with a file lock.
             lock_fd = os.open(self.directory / "purge.setup.lock", os.O_RDWR | os.O_CREAT, 0o644)
@@ -151,12 +158,20 @@ class PurgeLog:
                         with contextlib.suppress(FileNotFoundError):
                             os.unlink(f"{self._db_path}{suffix}")
                     conn = self._open_sync()
-                self._conn_file = self._file_id()
+                local.file = self._file_id()
             finally:
                 fcntl.flock(lock_fd, fcntl.LOCK_UN)
                 os.close(lock_fd)
-            self._conn = conn
-        return self._conn
+            local.conn = current = conn
+            with self._all_lock:
+                self._all.append(conn)
+        return current
+
+    def _forget(self, conn: sqlite3.Connection) -> None:
+        with self._all_lock:
+            if conn in self._all:
+                self._all.remove(conn)
+        conn.close()
 
     def _file_id(self) -> int | None:
         try:
@@ -359,9 +374,11 @@ class PurgeLog:
         return await asyncio.to_thread(prune)
 
     def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        with self._all_lock:
+            connections, self._all = self._all, []
+        for conn in connections:
+            conn.close()
+        self._local = threading.local()
         self._map.close()
         self._invalidated.close()
 

@@ -62,7 +62,8 @@ def token_matches(authorization: str | None, token: str) -> bool:
     scheme, _, presented = (authorization or "").partition(" ")
     if scheme.lower() != "bearer":
         return False
-    return hmac.compare_digest(presented.strip().encode(), token.encode())
+    # A field that is not UTF-8 arrives with surrogates: compared as sent, never an error (a 500).
+    return hmac.compare_digest(presented.strip().encode("utf-8", "surrogateescape"), token.encode())
 
 
 @web.middleware
@@ -108,7 +109,7 @@ class PurgeRequest(BaseModel):
     soft: bool = False
     site: str | None = Field(default=None, max_length=128, description="limit prefix, tags or all to one site")
     id: str | None = Field(default=None, max_length=128, description="set by the control plane")
-    cluster_seq: int | None = Field(default=None, ge=1, description="set by the control plane")
+    cluster_seq: int | None = Field(default=None, ge=1, le=2**63 - 1, description="set by the control plane")
     log_id: str | None = Field(default=None, min_length=1, max_length=128,
                                description="set by the control plane: the log cluster_seq counts in")  # fmt: skip
 
@@ -225,6 +226,10 @@ async def purge(request: web.Request) -> web.Response:
 MAX_LISTED_PARTS = 1000  # a sliced file may have thousands of parts
 
 
+def _no_site(url: str, site: str | None) -> str:
+    return f"no site {site!r} on this edge" if site is not None else f"no site of this edge serves {url!r}"
+
+
 async def inspect(request: web.Request) -> web.Response:
     """GET /cache?url=… — every stored variant of one URL, per tier, with age, TTL and validators, and its
     stored parts and slices (``edge.http.parts``)."""
@@ -234,9 +239,11 @@ async def inspect(request: web.Request) -> web.Response:
     cache = _cache(request)
     try:
         _, keys = purge_targets(cache.sites, "urls", [url], request.query.get("site"))
-        key = keys[0]
     except ValueError as exc:
         return web.json_response({"error": str(exc)}, status=400)
+    if not keys:
+        return web.json_response({"error": _no_site(url, request.query.get("site"))}, status=404)
+    key = keys[0]
     await cache.purger.sync()
     now = time.time()
     variants: list[dict[str, Any]] = []
@@ -347,6 +354,8 @@ async def cluster(request: web.Request) -> web.Response:
             _, keys = purge_targets(cache.sites, "urls", [url], request.query.get("site"))
         except ValueError as exc:
             return web.json_response({"error": str(exc)}, status=400)
+        if not keys:
+            return web.json_response({"error": _no_site(url, request.query.get("site"))}, status=404)
         shard = shard_of(keys[0])
     return web.json_response(cache.cluster.describe(shard))
 

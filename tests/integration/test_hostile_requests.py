@@ -179,3 +179,20 @@ async def test_the_admin_listener_speaks_http_1_only(
     wire = await raw_exchange(admin.port, line + b"\r\nHost: x\r\n\r\n")
     assert wire.startswith(b"HTTP/1.1 505 "), wire[:200]
     assert b"Location" not in wire
+
+
+async def test_admin_odd_input_is_a_4xx_not_a_500(origin: OriginStubServer, start_edge: EdgeFactory) -> None:
+    """A token that is not UTF-8, an unknown site to inspect, a sequence SQLite cannot hold."""
+    _, admin = await start_edge(origin.url, with_admin=True, admin_token="s3cret")
+    for token in (b"\xff\xfe", b"\xed\xa0\x80"):
+        wire = await raw_exchange(admin.port, b"GET /stats HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + token
+                                  + b"\r\nConnection: close\r\n\r\n")  # fmt: skip
+        assert wire.startswith(b"HTTP/1.1 401"), wire[:200]
+    auth = {"Authorization": "Bearer s3cret"}
+    async with aiohttp.ClientSession(headers=auth) as client:
+        url = f"http://127.0.0.1:{admin.port}/cache"
+        async with client.get(url, params={"url": "http://www.example.com/a", "site": "nonexistent"}) as resp:
+            assert resp.status == 404
+        body = {"all": True, "cluster_seq": 99999999999999999999}
+        async with client.post(f"http://127.0.0.1:{admin.port}/purge", json=body) as resp:
+            assert resp.status == 422

@@ -155,7 +155,8 @@ class SiteTable:
         if key in self._memo:
             return self._memo[key]
         site = self.match(key.decode("latin-1"))
-        self._memo[key] = site
+        if len(key) <= 255:  # a host name's longest: client-chosen junk is matched, not remembered
+            self._memo[key] = site
         return site
 
     def match(self, host_value: str) -> Site | None:

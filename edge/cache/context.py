@@ -29,6 +29,9 @@ def policy_config(settings: CacheSettings) -> policy.PolicyConfig:
         max_stale_on_error=settings.max_stale_on_error,
     )
 
+HIT_FOR_MISS_ENTRIES = 20_000
+HIT_FOR_MISS_MAX_KEY = 1024
+
 
 @dataclass
 class CacheContext:
@@ -58,8 +61,13 @@ class CacheContext:
         return task
 
     def remember_uncacheable(self, key: str, reason: str) -> None:
-        """Hit-for-miss: requests for ``key`` skip the queue for ``hit_for_miss_ttl`` seconds."""
-        if len(self.hit_for_miss) > 100_000:
+        """Hit-for-miss: requests for ``key`` skip the queue for ``hit_for_miss_ttl`` seconds.
+
+        Bounded in count and in key length: a client asking for ever new long URLs of an uncacheable
+        kind must not grow the worker by their length (long keys simply queue as misses do)."""
+        if len(key) > HIT_FOR_MISS_MAX_KEY:
+            return
+        if len(self.hit_for_miss) >= HIT_FOR_MISS_ENTRIES:
             self.hit_for_miss.clear()
         self.hit_for_miss[key] = (time.monotonic() + self.cache_settings.hit_for_miss_ttl, reason)
 

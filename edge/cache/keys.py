@@ -17,7 +17,8 @@ from edge.config import CacheSettings
 from edge.http import cachekey
 from edge.server.exchange import RequestHead
 
-MEMO_SIZE = 65536
+MEMO_SIZE = 32768
+MEMO_MAX_TARGET = 512  # longer targets are keyed afresh each time: memory must not grow with their length
 
 
 def key_config(settings: CacheSettings) -> cachekey.CacheKeyConfig:
@@ -51,7 +52,8 @@ class CacheKeys:
             key = self.namespace + cachekey.cache_key(
                 self.origin_scheme, self.origin_authority, path, query if mark else None, self.config
             )
-            self._memo[target] = key
+            if len(target) <= MEMO_MAX_TARGET:
+                self._memo[target] = key
         return key
 
     def for_request(self, head: RequestHead, target: str) -> str:

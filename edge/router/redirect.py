@@ -47,7 +47,8 @@ log = logging.getLogger("edge.router")
 _XFF = b"x-forwarded-for"
 _KEEP_ALIVE_10 = b"Connection: keep-alive\r\n"
 _CLOSE = b"Connection: close\r\n"
-ANSWERS_MEMO = 65536
+ANSWERS_MEMO = 16384
+ANSWERS_MEMO_MAX_URL = 1024  # longer redirects are built afresh: memory must not grow with client-chosen lengths
 
 
 def redirect_body(location: str) -> bytes:
@@ -149,7 +150,9 @@ class RedirectService:
                 body = redirect_body(redirect)
                 fields = [("Cache-Control", "no-store"), ("Location", redirect),
                           ("Content-Type", "text/html; charset=utf-8"), ("Content-Length", str(len(body)))]  # fmt: skip
-                memo = self._answers[memo_key] = (status_line(status) + header_block(fields), body)
+                memo = (status_line(status) + header_block(fields), body)
+                if len(redirect) <= ANSWERS_MEMO_MAX_URL:
+                    self._answers[memo_key] = memo
             prefix, body = memo
             metrics.redirected(edge.name, edge.region, rule, status)
         else:

@@ -499,13 +499,19 @@ def test_concurrent_fills_from_two_processes_leave_one_valid_object(tmp_path: Pa
     asyncio.run(check())
 
 
-async def test_a_directory_in_place_of_the_index_is_replaced_by_a_rebuilt_index(open_store: OpenStore) -> None:
+async def three_objects_without_their_index(open_store: OpenStore) -> DiskStore:
+    """A closed store holding three objects under https://a.test/ whose index files are gone."""
     store = await open_store()
     for index in range(3):
         await put(store, f"https://a.test/{index}", body_for(str(index), 100))
     await store.close()
     for path in store.directory.glob("index.sqlite*"):
         path.unlink()
+    return store
+
+
+async def test_a_directory_in_place_of_the_index_is_replaced_by_a_rebuilt_index(open_store: OpenStore) -> None:
+    store = await three_objects_without_their_index(open_store)
     (store.directory / "index.sqlite").mkdir()  # before: every worker died opening it, over and over
     (store.directory / "index.sqlite" / "x").write_bytes(b"x")
     again = await open_store()
@@ -517,12 +523,7 @@ async def test_a_purge_never_trusts_an_index_whose_rebuild_failed(
 ) -> None:
     """A rebuild that failed (logged) left the index partial: a prefix purge rebuilds it first (it
     found nothing, and the objects came back once the purge left the purge view)."""
-    store = await open_store()
-    for index in range(3):
-        await put(store, f"https://a.test/{index}", body_for(str(index), 100))
-    await store.close()
-    for path in store.directory.glob("index.sqlite*"):
-        path.unlink()
+    await three_objects_without_their_index(open_store)
     real = DiskStore._reconcile
     failures = [1]
 

@@ -514,8 +514,17 @@ class Purger:
         checks recent purges against the object's ``stored_at`` until the physical deletion below
         has surely finished.
         """
+        await self._index_usable(kind, soft)
         record = await self.log.append(kind, values, soft, purge_id, cluster_seq)
         return record, await self._publish_and_apply(record)
+
+    async def _index_usable(self, kind: PurgeKind, soft: bool) -> None:
+        """Before a purge is logged (and its sequence counted as applied): the disk index it will
+        use can be trusted, or ``IndexIncompleteError`` leaves nothing behind, so the purge is sent
+        again and applied whole rather than counted done and half-applied."""
+        disk = self.store.disk
+        if disk is not None and (kind in ("prefix", "tags") or (kind == "all" and not soft)):
+            await disk.ensure_index()
 
     async def follow_log(self, log_id: str) -> bool:
         """The control plane's purges come from the log ``log_id``.  A log other than the one this
@@ -540,6 +549,7 @@ class Purger:
     ) -> int | None:
         """:meth:`purge` for a record of the shared purge stream, once per edge however many of its
         workers read it: the affected count, or None when another worker applied it."""
+        await self._index_usable(kind, soft)
         record = await self.log.append_cluster(kind, values, soft, purge_id, cluster_seq, stream_id)
         if record is None:
             return None
@@ -593,7 +603,11 @@ class Purger:
         """Background: free the disk space of everything a purge-all made unreachable."""
         disk = self.store.disk
         if disk is not None:
-            removed = await disk.delete_stored_before(purge_time)
+            try:
+                removed = await disk.delete_stored_before(purge_time)
+            except Exception as exc:  # the purge stands (hard_all_at): only the space waits for a cleanup
+                log.warning("purge-all: reclaiming disk space failed: %s", exc)
+                return
             log.info("purge-all: reclaimed %d objects from disk", removed)
 
     async def invalidate(self, key: str, now: float) -> int:

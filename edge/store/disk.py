@@ -832,6 +832,10 @@ class DiskStore:
         self._counters["deleted"] += removed
         return removed
 
+    async def ensure_index(self) -> None:
+        """Raise ``IndexIncompleteError`` unless the index can be trusted by a purge (rebuilt if need be)."""
+        await self._index_required(self._index.is_built)
+
     async def delete_prefix(self, prefix: str) -> int:
         rows = await self._index_required(lambda: self._index.find_prefix(prefix))
         return await self._delete_rows(rows)

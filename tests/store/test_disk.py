@@ -12,8 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from edge.purge import PurgeLog, Purger
 from edge.store.base import body_checksum
-from edge.store.disk import DiskStore, decode_meta
+from edge.store.disk import DiskStore, IndexIncompleteError, decode_meta
+from edge.store.tiered import TieredStore
 from tests.store import disk_workers
 from tests.store.support import body_for, files_under, make_meta, read_body
 
@@ -537,3 +539,25 @@ async def test_a_purge_never_trusts_an_index_whose_rebuild_failed(
     again = await open_store()
     assert not failures  # the startup rebuild failed
     assert await again.delete_prefix("https://a.test/") == 3
+
+
+async def test_a_purge_that_cannot_trust_the_index_leaves_nothing_logged(
+    open_store: OpenStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The index cannot be rebuilt: the purge fails before it is logged, so its cluster sequence is
+    not counted as applied and the control plane sends it again (it was counted, then lost)."""
+    await three_objects_without_their_index(open_store)
+
+    async def failing(self: DiskStore, **kwargs: float) -> dict[str, int]:
+        raise OSError("an unreadable shard")
+
+    monkeypatch.setattr(DiskStore, "_reconcile", failing)
+    purge_log = PurgeLog(tmp_path / "purge")
+    purger = Purger(purge_log, TieredStore(None, await open_store(), 0))
+    with pytest.raises(IndexIncompleteError):
+        await purger.purge("prefix", ["https://a.test/"], False, "p-7", 7)
+    assert (await purge_log.cluster_seq(), await purge_log.since(0)) == (0, [])
+    monkeypatch.undo()
+    record, affected = await purger.purge("prefix", ["https://a.test/"], False, "p-7", 7)  # sent again
+    assert (record.cluster_seq, affected) == (7, 3)
+    purge_log.close()

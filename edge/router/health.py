@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import json
 import logging
 import time
@@ -207,7 +206,6 @@ class HealthChecker:
         self._healthy: dict[str, bool] = {name: False for name in self._edges}
         self._session: aiohttp.ClientSession | None = None
         self._task: asyncio.Task[None] | None = None
-        self._checking: dict[str, asyncio.Task[None]] = {}  # an edge's check still running
         self.rounds = 0
         self.changes: deque[HealthChange] = deque(maxlen=CHANGES_KEPT)
 
@@ -290,48 +288,42 @@ class HealthChecker:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        checks = list(self._checking.values())
-        for check in checks:
-            check.cancel()
-        await asyncio.gather(*checks, return_exceptions=True)
         session, self._session = self._session, None
         if session is not None:
             await session.close()
 
     async def _run(self) -> None:
+        """One loop per enabled edge: each is checked every ``interval`` seconds on its own, so an edge
+        that takes its whole ``timeout`` to answer is checked at that pace and holds up nobody else
+        (a shared round waited for the slowest check)."""
+        enabled = [tracked.edge for tracked in self._edges.values() if tracked.edge.enabled]
+        loops = [asyncio.create_task(self._pace(edge, first=index == 0), name=f"edge-health-{edge.name}")
+                 for index, edge in enumerate(enabled)]  # fmt: skip
+        try:
+            await asyncio.gather(*loops)
+        finally:
+            for each in loops:
+                each.cancel()
+            await asyncio.gather(*loops, return_exceptions=True)
+
+    async def _pace(self, edge: EdgeEntry, *, first: bool) -> None:
         loop = asyncio.get_running_loop()
-        next_round = loop.time() + self.interval
+        next_check = loop.time() + self.interval
         while True:
-            await asyncio.sleep(max(0.0, next_round - loop.time()))
-            next_round = loop.time() + self.interval
+            await asyncio.sleep(max(0.0, next_check - loop.time()))
+            next_check = loop.time() + self.interval
             try:
-                self._launch_round()  # not awaited: a slow edge holds up nobody else's next check
+                await self._check_and_record(edge)
             except Exception:  # pragma: no cover - a bug here must not stop health checking
-                log.exception("health round failed")
+                log.exception("health check of %s failed", edge.name)
+            if first:
+                self.rounds += 1  # as many as the first edge's checks: what /health calls rounds
 
     async def check_round(self) -> None:
-        """Check every enabled edge once, concurrently, and record the results (when this returns)."""
-        checks = self._launch_round()
-        if checks:
-            await asyncio.gather(*checks)
-
-    def _launch_round(self) -> list[asyncio.Task[None]]:
-        """Start a check of every enabled edge whose previous one is done (an edge that takes up to
-        ``timeout`` to answer is checked at that pace; every other edge still every ``interval``)."""
-        launched = []
-        for tracked in self._edges.values():
-            edge = tracked.edge
-            if not edge.enabled or edge.name in self._checking:
-                continue
-            task = asyncio.create_task(self._check_and_record(edge), name=f"edge-health-{edge.name}")
-            self._checking[edge.name] = task
-            task.add_done_callback(functools.partial(self._check_done, edge.name))
-            launched.append(task)
+        """Check every enabled edge once, concurrently, and record the results (the first round)."""
+        edges = [tracked.edge for tracked in self._edges.values() if tracked.edge.enabled]
+        await asyncio.gather(*(self._check_and_record(edge) for edge in edges))
         self.rounds += 1
-        return launched
-
-    def _check_done(self, name: str, _task: asyncio.Task[None]) -> None:
-        self._checking.pop(name, None)
 
     async def _check_and_record(self, edge: EdgeEntry) -> None:
         ok, error, latency_ms = await self._check(edge)

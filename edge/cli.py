@@ -485,10 +485,14 @@ def _kind_of(data: dict[str, Any]) -> str:
 @main.command("check-config")
 @click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--kind", type=click.Choice(["auto", "edge", "router", "inventory"]), default="auto")
+@click.option("--offline", is_flag=True, help="check each file alone, not the inventory, geo database and coverage "
+              "files a router file names (configs checked away from their host)")  # fmt: skip
 @json_option
 @click.pass_context
-def check_config(ctx: click.Context, files: tuple[Path, ...], kind: str) -> None:
-    """Validate edge, router and inventory files (the kind is read from the file unless --kind)."""
+def check_config(ctx: click.Context, files: tuple[Path, ...], kind: str, offline: bool) -> None:
+    """Validate edge, router and inventory files (the kind is read from the file unless --kind); a
+    router file's inventory, geo database and coverage file are opened too, as the router does,
+    unless --offline."""
     from edge.config import ConfigError, load_settings
     from edge.inventory import InventoryError, load_inventory
     from edge.router.app import open_router_parts
@@ -508,10 +512,11 @@ def check_config(ctx: click.Context, files: tuple[Path, ...], kind: str) -> None
                 summary = f"{len(inventory.edges)} edges"
             elif found == "router":  # the files it names too (inventory, geodb, coverage), as the router does
                 router_settings = load_router_settings(path, environ={})
-                parts = open_router_parts(router_settings)
-                parts.locator.close()
-                summary = (f"listen {router_settings.listen}, admin {router_settings.admin_listen},"
-                           f" {len(parts.inventory.edges)} edges")  # fmt: skip
+                summary = f"listen {router_settings.listen}, admin {router_settings.admin_listen}"
+                if not offline:
+                    parts = open_router_parts(router_settings)
+                    parts.locator.close()
+                    summary += f", {len(parts.inventory.edges)} edges"
             else:
                 edge_settings = load_settings(path, environ={})
                 summary = f"{len(edge_settings.site_list())} site(s), listen {edge_settings.listen}"

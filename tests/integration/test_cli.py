@@ -132,6 +132,8 @@ def test_clear_errors_and_exit_codes(cdn: dict[str, object], tmp_path: Path) -> 
     assert [item["ok"] for item in results] == [False, False, True]
     assert "edges" in results[0]["error"]
     assert "utf-8" in results[1]["error"]
+    code, out = run(cdn, "check-config", "--offline", str(missing))  # a config checked away from its host
+    assert code == 0, out
     code, out = run(cdn, "route", "not-an-ip")
     assert code == 2, out  # what the router refuses as given (400) is usage
     started = time.monotonic()

@@ -29,8 +29,7 @@ def policy_config(settings: CacheSettings) -> policy.PolicyConfig:
         max_stale_on_error=settings.max_stale_on_error,
     )
 
-HIT_FOR_MISS_ENTRIES = 20_000
-HIT_FOR_MISS_MAX_KEY = 1024
+HIT_FOR_MISS_ENTRIES = 100_000
 
 
 @dataclass
@@ -45,7 +44,7 @@ class CacheContext:
     protection: Protection | None = None  # rate limits, access rules, signed URLs (edge.protection)
     counters: CacheCounters = field(default_factory=CacheCounters)
     coalescer: Coalescer = field(default_factory=Coalescer)
-    hit_for_miss: dict[str, tuple[float, str]] = field(default_factory=dict)
+    hit_for_miss: dict[int, tuple[float, str]] = field(default_factory=dict)  # hash(key): (until, reason)
     background: set[asyncio.Task[None]] = field(default_factory=set)
     # Variants being derived in another coding (edge.cache.transcode), shared by concurrent requests.
     derivations: dict[tuple[str, str], asyncio.Future[CachedObject | None]] = field(default_factory=dict)
@@ -63,20 +62,20 @@ class CacheContext:
     def remember_uncacheable(self, key: str, reason: str) -> None:
         """Hit-for-miss: requests for ``key`` skip the queue for ``hit_for_miss_ttl`` seconds.
 
-        Bounded in count and in key length: a client asking for ever new long URLs of an uncacheable
-        kind must not grow the worker by their length (long keys simply queue as misses do)."""
-        if len(key) > HIT_FOR_MISS_MAX_KEY:
-            return
+        Remembered by the key's hash (this process's randomised ``hash``), so a client asking for
+        ever new long URLs of an uncacheable kind grows the table by a few dozen bytes each, not by
+        their length; and at most ``HIT_FOR_MISS_ENTRIES`` of them."""
         if len(self.hit_for_miss) >= HIT_FOR_MISS_ENTRIES:
             self.hit_for_miss.clear()
-        self.hit_for_miss[key] = (time.monotonic() + self.cache_settings.hit_for_miss_ttl, reason)
+        self.hit_for_miss[hash(key)] = (time.monotonic() + self.cache_settings.hit_for_miss_ttl, reason)
 
     def uncacheable_reason(self, key: str) -> str | None:
-        remembered = self.hit_for_miss.get(key)
+        hashed = hash(key)
+        remembered = self.hit_for_miss.get(hashed)
         if remembered is None:
             return None
         until, reason = remembered
         if until < time.monotonic():
-            del self.hit_for_miss[key]
+            del self.hit_for_miss[hashed]
             return None
         return reason
